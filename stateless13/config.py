@@ -1,0 +1,195 @@
+"""Server configuration: immutable, shared by connections, threads and (via key bytes) processes."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from .cookie import MAX_APP_PAYLOAD, CookieKeyRing
+from .messages import CipherSuite, NamedGroup, SignatureScheme
+from .primitives import PrivateKey, signature_schemes_for
+
+#: Called with (app_payload, peer) when a cookie has been authenticated; return None to accept or
+#: a reason (str) to refuse the ClientHello with an access_denied alert.
+CookieVerifier = Callable[[bytes, "tuple[str, int] | None"], "str | None"]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A certificate chain (DER, leaf first) and the leaf's private key."""
+
+    certificate_chain: tuple[bytes, ...]
+    private_key: PrivateKey
+
+    def __post_init__(self) -> None:
+        if not self.certificate_chain:
+            raise ValueError("a Credential needs at least one certificate")
+        if not self.signature_schemes:
+            raise ValueError("unsupported private key type for TLS 1.3")
+
+    @property
+    def signature_schemes(self) -> tuple[SignatureScheme, ...]:
+        return signature_schemes_for(self.private_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the leaf certificate, as ``openssl x509 -fingerprint -sha256`` prints it."""
+        return hashlib.sha256(self.certificate_chain[0]).digest().hex(":").upper()
+
+    @classmethod
+    def from_pem(
+        cls, chain_pem: bytes, key_pem: bytes, password: bytes | None = None
+    ) -> Credential:
+        chain = tuple(
+            c.public_bytes(serialization.Encoding.DER)
+            for c in x509.load_pem_x509_certificates(chain_pem)
+        )
+        key = serialization.load_pem_private_key(key_pem, password)
+        if not isinstance(
+            key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
+        ):
+            raise ValueError(f"unsupported private key type {type(key).__name__}")
+        return cls(chain, key)
+
+    @classmethod
+    def self_signed(cls, hostname: str = "localhost", key_type: str = "ecdsa-p256") -> Credential:
+        """A fresh self-signed certificate for ``hostname`` (and 127.0.0.1, ::1 for localhost)."""
+        key: PrivateKey
+        if key_type == "ecdsa-p256":
+            key = ec.generate_private_key(ec.SECP256R1())
+        elif key_type == "ecdsa-p384":
+            key = ec.generate_private_key(ec.SECP384R1())
+        elif key_type == "ed25519":
+            key = ed25519.Ed25519PrivateKey.generate()
+        elif key_type == "rsa":
+            key = rsa.generate_private_key(65537, 2048)
+        else:
+            raise ValueError(f"unknown key type {key_type!r}")
+        names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+        if hostname == "localhost":
+            names += [
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1")),
+            ]
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+        now = datetime.datetime.now(datetime.UTC)
+        algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, algorithm)
+        )
+        return cls((certificate.public_bytes(serialization.Encoding.DER),), key)
+
+    def certificate_pem(self) -> bytes:
+        return b"".join(
+            x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+            for der in self.certificate_chain
+        )
+
+
+def keylog_to_file(path: str | os.PathLike[str]) -> Callable[[str], None]:
+    """A ``ServerConfig.keylog`` callback appending NSS key log lines to ``path`` (mode 0600)."""
+    lock = threading.Lock()
+    target = Path(path)
+
+    def write(line: str) -> None:
+        with lock:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as file:
+                file.write(line + "\n")
+
+    return write
+
+
+DEFAULT_CIPHER_SUITES = (
+    CipherSuite.TLS_AES_128_GCM_SHA256,
+    CipherSuite.TLS_AES_256_GCM_SHA384,
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+)
+DEFAULT_GROUPS = (
+    NamedGroup.X25519MLKEM768,
+    NamedGroup.x25519,
+    NamedGroup.secp256r1,
+    NamedGroup.secp384r1,
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server needs; immutable, so one instance serves every connection.
+
+    ``cipher_suites`` and ``groups`` are in the server's order of preference: the server picks its
+    most preferred group that the client supports and, if the client sent no key share for it,
+    asks for one with a HelloRetryRequest.
+    """
+
+    credentials: tuple[Credential, ...]
+    cookie_keys: CookieKeyRing = field(default_factory=CookieKeyRing.generate)
+    cipher_suites: tuple[CipherSuite, ...] = DEFAULT_CIPHER_SUITES
+    groups: tuple[NamedGroup, ...] = DEFAULT_GROUPS
+    #: ALPN protocols in preference order; empty means the server ignores ALPN.
+    alpn_protocols: tuple[bytes, ...] = ()
+    #: Seconds a cookie stays valid, and how far in the future its issue time may be (clock skew
+    #: between the servers that share the key ring).
+    cookie_lifetime: float = 30.0
+    cookie_clock_skew: float = 5.0
+    cookie_verifier: CookieVerifier | None = None
+    #: Largest ClientHello accepted (bytes of the handshake message, header included).
+    max_client_hello_size: int = 16384
+    #: Called with one NSS SSLKEYLOGFILE line per secret; None (the default) logs nothing.
+    keylog: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.credentials:
+            raise ValueError("ServerConfig needs at least one Credential")
+        if not self.cipher_suites or not self.groups:
+            raise ValueError("ServerConfig needs at least one cipher suite and one group")
+        object.__setattr__(self, "cipher_suites", tuple(CipherSuite(s) for s in self.cipher_suites))
+        object.__setattr__(self, "groups", tuple(NamedGroup(g) for g in self.groups))
+        for protocol in self.alpn_protocols:
+            if not 0 < len(protocol) < 256:
+                raise ValueError(f"invalid ALPN protocol {protocol!r}")
+        if self.max_client_hello_size < 512:
+            raise ValueError("max_client_hello_size below 512 bytes would refuse ordinary clients")
+
+    @classmethod
+    def self_signed(
+        cls, hostname: str = "localhost", *, key_type: str = "ecdsa-p256", **options: object
+    ) -> ServerConfig:
+        """A config with a freshly generated self-signed certificate (for tests and demos)."""
+        return cls(credentials=(Credential.self_signed(hostname, key_type),), **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pem_files(
+        cls,
+        certfile: str | os.PathLike[str],
+        keyfile: str | os.PathLike[str],
+        *,
+        password: bytes | None = None,
+        **options: object,
+    ) -> ServerConfig:
+        credential = Credential.from_pem(
+            Path(certfile).read_bytes(), Path(keyfile).read_bytes(), password
+        )
+        return cls(credentials=(credential,), **options)  # type: ignore[arg-type]
+
+    MAX_COOKIE_PAYLOAD = MAX_APP_PAYLOAD

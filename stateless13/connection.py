@@ -1,0 +1,244 @@
+"""``ServerConnection``: a TLS 1.3 server over a byte stream, h11-style.
+
+``receive_data`` only buffers; ``next_event`` does the work and returns one event or None when it
+needs more bytes; ``data_to_send`` returns what to write.  The connection owns a record layer and
+a :class:`~stateless13.handshake.ServerHandshake` and moves bytes between them; it does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .alerts import (
+    AlertDescription,
+    AlertError,
+    AlertLevel,
+    DecodeError,
+    LocalProtocolError,
+    UnexpectedMessage,
+)
+from .config import ServerConfig
+from .events import AlertReceived, ApplicationData, ConnectionClosed, Event, HandshakeComplete
+from .handshake import (
+    Action,
+    Direction,
+    Entropy,
+    Epoch,
+    HandshakeDone,
+    HandshakeSummary,
+    InstallSecret,
+    SendChangeCipherSpec,
+    SendHandshake,
+    ServerHandshake,
+)
+from .messages import CipherSuite, SignatureScheme
+from .record import CHANGE_CIPHER_SPEC_RECORD, ContentType, Record, RecordLayer
+
+
+def _event_from_summary(summary: HandshakeSummary) -> HandshakeComplete:
+    return HandshakeComplete(
+        cipher_suite=CipherSuite(summary.cipher_suite),
+        group=summary.group,
+        signature_scheme=SignatureScheme(summary.signature_scheme),
+        alpn_protocol=summary.alpn_protocol.decode("ascii", "replace")
+        if summary.alpn_protocol is not None
+        else None,
+        server_name=summary.server_name,
+        hello_retry=summary.hello_retry,
+        cookie_verified=summary.cookie_verified,
+        cookie_payload=summary.cookie_payload,
+    )
+
+
+class ServerConnection:
+    """One TLS 1.3 server connection.
+
+    ``ServerConnection(config)`` runs an ordinary handshake (a HelloRetryRequest only if the
+    client's key shares do not fit).  :func:`~stateless13.stateless_accept` hands out connections
+    that were resumed from a stateless cookie instead.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        peer: tuple[str, int] | None = None,
+        entropy: Entropy | None = None,
+    ) -> None:
+        handshake = ServerHandshake(config, peer=peer, entropy=entropy)
+        self._setup(handshake)
+
+    def _setup(self, handshake: ServerHandshake) -> None:
+        self._handshake = handshake
+        self.peer = handshake.peer
+        self._records = RecordLayer()
+        self._outgoing = bytearray()
+        self._events: deque[Event] = deque()
+        self._eof = False
+        self._peer_closed = False
+        self._we_closed = False
+        self._error: AlertError | None = None
+        #: The HandshakeComplete event's contents, once the handshake is done.
+        self.handshake_info: HandshakeComplete | None = None
+
+    @classmethod
+    def _from_resumed_handshake(cls, handshake: ServerHandshake) -> ServerConnection:
+        """Wrap a handshake already resumed from a cookie (used by ``stateless_accept``)."""
+        connection = cls.__new__(cls)
+        connection._setup(handshake)
+        connection._apply(handshake.take_actions())
+        return connection
+
+    # -- input -----------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the peer; ``b""`` means the peer closed its end of the stream."""
+        if data:
+            self._records.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | None:
+        """Process buffered bytes until one event is ready; None means "send more data".
+
+        Raises an :class:`AlertError` subclass when the peer broke the protocol: the alert is then
+        waiting in ``data_to_send()`` and the connection is dead.
+        """
+        if self._error is not None:
+            raise LocalProtocolError(f"connection already failed: {self._error}")
+        try:
+            while not self._events and not self._peer_closed:
+                record = self._records.next_record()
+                if record is None:
+                    if self._eof:
+                        self._peer_closed = True
+                        self._events.append(ConnectionClosed(clean=False))
+                    break
+                self._handle_record(record)
+        except AlertError as error:
+            self._fail(error)
+            raise
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """All the events the buffered bytes yield (a convenience over ``next_event``)."""
+        events = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def _handle_record(self, record: Record) -> None:
+        if record.content_type == ContentType.handshake:
+            epoch = self._records.read_epoch
+            self._apply(self._handshake.receive(epoch, record.data))
+        elif record.content_type == ContentType.application_data:
+            if self._records.read_epoch != Epoch.ONE_RTT:
+                raise UnexpectedMessage("application data before the handshake completed")
+            if record.data:
+                self._events.append(ApplicationData(record.data))
+        elif record.content_type == ContentType.alert:
+            self._handle_alert(record.data)
+        else:
+            self._handle_change_cipher_spec(record)
+
+    def _handle_change_cipher_spec(self, record: Record) -> None:
+        # §5: between the first ClientHello and the client's Finished, drop a CCS of value 1.
+        if (
+            record.protected
+            or record.data != b"\x01"
+            or self._handshake.client_hello is None
+            or self._handshake.complete
+        ):
+            raise UnexpectedMessage("change_cipher_spec outside the handshake")
+
+    def _handle_alert(self, data: bytes) -> None:
+        if len(data) != 2:
+            raise DecodeError(f"alert of {len(data)} bytes")
+        level, description = data
+        try:
+            description_enum: AlertDescription | int = AlertDescription(description)
+        except ValueError:
+            description_enum = description
+        self._peer_closed = True
+        if description == AlertDescription.close_notify:
+            self._events.append(ConnectionClosed(clean=True))
+        elif description == AlertDescription.user_canceled and level == AlertLevel.warning:
+            self._peer_closed = False  # §6.1: user_canceled is followed by close_notify
+            self._events.append(AlertReceived(description_enum, fatal=False))
+        else:  # §6: in TLS 1.3 every other alert is fatal, whatever its level says
+            self._events.append(AlertReceived(description_enum, fatal=True))
+
+    def _apply(self, actions: list[Action]) -> None:
+        """Carry out the handshake's actions: coalesce its messages per epoch into records."""
+        pending = bytearray()
+        pending_epoch = Epoch.INITIAL
+
+        def flush() -> None:
+            if pending:
+                self._outgoing += self._records.protect(
+                    ContentType.handshake, bytes(pending), pending_epoch
+                )
+                pending.clear()
+
+        for action in actions:
+            if isinstance(action, SendHandshake):
+                if action.epoch != pending_epoch:
+                    flush()
+                    pending_epoch = action.epoch
+                pending += action.data
+                continue
+            flush()
+            if isinstance(action, SendChangeCipherSpec):
+                self._outgoing += CHANGE_CIPHER_SPEC_RECORD
+            elif isinstance(action, InstallSecret):
+                self._records.install(
+                    action.direction == Direction.DECRYPT, action.epoch, action.suite, action.secret
+                )
+            elif isinstance(action, HandshakeDone):
+                self.handshake_info = _event_from_summary(action.summary)
+                self._events.append(self.handshake_info)
+        flush()
+
+    def _fail(self, error: AlertError) -> None:
+        self._error = error
+        self._outgoing += self._records.protect(
+            ContentType.alert, bytes((AlertLevel.fatal, error.description))
+        )
+
+    # -- output ------------------------------------------------------------------------------------
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self.handshake_info is not None
+
+    def send(self, data: bytes) -> None:
+        """Queue application data (allowed once our Finished is out: §4.4.4's 0.5-RTT data)."""
+        if self._error is not None or self._we_closed:
+            raise LocalProtocolError("cannot send on a closed or failed connection")
+        if self._records.write_epoch != Epoch.ONE_RTT:
+            raise LocalProtocolError("cannot send application data before the handshake")
+        if data:
+            self._outgoing += self._records.protect(ContentType.application_data, data)
+
+    def close(self) -> None:
+        """Queue a close_notify alert; nothing can be sent after it."""
+        if self._we_closed or self._error is not None:
+            return
+        self._we_closed = True
+        self._outgoing += self._records.protect(
+            ContentType.alert, bytes((AlertLevel.warning, AlertDescription.close_notify))
+        )
+
+    def update_key(self, request_peer_update: bool = False) -> None:
+        """Send a KeyUpdate (§4.6.3) and switch to the next sending key."""
+        self._apply(self._handshake.request_key_update(request_peer_update))
+
+    def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
+        """RFC 8446 §7.5 exporter (e.g. for channel binding)."""
+        return self._handshake.export_keying_material(label, context, length)
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the peer; each call returns what was queued since the last one."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data

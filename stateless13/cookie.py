@@ -1,0 +1,199 @@
+"""The HelloRetryRequest cookie: everything a stateless server must remember, sealed for the client.
+
+Wire format (version 1): 105 bytes for SHA-256 suites, 121 for SHA-384, plus the app payload:
+
+    version (1) | key_id (1) | nonce (12) | AES-256-GCM-SIV(plaintext) incl. 16-byte tag
+
+    plaintext = issued_at u32 | cipher_suite u16 | group u16 | flags u8
+              | Hash(ClientHello1) (32 or 48, by the suite's hash)
+              | client_hello_digest (32) | app_payload <0..64>
+
+    associated data = version | key_id | the peer's IP address (packed)
+
+GCM-SIV keeps a random 96-bit nonce safe far beyond AES-GCM's 2^32 messages per key.  The key
+id is derived from the key itself, so every process that loads the same key bytes agrees on it
+without any configuration.  The first key of a :class:`CookieKeyRing` seals; all of them open,
+which is how keys rotate without rejecting cookies in flight.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .alerts import DecryptError, IllegalParameter
+
+COOKIE_FORMAT_VERSION = 1
+MAX_APP_PAYLOAD = 64
+MIN_KEY_SIZE = 16
+_NONCE_SIZE = 12
+_HEADER_SIZE = 2 + _NONCE_SIZE
+_FLAG_KEY_SHARE_REQUESTED = 0x01
+_DIGEST_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CookieState:
+    """What the server needs from ClientHello1 to finish the handshake from ClientHello2."""
+
+    issued_at: int  # seconds since the epoch, as given to stateless_accept
+    cipher_suite: int
+    group: int
+    key_share_requested: bool  # did the HRR carry a key_share? (needed to rebuild it byte for byte)
+    client_hello_hash: bytes  # Hash(ClientHello1) under the suite's hash: the transcript's start
+    client_hello_digest: bytes  # SHA-256 of the fields ClientHello2 must repeat (negotiation.py)
+    app_payload: bytes = b""  # the application's own bytes, returned with Accepted
+
+
+def encode_cookie_state(state: CookieState) -> bytes:
+    if len(state.app_payload) > MAX_APP_PAYLOAD:
+        raise ValueError(f"cookie payload over {MAX_APP_PAYLOAD} bytes")
+    flags = _FLAG_KEY_SHARE_REQUESTED if state.key_share_requested else 0
+    return b"".join(
+        (
+            state.issued_at.to_bytes(4, "big"),
+            state.cipher_suite.to_bytes(2, "big"),
+            state.group.to_bytes(2, "big"),
+            bytes((flags, len(state.client_hello_hash))),
+            state.client_hello_hash,
+            state.client_hello_digest,
+            bytes((len(state.app_payload),)),
+            state.app_payload,
+        )
+    )
+
+
+def decode_cookie_state(data: bytes) -> CookieState:
+    # Only ever called on authenticated plaintext we wrote, but still bounds-checked.
+    if len(data) < 10:
+        raise DecryptError("cookie plaintext too short")
+    hash_len = data[9]
+    digest_end = 10 + hash_len + _DIGEST_SIZE
+    if hash_len not in (32, 48) or len(data) < digest_end + 1:
+        raise DecryptError("cookie plaintext malformed")
+    payload_len = data[digest_end]
+    if len(data) != digest_end + 1 + payload_len:
+        raise DecryptError("cookie plaintext malformed")
+    return CookieState(
+        issued_at=int.from_bytes(data[0:4], "big"),
+        cipher_suite=int.from_bytes(data[4:6], "big"),
+        group=int.from_bytes(data[6:8], "big"),
+        key_share_requested=bool(data[8] & _FLAG_KEY_SHARE_REQUESTED),
+        client_hello_hash=data[10 : 10 + hash_len],
+        client_hello_digest=data[10 + hash_len : digest_end],
+        app_payload=data[digest_end + 1 :],
+    )
+
+
+def peer_binding(peer: tuple[str, int] | None) -> bytes:
+    """The associated data that binds a cookie to the client's IP address.
+
+    Only the address is bound, not the port: a NAT may rebind the port between ClientHellos on
+    QUIC, while on TCP the second ClientHello arrives on the same connection anyway.
+    """
+    if peer is None:
+        return b""
+    host = peer[0]
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).packed
+    except ValueError:
+        return host.encode("utf-8", "surrogateescape")
+
+
+class _CookieKey:
+    __slots__ = ("aead", "key_id")
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < MIN_KEY_SIZE:
+            raise ValueError(f"cookie keys must be at least {MIN_KEY_SIZE} bytes")
+        material = HKDF(hashes.SHA256(), 33, salt=None, info=b"stateless13 cookie key v1").derive(
+            secret
+        )
+        self.key_id = material[0]
+        self.aead = AESGCMSIV(material[1:])
+
+
+class CookieKeyRing:
+    """The keys that seal and open cookies: ``keys[0]`` seals, every key opens.
+
+    Share a ring between processes or machines by giving each the same key bytes (e.g. the same
+    key file); rotate by putting a new key first and keeping the old one until its cookies expire.
+    """
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ValueError("a CookieKeyRing needs at least one key")
+        self._keys = tuple(_CookieKey(bytes(k)) for k in keys)
+        self._sealing_key = self._keys[0]
+
+    @classmethod
+    def generate(cls) -> CookieKeyRing:
+        """A ring with one fresh random key (cookies then live only as long as this process)."""
+        return cls([os.urandom(32)])
+
+    @classmethod
+    def from_bytes(cls, *keys: bytes) -> CookieKeyRing:
+        return cls(keys)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> CookieKeyRing:
+        """Load hex keys, one per line, newest (sealing) first; ``#`` starts a comment."""
+        keys = []
+        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            try:
+                keys.append(bytes.fromhex(line))
+            except ValueError:
+                raise ValueError(f"{path}:{number}: not a hex key") from None
+        return cls(keys)
+
+    @staticmethod
+    def write_new_key_file(path: str | os.PathLike[str]) -> None:
+        """Create a key file with one random key, readable by its owner only."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write("# stateless13 cookie keys: newest first, hex, one per line\n")
+            file.write(os.urandom(32).hex() + "\n")
+
+    def seal(self, state: CookieState, peer: bytes, nonce: bytes | None = None) -> bytes:
+        key = self._sealing_key
+        header = bytes((COOKIE_FORMAT_VERSION, key.key_id))
+        nonce = os.urandom(_NONCE_SIZE) if nonce is None else nonce
+        sealed = key.aead.encrypt(nonce, encode_cookie_state(state), header + peer)
+        return header + nonce + sealed
+
+    def open(self, cookie: bytes, peer: bytes) -> CookieState:
+        """Authenticate and decrypt; DecryptError for anything we did not seal for this peer."""
+        if len(cookie) < _HEADER_SIZE + 16:
+            raise DecryptError("cookie truncated")
+        if cookie[0] != COOKIE_FORMAT_VERSION:
+            raise DecryptError(f"unknown cookie format version {cookie[0]}")
+        header, nonce, sealed = cookie[:2], cookie[2:_HEADER_SIZE], cookie[_HEADER_SIZE:]
+        candidates = [k for k in self._keys if k.key_id == cookie[1]]
+        if not candidates:
+            raise DecryptError(f"cookie sealed under unknown key id {cookie[1]}")
+        for key in candidates:  # more than one only on a 1-in-256 key id collision
+            try:
+                return decode_cookie_state(key.aead.decrypt(nonce, sealed, header + peer))
+            except InvalidTag:
+                continue
+        raise DecryptError("cookie does not authenticate (tampered, or for another address)")
+
+
+def check_cookie_age(state: CookieState, now: float, lifetime: float, clock_skew: float) -> None:
+    """Expired and future-dated cookies: illegal_parameter (the cookie is authentic but stale)."""
+    age = now - state.issued_at
+    if age > lifetime:
+        raise IllegalParameter(f"cookie expired {age - lifetime:.0f}s ago")
+    if age < -clock_skew:
+        raise IllegalParameter(f"cookie issued {-age:.0f}s in the future")

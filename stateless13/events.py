@@ -1,0 +1,43 @@
+"""Events a :class:`~stateless13.ServerConnection` reports, h11-style: frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .alerts import AlertDescription
+from .messages import CipherSuite, NamedGroup, SignatureScheme
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    cipher_suite: CipherSuite
+    group: NamedGroup
+    signature_scheme: SignatureScheme
+    alpn_protocol: str | None
+    server_name: str | None
+    hello_retry: bool  #: a HelloRetryRequest was part of this handshake
+    cookie_verified: bool  #: the handshake resumed from a stateless cookie
+    cookie_payload: bytes | None  #: the application's bytes carried in that cookie
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AlertReceived:
+    """The peer sent an alert other than close_notify; fatal ones end the connection."""
+
+    description: AlertDescription | int
+    fatal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer is done: ``clean`` if it sent close_notify, False on a bare end of stream."""
+
+    clean: bool
+
+
+Event = HandshakeComplete | ApplicationData | AlertReceived | ConnectionClosed

@@ -1,0 +1,677 @@
+"""The server handshake (RFC 8446 §2, §4), without records: handshake bytes in, actions out.
+
+Read it top to bottom as the RFC's steps.  The handshake knows nothing about TLS records or QUIC
+packets: it takes handshake bytes tagged with the epoch they arrived in and returns actions —
+handshake bytes to send per epoch, traffic secrets to install, the end of the handshake.  The
+record layer (record.py) turns those into TLS records; a QUIC stack turns them into CRYPTO frames.
+
+Two ways in:
+  * ``ServerHandshake(config)``: an ordinary server.  It sends a HelloRetryRequest only when the
+    client sent no key share for the group it picked, and then keeps the retry state in memory.
+  * ``ServerHandshake.resume_from_cookie(...)``: the stateless path.  ClientHello2 carries a
+    cookie that holds what the server would otherwise have remembered (cookie.py); the handshake
+    is rebuilt from it and ClientHello2 alone.  ``hello_retry_request_for`` builds that cookie and
+    the HelloRetryRequest without creating any object that outlives the call.
+
+Each check raises the AlertError subclass naming the alert to send, with a reason.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import key_schedule as ks
+from .alerts import (
+    AccessDenied,
+    DecryptError,
+    HandshakeFailure,
+    IllegalParameter,
+    LocalProtocolError,
+    UnexpectedMessage,
+)
+from .config import Credential, ServerConfig
+from .cookie import CookieState, check_cookie_age, peer_binding
+from .messages import (
+    HELLO_RETRY_REQUEST_RANDOM,
+    SUPPORTED_VERSIONS_TLS13_BODY,
+    Certificate,
+    CertificateVerify,
+    ClientHello,
+    EncryptedExtensions,
+    Extensions,
+    ExtensionType,
+    Finished,
+    HandshakeType,
+    KeyUpdate,
+    NamedGroup,
+    ServerHello,
+    alpn_body,
+    cookie_body,
+    key_share_retry_body,
+    key_share_server_body,
+    pull_client_hello,
+    pull_finished,
+    pull_key_update,
+    push_certificate,
+    push_certificate_verify,
+    push_encrypted_extensions,
+    push_finished,
+    push_key_update,
+    push_server_hello,
+    split_handshake,
+)
+from .negotiation import Negotiated, client_hello_digest, negotiate
+from .primitives import KeyExchange, SuiteParams, sign
+from .transcript import Transcript, rebuild_after_retry
+
+
+class Epoch(IntEnum):
+    """Key epochs, numbered as QUIC and aioquic number them."""
+
+    INITIAL = 0
+    ZERO_RTT = 1
+    HANDSHAKE = 2
+    ONE_RTT = 3
+
+
+class Direction(IntEnum):
+    DECRYPT = 0
+    ENCRYPT = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions: what the handshake asks its transport to do, in order.
+
+
+@dataclass(frozen=True, slots=True)
+class SendHandshake:
+    epoch: Epoch
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendChangeCipherSpec:
+    """Middlebox compatibility (RFC 8446 §D.4): a TLS-record transport sends a dummy CCS here."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSecret:
+    direction: Direction
+    epoch: Epoch
+    suite: SuiteParams
+    secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeSummary:
+    """What was agreed; the transport turns it into a HandshakeComplete event."""
+
+    cipher_suite: int
+    group: NamedGroup
+    signature_scheme: int
+    alpn_protocol: bytes | None
+    server_name: str | None
+    hello_retry: bool  # a HelloRetryRequest was sent (statefully or statelessly)
+    cookie_verified: bool  # the handshake was resumed from a cookie
+    cookie_payload: bytes | None  # the application's bytes from the cookie, if resumed from one
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDone:
+    summary: HandshakeSummary
+
+
+Action = SendHandshake | SendChangeCipherSpec | InstallSecret | HandshakeDone
+
+
+class Entropy:
+    """Where the handshake's randomness comes from.
+
+    Tests that replay RFC 8448 substitute fixed values; nobody else needs to touch this.
+    """
+
+    def random(self, n: int) -> bytes:
+        return os.urandom(n)
+
+    def key_exchange(self, group: NamedGroup) -> KeyExchange:
+        return KeyExchange(group)
+
+    def sign(self, credential: Credential, scheme: int, data: bytes) -> bytes:
+        return sign(credential.private_key, scheme, data)
+
+
+_ENTROPY = Entropy()
+
+
+# ---------------------------------------------------------------------------------------------
+# The HelloRetryRequest: one builder, used both to send it and to rebuild it for the transcript.
+
+
+def build_hello_retry_request(
+    session_id: bytes, suite: int, requested_group: int | None, cookie: bytes | None
+) -> bytes:
+    """The HRR handshake message (§4.1.4), deterministic in its inputs.
+
+    Extension order follows RFC 8448 §5: key_share, cookie, supported_versions.
+    """
+    extensions: list[tuple[int, bytes]] = []
+    if requested_group is not None:
+        extensions.append((ExtensionType.key_share, key_share_retry_body(requested_group)))
+    if cookie is not None:
+        extensions.append((ExtensionType.cookie, cookie_body(cookie)))
+    extensions.append((ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY))
+    return push_server_hello(
+        ServerHello(HELLO_RETRY_REQUEST_RANDOM, session_id, suite, tuple(extensions))
+    )
+
+
+def parse_client_hello(message: bytes, max_size: int) -> ClientHello:
+    """A whole ClientHello handshake message (header included) → ClientHello."""
+    if len(message) > max_size:
+        raise IllegalParameter(f"ClientHello of {len(message)} bytes exceeds the {max_size} limit")
+    if message[0] != HandshakeType.client_hello:
+        raise UnexpectedMessage(f"expected ClientHello, got handshake type {message[0]}")
+    return pull_client_hello(message[4:])
+
+
+def hello_retry_request_for(
+    config: ServerConfig,
+    hello: ClientHello,
+    raw_hello: bytes,
+    *,
+    peer: tuple[str, int] | None,
+    now: float,
+    cookie_payload: bytes = b"",
+) -> bytes:
+    """The stateless HelloRetryRequest for ClientHello1, with everything to resume in its cookie.
+
+    Always sent, even when the client's key share would do: the point is to make the client prove
+    it receives at its address before the server does any expensive work or keeps anything.
+    """
+    negotiated = negotiate(config, hello)
+    key_share_requested = negotiated.client_share is None
+    state = CookieState(
+        issued_at=int(now),
+        cipher_suite=negotiated.suite.suite,
+        group=negotiated.group,
+        key_share_requested=key_share_requested,
+        client_hello_hash=negotiated.suite.digest(raw_hello),
+        client_hello_digest=client_hello_digest(hello),
+        app_payload=cookie_payload,
+    )
+    cookie = config.cookie_keys.seal(state, peer_binding(peer))
+    return build_hello_retry_request(
+        hello.legacy_session_id,
+        negotiated.suite.suite,
+        negotiated.group if key_share_requested else None,
+        cookie,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# States: each holds only what the next step needs (rustls).
+
+
+@dataclass(slots=True)
+class ExpectClientHello:
+    pass
+
+
+@dataclass(slots=True)
+class ExpectRetriedClientHello:
+    """After a stateful HRR; the stateless path carries the same ``retry`` inside the cookie."""
+
+    retry: CookieState
+    hello_retry_request: bytes
+
+
+@dataclass(slots=True)
+class ExpectFinished:
+    suite: SuiteParams
+    transcript: Transcript
+    exporter_secret: bytes
+    client_handshake_secret: bytes
+    client_application_secret: bytes
+    server_application_secret: bytes
+    summary: HandshakeSummary
+
+
+@dataclass(slots=True)
+class Connected:
+    suite: SuiteParams
+    client_application_secret: bytes
+    server_application_secret: bytes
+    exporter_secret: bytes
+    summary: HandshakeSummary
+
+
+@dataclass(slots=True)
+class Failed:
+    pass
+
+
+State = ExpectClientHello | ExpectRetriedClientHello | ExpectFinished | Connected | Failed
+
+# The epoch each state's messages must arrive in.
+_EXPECTED_EPOCH: dict[type, Epoch] = {
+    ExpectClientHello: Epoch.INITIAL,
+    ExpectRetriedClientHello: Epoch.INITIAL,
+    ExpectFinished: Epoch.HANDSHAKE,
+    Connected: Epoch.ONE_RTT,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class ServerHandshake:
+    """One server handshake.  ``receive`` takes handshake bytes and returns the actions to take."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        peer: tuple[str, int] | None = None,
+        encrypted_extensions: Extensions = (),
+        entropy: Entropy | None = None,
+    ) -> None:
+        self.config = config
+        self.peer = peer
+        self.state: State = ExpectClientHello()
+        # Extensions the transport adds to EncryptedExtensions (e.g. QUIC transport parameters).
+        self._extra_encrypted_extensions = encrypted_extensions
+        self._entropy = entropy or _ENTROPY
+        self._buffer = bytearray()
+        self._buffer_epoch = Epoch.INITIAL
+        self._actions: list[Action] = []
+        self.client_hello: ClientHello | None = None
+        self._compat_ccs_sent = False
+
+    # -- the public surface ---------------------------------------------------------------------
+
+    @property
+    def expected_epoch(self) -> Epoch | None:
+        return _EXPECTED_EPOCH.get(type(self.state))
+
+    @property
+    def summary(self) -> HandshakeSummary | None:
+        """What was agreed, once the server's flight is out."""
+        state = self.state
+        return state.summary if isinstance(state, (ExpectFinished, Connected)) else None
+
+    @property
+    def complete(self) -> bool:
+        return isinstance(self.state, Connected)
+
+    def receive(self, epoch: Epoch, data: bytes) -> list[Action]:
+        """Feed handshake bytes that arrived in ``epoch``; return the actions they caused."""
+        try:
+            if data:
+                if epoch != self._buffer_epoch and self._buffer:
+                    raise UnexpectedMessage("handshake message split across a key change")
+                self._buffer_epoch = epoch
+                self._buffer += data
+            while (framed := split_handshake(self._buffer)) is not None:
+                msg_type, length = framed
+                message = bytes(self._buffer[:length])
+                del self._buffer[:length]
+                self._dispatch(epoch, msg_type, message)
+            if self._buffer and self._buffer_epoch != self.expected_epoch:
+                raise UnexpectedMessage("handshake message split across a key change")
+        except Exception:
+            self.state = Failed()
+            self._actions.clear()
+            raise
+        return self.take_actions()
+
+    def take_actions(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    def request_key_update(self, update_requested: bool = False) -> list[Action]:
+        """Rotate our sending key (§4.6.3), optionally asking the client to rotate too."""
+        state = self.state
+        if not isinstance(state, Connected):
+            raise LocalProtocolError("key update before the handshake completed")
+        self._send(Epoch.ONE_RTT, push_key_update(KeyUpdate(update_requested)))
+        state.server_application_secret = ks.next_traffic_secret(
+            state.suite, state.server_application_secret
+        )
+        self._install(
+            Direction.ENCRYPT, Epoch.ONE_RTT, state.suite, state.server_application_secret
+        )
+        return self.take_actions()
+
+    def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
+        state = self.state
+        if not isinstance(state, Connected):
+            raise LocalProtocolError("keying material is available after the handshake")
+        return ks.export_keying_material(state.suite, state.exporter_secret, label, context, length)
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def _dispatch(self, epoch: Epoch, msg_type: int, message: bytes) -> None:
+        handler = _HANDLERS.get((type(self.state), msg_type))
+        if handler is None:
+            raise UnexpectedMessage(
+                f"handshake message type {msg_type} in state {type(self.state).__name__}"
+            )
+        if epoch != self.expected_epoch:
+            raise UnexpectedMessage(f"handshake message type {msg_type} in the wrong epoch")
+        handler(self, message)
+
+    def _send(self, epoch: Epoch, message: bytes) -> None:
+        self._actions.append(SendHandshake(epoch, message))
+
+    def _install(
+        self, direction: Direction, epoch: Epoch, suite: SuiteParams, secret: bytes
+    ) -> None:
+        self._actions.append(InstallSecret(direction, epoch, suite, secret))
+
+    def _keylog(self, label: str, secret: bytes) -> None:
+        if self.config.keylog is not None and self.client_hello is not None:
+            self.config.keylog(f"{label} {self.client_hello.random.hex()} {secret.hex()}")
+
+    def _send_compat_change_cipher_spec(self) -> None:
+        # §D.4: only when the client asked for compatibility mode, and only once.
+        assert self.client_hello is not None
+        if self.client_hello.legacy_session_id and not self._compat_ccs_sent:
+            self._compat_ccs_sent = True
+            self._actions.append(SendChangeCipherSpec())
+
+    # -- §4.1.2 ClientHello ---------------------------------------------------------------------
+
+    def _process_client_hello(self, message: bytes) -> None:
+        hello = parse_client_hello(message, self.config.max_client_hello_size)
+        self.client_hello = hello
+        negotiated = negotiate(self.config, hello)
+        if negotiated.client_share is None:
+            self._send_hello_retry_request(hello, message, negotiated)
+            return
+        transcript = Transcript(negotiated.suite)
+        transcript.update(message)
+        self._send_server_flight(hello, negotiated, transcript, hello_retry=False, cookie=None)
+
+    def _send_hello_retry_request(
+        self, hello: ClientHello, message: bytes, negotiated: Negotiated
+    ) -> None:
+        """§4.1.4, stateful: keep in memory what the stateless path would put in the cookie."""
+        retry = CookieState(
+            issued_at=0,
+            cipher_suite=negotiated.suite.suite,
+            group=negotiated.group,
+            key_share_requested=True,
+            client_hello_hash=negotiated.suite.digest(message),
+            client_hello_digest=client_hello_digest(hello),
+        )
+        hrr = build_hello_retry_request(
+            hello.legacy_session_id, negotiated.suite.suite, negotiated.group, None
+        )
+        self._send(Epoch.INITIAL, hrr)
+        self._send_compat_change_cipher_spec()
+        self.state = ExpectRetriedClientHello(retry, hrr)
+
+    def _process_retried_client_hello(self, message: bytes) -> None:
+        state = self.state
+        assert isinstance(state, ExpectRetriedClientHello)
+        hello = parse_client_hello(message, self.config.max_client_hello_size)
+        if hello.cookie is not None:
+            raise IllegalParameter("cookie in ClientHello2 although our HelloRetryRequest had none")
+        self._continue_after_retry(hello, message, state.retry, state.hello_retry_request, None)
+
+    @classmethod
+    def resume_from_cookie(
+        cls,
+        config: ServerConfig,
+        hello: ClientHello,
+        message: bytes,
+        *,
+        peer: tuple[str, int] | None,
+        now: float,
+        encrypted_extensions: Extensions = (),
+        entropy: Entropy | None = None,
+    ) -> ServerHandshake:
+        """Start from ClientHello2 and its cookie: authenticate, check, rebuild, answer.
+
+        The actions (the server's first flight) are waiting in ``take_actions()``.
+        """
+        assert hello.cookie is not None
+        handshake = cls(
+            config, peer=peer, encrypted_extensions=encrypted_extensions, entropy=entropy
+        )
+        retry = config.cookie_keys.open(hello.cookie, peer_binding(peer))
+        check_cookie_age(retry, now, config.cookie_lifetime, config.cookie_clock_skew)
+        if config.cookie_verifier is not None:
+            refusal = config.cookie_verifier(retry.app_payload, peer)
+            if refusal is not None:
+                raise AccessDenied(f"cookie refused by the application: {refusal}")
+        # The HRR the client saw, rebuilt from what it echoes (session id, cookie) and the cookie.
+        hrr = build_hello_retry_request(
+            hello.legacy_session_id,
+            retry.cipher_suite,
+            retry.group if retry.key_share_requested else None,
+            hello.cookie,
+        )
+        handshake.client_hello = hello
+        handshake._compat_ccs_sent = True  # the CCS, if any, went out with the HRR
+        handshake._continue_after_retry(hello, message, retry, hrr, retry.app_payload)
+        return handshake
+
+    def _continue_after_retry(
+        self,
+        hello: ClientHello,
+        message: bytes,
+        retry: CookieState,
+        hello_retry_request: bytes,
+        cookie_payload: bytes | None,
+    ) -> None:
+        """§4.1.2: ClientHello2 must be ClientHello1 with only the allowed changes."""
+        self.client_hello = hello
+        if not hmac.compare_digest(client_hello_digest(hello), retry.client_hello_digest):
+            raise IllegalParameter("ClientHello2 changed fields it must repeat from ClientHello1")
+        if hello.early_data:
+            raise IllegalParameter("early_data in ClientHello2")
+        negotiated = negotiate(self.config, hello)
+        if negotiated.suite.suite != retry.cipher_suite:
+            raise HandshakeFailure("ClientHello2 negotiates another cipher suite than the HRR")
+        if negotiated.group != retry.group:
+            raise IllegalParameter("ClientHello2 negotiates another group than the HRR")
+        assert hello.key_share is not None
+        if len(hello.key_share) != 1 or hello.key_share[0].group != retry.group:
+            raise IllegalParameter(
+                f"ClientHello2 must carry exactly one key share, for group 0x{retry.group:04x}"
+            )
+        transcript = rebuild_after_retry(
+            negotiated.suite, retry.client_hello_hash, hello_retry_request
+        )
+        transcript.update(message)
+        self._send_server_flight(
+            hello, negotiated, transcript, hello_retry=True, cookie=cookie_payload
+        )
+
+    # -- §4.1.3 ServerHello through §4.4.4 Finished ----------------------------------------------
+
+    def _send_server_flight(
+        self,
+        hello: ClientHello,
+        negotiated: Negotiated,
+        transcript: Transcript,
+        *,
+        hello_retry: bool,
+        cookie: bytes | None,
+    ) -> None:
+        suite = negotiated.suite
+        shared_secret = self._send_server_hello(hello, negotiated, transcript)
+        self._send_compat_change_cipher_spec()
+
+        secrets = ks.derive_handshake_secrets(suite, shared_secret, transcript.digest())
+        self._keylog("SERVER_HANDSHAKE_TRAFFIC_SECRET", secrets.server)
+        self._keylog("CLIENT_HANDSHAKE_TRAFFIC_SECRET", secrets.client)
+        self._install(Direction.ENCRYPT, Epoch.HANDSHAKE, suite, secrets.server)
+        self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
+
+        self._send_encrypted(transcript, self._encrypted_extensions(negotiated))
+        self._send_encrypted(
+            transcript,
+            push_certificate(
+                Certificate(
+                    b"", tuple((der, ()) for der in negotiated.credential.certificate_chain)
+                )
+            ),
+        )
+        self._send_certificate_verify(negotiated, transcript)
+        self._send_encrypted(
+            transcript,
+            push_finished(
+                Finished(ks.finished_verify_data(suite, secrets.server, transcript.digest()))
+            ),
+        )
+
+        application = ks.derive_application_secrets(
+            suite, secrets.handshake_secret, transcript.digest()
+        )
+        self._keylog("SERVER_TRAFFIC_SECRET_0", application.server)
+        self._keylog("CLIENT_TRAFFIC_SECRET_0", application.client)
+        self._keylog("EXPORTER_SECRET", application.exporter)
+        self._install(Direction.ENCRYPT, Epoch.ONE_RTT, suite, application.server)
+        self.state = ExpectFinished(
+            suite=suite,
+            transcript=transcript,
+            exporter_secret=application.exporter,
+            client_handshake_secret=secrets.client,
+            client_application_secret=application.client,
+            server_application_secret=application.server,
+            summary=HandshakeSummary(
+                cipher_suite=suite.suite,
+                group=negotiated.group,
+                signature_scheme=negotiated.signature_scheme,
+                alpn_protocol=negotiated.alpn_protocol,
+                server_name=negotiated.server_name,
+                hello_retry=hello_retry,
+                cookie_verified=cookie is not None,
+                cookie_payload=cookie,
+            ),
+        )
+
+    def _send_server_hello(
+        self, hello: ClientHello, negotiated: Negotiated, transcript: Transcript
+    ) -> bytes:
+        assert negotiated.client_share is not None
+        exchange = self._entropy.key_exchange(negotiated.group)
+        server_share, shared_secret = exchange.respond(negotiated.client_share)
+        message = push_server_hello(
+            ServerHello(
+                random=self._entropy.random(32),
+                legacy_session_id_echo=hello.legacy_session_id,
+                cipher_suite=negotiated.suite.suite,
+                extensions=(
+                    (
+                        ExtensionType.key_share,
+                        key_share_server_body(negotiated.group, server_share),
+                    ),
+                    (ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),
+                ),
+            )
+        )
+        transcript.update(message)
+        self._send(Epoch.INITIAL, message)
+        return shared_secret
+
+    def _encrypted_extensions(self, negotiated: Negotiated) -> bytes:
+        extensions: list[tuple[int, bytes]] = []
+        if negotiated.alpn_protocol is not None:
+            extensions.append(
+                (
+                    ExtensionType.application_layer_protocol_negotiation,
+                    alpn_body(negotiated.alpn_protocol),
+                )
+            )
+        extensions.extend(self._extra_encrypted_extensions)
+        if negotiated.server_name is not None:  # RFC 6066 §3: acknowledge with an empty server_name
+            extensions.append((ExtensionType.server_name, b""))
+        return push_encrypted_extensions(EncryptedExtensions(tuple(extensions)))
+
+    def _send_encrypted(self, transcript: Transcript, message: bytes) -> None:
+        transcript.update(message)
+        self._send(Epoch.HANDSHAKE, message)
+
+    def _send_certificate_verify(self, negotiated: Negotiated, transcript: Transcript) -> None:
+        # §4.4.3: 64 spaces, the context string, a zero byte, then the transcript hash.
+        content = b" " * 64 + b"TLS 1.3, server CertificateVerify\x00" + transcript.digest()
+        signature = self._entropy.sign(negotiated.credential, negotiated.signature_scheme, content)
+        self._send_encrypted(
+            transcript,
+            push_certificate_verify(CertificateVerify(negotiated.signature_scheme, signature)),
+        )
+
+    # -- §4.4.4 the client's Finished ----------------------------------------------------------
+
+    def _process_client_finished(self, message: bytes) -> None:
+        state = self.state
+        assert isinstance(state, ExpectFinished)
+        finished = pull_finished(message[4:])
+        expected = ks.finished_verify_data(
+            state.suite, state.client_handshake_secret, state.transcript.digest()
+        )
+        if not hmac.compare_digest(finished.verify_data, expected):
+            raise DecryptError("client Finished does not verify")
+        self._install(
+            Direction.DECRYPT, Epoch.ONE_RTT, state.suite, state.client_application_secret
+        )
+        self._actions.append(HandshakeDone(state.summary))
+        self.state = Connected(
+            suite=state.suite,
+            client_application_secret=state.client_application_secret,
+            server_application_secret=state.server_application_secret,
+            exporter_secret=state.exporter_secret,
+            summary=state.summary,
+        )
+
+    # -- §4.6.3 KeyUpdate ------------------------------------------------------------------------
+
+    def _process_key_update(self, message: bytes) -> None:
+        state = self.state
+        assert isinstance(state, Connected)
+        update = pull_key_update(message[4:])
+        state.client_application_secret = ks.next_traffic_secret(
+            state.suite, state.client_application_secret
+        )
+        self._install(
+            Direction.DECRYPT, Epoch.ONE_RTT, state.suite, state.client_application_secret
+        )
+        if update.request_update:
+            self._actions.extend(self.request_key_update(False))
+
+
+_Handler = Callable[[ServerHandshake, bytes], None]
+
+# The whole state machine: (state, message) -> step.  Anything else is unexpected_message.
+_HANDLERS: dict[tuple[type, int], _Handler] = {
+    (ExpectClientHello, HandshakeType.client_hello): ServerHandshake._process_client_hello,
+    (
+        ExpectRetriedClientHello,
+        HandshakeType.client_hello,
+    ): ServerHandshake._process_retried_client_hello,
+    (ExpectFinished, HandshakeType.finished): ServerHandshake._process_client_finished,
+    (Connected, HandshakeType.key_update): ServerHandshake._process_key_update,
+}
+
+__all__ = [
+    "Action",
+    "Direction",
+    "Entropy",
+    "Epoch",
+    "HandshakeDone",
+    "HandshakeSummary",
+    "InstallSecret",
+    "SendChangeCipherSpec",
+    "SendHandshake",
+    "ServerHandshake",
+    "build_hello_retry_request",
+    "hello_retry_request_for",
+    "parse_client_hello",
+]

@@ -1,0 +1,446 @@
+"""TLS 1.3 handshake messages: one frozen dataclass and one ``pull_*``/``push_*`` pair per message.
+
+``pull_*`` functions take the message *body* (without the 4-byte handshake header) and either
+return a complete message or raise :class:`~stateless13.alerts.DecodeError` (malformed) or
+:class:`~stateless13.alerts.IllegalParameter` (well-formed but forbidden, e.g. a duplicated
+extension).  ``push_*`` functions return the whole handshake message, header included, because
+that is what both the wire and the transcript hash want.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .alerts import DecodeError, IllegalParameter
+from .buffer import Reader, Writer
+
+TLS12 = 0x0303
+TLS13 = 0x0304
+
+# RFC 8446 §4.1.3: an HRR is a ServerHello whose random is SHA-256("HelloRetryRequest").
+HELLO_RETRY_REQUEST_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+)
+
+
+class HandshakeType(IntEnum):
+    client_hello = 1
+    server_hello = 2
+    new_session_ticket = 4
+    end_of_early_data = 5
+    encrypted_extensions = 8
+    certificate = 11
+    certificate_request = 13
+    certificate_verify = 15
+    finished = 20
+    key_update = 24
+    message_hash = 254
+
+
+class ExtensionType(IntEnum):
+    server_name = 0
+    supported_groups = 10
+    signature_algorithms = 13
+    application_layer_protocol_negotiation = 16
+    padding = 21
+    record_size_limit = 28
+    pre_shared_key = 41
+    early_data = 42
+    supported_versions = 43
+    cookie = 44
+    psk_key_exchange_modes = 45
+    key_share = 51
+    quic_transport_parameters = 57
+
+
+class CipherSuite(IntEnum):
+    TLS_AES_128_GCM_SHA256 = 0x1301
+    TLS_AES_256_GCM_SHA384 = 0x1302
+    TLS_CHACHA20_POLY1305_SHA256 = 0x1303
+
+
+class NamedGroup(IntEnum):
+    secp256r1 = 0x0017
+    secp384r1 = 0x0018
+    x25519 = 0x001D
+    X25519MLKEM768 = 0x11EC
+
+
+class SignatureScheme(IntEnum):
+    rsa_pkcs1_sha256 = 0x0401
+    ecdsa_secp256r1_sha256 = 0x0403
+    ecdsa_secp384r1_sha384 = 0x0503
+    rsa_pss_rsae_sha256 = 0x0804
+    rsa_pss_rsae_sha384 = 0x0805
+    rsa_pss_rsae_sha512 = 0x0806
+    ed25519 = 0x0807
+
+
+def is_grease(value: int) -> bool:
+    """RFC 8701 §2: GREASE code points are 0x?A?A with both bytes equal."""
+    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+
+
+Extensions = tuple[tuple[int, bytes], ...]
+
+# Upper bound on a handshake message we accept; ClientHellos with post-quantum key shares are ~2 KB.
+MAX_HANDSHAKE_MESSAGE_SIZE = 1 << 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Handshake framing
+
+
+def push_handshake(msg_type: HandshakeType, body: bytes) -> bytes:
+    return bytes((msg_type,)) + len(body).to_bytes(3, "big") + body
+
+
+def split_handshake(buffer: bytes | bytearray) -> tuple[int, int] | None:
+    """Type and total length of the first handshake message in ``buffer``, or None if incomplete.
+
+    Raises DecodeError for a message longer than MAX_HANDSHAKE_MESSAGE_SIZE, so a peer cannot
+    make us buffer a 16 MB message it announced in 4 bytes.
+    """
+    if len(buffer) < 4:
+        return None
+    length = int.from_bytes(buffer[1:4], "big")
+    if length > MAX_HANDSHAKE_MESSAGE_SIZE:
+        raise DecodeError(f"handshake message of {length} bytes exceeds the limit")
+    if len(buffer) < 4 + length:
+        return None
+    return buffer[0], 4 + length
+
+
+def _pull_extensions(reader: Reader, *, psk_last: bool = False) -> Extensions:
+    extensions: list[tuple[int, bytes]] = []
+    seen: set[int] = set()
+    if reader.eof():  # RFC 8446 allows the whole extensions block to be absent only pre-1.3.
+        return ()
+    with reader.pull_block(2):
+        while not reader.eof():
+            ext_type = reader.pull_uint16()
+            ext_data = reader.pull_vector(2)
+            if ext_type in seen:
+                raise IllegalParameter(f"duplicate extension {ext_type}")
+            seen.add(ext_type)
+            extensions.append((ext_type, ext_data))
+    if (
+        psk_last
+        and ExtensionType.pre_shared_key in seen
+        and extensions[-1][0] != ExtensionType.pre_shared_key
+    ):
+        raise IllegalParameter("pre_shared_key is not the last extension")
+    return tuple(extensions)
+
+
+def _push_extensions(writer: Writer, extensions: Extensions) -> None:
+    with writer.push_block(2):
+        for ext_type, ext_data in extensions:
+            writer.push_uint16(ext_type)
+            writer.push_vector(2, ext_data)
+
+
+# ---------------------------------------------------------------------------------------------
+# ClientHello (RFC 8446 §4.1.2)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyShareEntry:
+    group: int
+    key_exchange: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    legacy_version: int
+    random: bytes
+    legacy_session_id: bytes
+    cipher_suites: tuple[int, ...]
+    legacy_compression_methods: bytes
+    extensions: Extensions
+    # Parsed views of the extensions we act on; None when the extension is absent.
+    server_name: str | None = None
+    supported_groups: tuple[int, ...] | None = None
+    signature_algorithms: tuple[int, ...] | None = None
+    alpn_protocols: tuple[bytes, ...] | None = None
+    supported_versions: tuple[int, ...] | None = None
+    cookie: bytes | None = None
+    psk_key_exchange_modes: tuple[int, ...] | None = None
+    key_share: tuple[KeyShareEntry, ...] | None = None
+    early_data: bool = False
+    pre_shared_key: bool = False
+
+
+def pull_client_hello(body: bytes) -> ClientHello:
+    reader = Reader(body)
+    legacy_version = reader.pull_uint16()
+    random = reader.pull_bytes(32)
+    session_id = reader.pull_vector(1, maximum=32)
+    cipher_suites = reader.pull_uint16_list(2)
+    compression = reader.pull_vector(1, minimum=1)
+    extensions = _pull_extensions(reader, psk_last=True)
+    reader.expect_end("ClientHello")
+
+    parsed: dict[str, object] = {}
+    for ext_type, ext_data in extensions:
+        parser = _CLIENT_HELLO_EXTENSIONS.get(ext_type)
+        if parser is not None:
+            name, pull = parser
+            ext_reader = Reader(ext_data)
+            parsed[name] = pull(ext_reader)
+            ext_reader.expect_end(f"extension {ext_type}")
+    return ClientHello(
+        legacy_version=legacy_version,
+        random=random,
+        legacy_session_id=session_id,
+        cipher_suites=cipher_suites,
+        legacy_compression_methods=compression,
+        extensions=extensions,
+        **parsed,  # type: ignore[arg-type]
+    )
+
+
+def push_client_hello(hello: ClientHello) -> bytes:
+    writer = Writer()
+    writer.push_uint16(hello.legacy_version)
+    writer.push_bytes(hello.random)
+    writer.push_vector(1, hello.legacy_session_id)
+    writer.push_uint16_list(2, hello.cipher_suites)
+    writer.push_vector(1, hello.legacy_compression_methods)
+    _push_extensions(writer, hello.extensions)
+    return push_handshake(HandshakeType.client_hello, writer.getvalue())
+
+
+def _pull_server_name(reader: Reader) -> str | None:
+    host_name: str | None = None
+    with reader.pull_block(2, minimum=1):
+        while not reader.eof():
+            name_type = reader.pull_uint8()
+            name = reader.pull_vector(2, minimum=1)
+            if name_type != 0:  # RFC 6066 §3: only host_name exists; skip unknown types.
+                continue
+            if host_name is not None:
+                raise IllegalParameter("more than one host_name in server_name")
+            try:
+                host_name = name.decode("ascii")
+            except UnicodeDecodeError:
+                raise DecodeError("server_name is not ASCII") from None
+    return host_name
+
+
+def _pull_alpn(reader: Reader) -> tuple[bytes, ...]:
+    protocols: list[bytes] = []
+    with reader.pull_block(2, minimum=2):
+        while not reader.eof():
+            protocols.append(reader.pull_vector(1, minimum=1))
+    return tuple(protocols)
+
+
+def _pull_key_shares(reader: Reader) -> tuple[KeyShareEntry, ...]:
+    shares: list[KeyShareEntry] = []
+    with reader.pull_block(2):
+        while not reader.eof():
+            group = reader.pull_uint16()
+            shares.append(KeyShareEntry(group, reader.pull_vector(2, minimum=1)))
+    return tuple(shares)
+
+
+def _pull_empty(reader: Reader) -> bool:
+    return True
+
+
+_CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[Reader], object]]] = {
+    ExtensionType.server_name: ("server_name", _pull_server_name),
+    ExtensionType.supported_groups: ("supported_groups", lambda r: r.pull_uint16_list(2)),
+    ExtensionType.signature_algorithms: (
+        "signature_algorithms",
+        lambda r: r.pull_uint16_list(2),
+    ),
+    ExtensionType.application_layer_protocol_negotiation: ("alpn_protocols", _pull_alpn),
+    ExtensionType.supported_versions: ("supported_versions", lambda r: r.pull_uint16_list(1)),
+    ExtensionType.cookie: ("cookie", lambda r: r.pull_vector(2, minimum=1)),
+    ExtensionType.psk_key_exchange_modes: (
+        "psk_key_exchange_modes",
+        lambda r: tuple(r.pull_vector(1, minimum=1)),
+    ),
+    ExtensionType.key_share: ("key_share", _pull_key_shares),
+    ExtensionType.early_data: ("early_data", _pull_empty),
+    # We do not resume sessions; we only need to know a PSK was offered (and that it is last).
+    ExtensionType.pre_shared_key: ("pre_shared_key", lambda r: bool(r.pull_rest()) or True),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# ServerHello and HelloRetryRequest (RFC 8446 §4.1.3, §4.1.4)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHello:
+    random: bytes
+    legacy_session_id_echo: bytes
+    cipher_suite: int
+    extensions: Extensions
+    legacy_version: int = TLS12
+    legacy_compression_method: int = 0
+
+    @property
+    def is_hello_retry_request(self) -> bool:
+        return self.random == HELLO_RETRY_REQUEST_RANDOM
+
+
+def push_server_hello(hello: ServerHello) -> bytes:
+    writer = Writer()
+    writer.push_uint16(hello.legacy_version)
+    writer.push_bytes(hello.random)
+    writer.push_vector(1, hello.legacy_session_id_echo)
+    writer.push_uint16(hello.cipher_suite)
+    writer.push_uint8(hello.legacy_compression_method)
+    _push_extensions(writer, hello.extensions)
+    return push_handshake(HandshakeType.server_hello, writer.getvalue())
+
+
+def pull_server_hello(body: bytes) -> ServerHello:
+    reader = Reader(body)
+    legacy_version = reader.pull_uint16()
+    random = reader.pull_bytes(32)
+    session_id = reader.pull_vector(1, maximum=32)
+    cipher_suite = reader.pull_uint16()
+    compression = reader.pull_uint8()
+    extensions = _pull_extensions(reader)
+    reader.expect_end("ServerHello")
+    return ServerHello(random, session_id, cipher_suite, extensions, legacy_version, compression)
+
+
+# Extension bodies the server writes.
+
+
+def key_share_server_body(group: int, key_exchange: bytes) -> bytes:
+    return group.to_bytes(2, "big") + len(key_exchange).to_bytes(2, "big") + key_exchange
+
+
+def key_share_retry_body(group: int) -> bytes:
+    return group.to_bytes(2, "big")
+
+
+def cookie_body(cookie: bytes) -> bytes:
+    return len(cookie).to_bytes(2, "big") + cookie
+
+
+SUPPORTED_VERSIONS_TLS13_BODY = TLS13.to_bytes(2, "big")
+
+
+def alpn_body(protocol: bytes) -> bytes:
+    return (len(protocol) + 1).to_bytes(2, "big") + bytes((len(protocol),)) + protocol
+
+
+# ---------------------------------------------------------------------------------------------
+# EncryptedExtensions (§4.3.1)
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedExtensions:
+    extensions: Extensions
+
+
+def push_encrypted_extensions(message: EncryptedExtensions) -> bytes:
+    writer = Writer()
+    _push_extensions(writer, message.extensions)
+    return push_handshake(HandshakeType.encrypted_extensions, writer.getvalue())
+
+
+def pull_encrypted_extensions(body: bytes) -> EncryptedExtensions:
+    reader = Reader(body)
+    extensions = _pull_extensions(reader)
+    reader.expect_end("EncryptedExtensions")
+    return EncryptedExtensions(extensions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificate (§4.4.2)
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    request_context: bytes
+    certificate_list: tuple[tuple[bytes, Extensions], ...]
+
+
+def push_certificate(message: Certificate) -> bytes:
+    writer = Writer()
+    writer.push_vector(1, message.request_context)
+    with writer.push_block(3):
+        for cert_data, extensions in message.certificate_list:
+            writer.push_vector(3, cert_data)
+            _push_extensions(writer, extensions)
+    return push_handshake(HandshakeType.certificate, writer.getvalue())
+
+
+def pull_certificate(body: bytes) -> Certificate:
+    reader = Reader(body)
+    context = reader.pull_vector(1)
+    entries: list[tuple[bytes, Extensions]] = []
+    with reader.pull_block(3):
+        while not reader.eof():
+            cert_data = reader.pull_vector(3, minimum=1)
+            extensions = _pull_extensions(reader)
+            entries.append((cert_data, extensions))
+    reader.expect_end("Certificate")
+    return Certificate(context, tuple(entries))
+
+
+# ---------------------------------------------------------------------------------------------
+# CertificateVerify (§4.4.3), Finished (§4.4.4), KeyUpdate (§4.6.3)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateVerify:
+    algorithm: int
+    signature: bytes
+
+
+def push_certificate_verify(message: CertificateVerify) -> bytes:
+    writer = Writer()
+    writer.push_uint16(message.algorithm)
+    writer.push_vector(2, message.signature)
+    return push_handshake(HandshakeType.certificate_verify, writer.getvalue())
+
+
+def pull_certificate_verify(body: bytes) -> CertificateVerify:
+    reader = Reader(body)
+    algorithm = reader.pull_uint16()
+    signature = reader.pull_vector(2)
+    reader.expect_end("CertificateVerify")
+    return CertificateVerify(algorithm, signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    verify_data: bytes
+
+
+def push_finished(message: Finished) -> bytes:
+    return push_handshake(HandshakeType.finished, message.verify_data)
+
+
+def pull_finished(body: bytes) -> Finished:
+    return Finished(body)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    request_update: bool
+
+
+def push_key_update(message: KeyUpdate) -> bytes:
+    return push_handshake(HandshakeType.key_update, bytes((int(message.request_update),)))
+
+
+def pull_key_update(body: bytes) -> KeyUpdate:
+    reader = Reader(body)
+    value = reader.pull_uint8()
+    reader.expect_end("KeyUpdate")
+    if value > 1:
+        raise IllegalParameter(f"KeyUpdate request_update={value}")
+    return KeyUpdate(bool(value))

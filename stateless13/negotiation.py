@@ -1,0 +1,119 @@
+"""What the server agrees to, decided from a ClientHello and the config alone (RFC 8446 §4.1.1).
+
+Pure functions: the stateless path runs them on ClientHello1 to build the HelloRetryRequest and
+again on ClientHello2 to resume, and compares the two outcomes through the cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from .alerts import (
+    HandshakeFailure,
+    IllegalParameter,
+    MissingExtension,
+    NoApplicationProtocol,
+    ProtocolVersion,
+)
+from .buffer import Writer
+from .config import Credential, ServerConfig
+from .messages import TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
+from .primitives import SUITES, SuiteParams
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    suite: SuiteParams
+    group: NamedGroup
+    client_share: bytes | None  # the client's key share for ``group``; None means HRR needed
+    credential: Credential
+    signature_scheme: SignatureScheme
+    alpn_protocol: bytes | None
+    server_name: str | None
+
+
+def check_client_hello(hello: ClientHello) -> None:
+    """Rules every TLS 1.3 ClientHello must follow, whatever the server's configuration."""
+    if hello.supported_versions is None or TLS13 not in hello.supported_versions:
+        raise ProtocolVersion("client does not offer TLS 1.3 in supported_versions")
+    if hello.legacy_compression_methods != b"\x00":
+        raise IllegalParameter("legacy_compression_methods must be exactly [null]")
+    # §9.2: without a PSK (we never resume), these three are mandatory.
+    if hello.signature_algorithms is None:
+        raise MissingExtension("no signature_algorithms extension")
+    if hello.supported_groups is None:
+        raise MissingExtension("no supported_groups extension")
+    if hello.key_share is None:
+        raise MissingExtension("no key_share extension")
+    seen: set[int] = set()
+    for share in hello.key_share:
+        if share.group in seen:
+            raise IllegalParameter(f"two key shares for group 0x{share.group:04x}")
+        seen.add(share.group)
+        if not is_grease(share.group) and share.group not in hello.supported_groups:
+            raise IllegalParameter(
+                f"key share for group 0x{share.group:04x} not in supported_groups"
+            )
+
+
+def negotiate(config: ServerConfig, hello: ClientHello) -> Negotiated:
+    """Pick suite, group, certificate, signature scheme and ALPN by the server's preference."""
+    check_client_hello(hello)
+    assert hello.supported_groups is not None and hello.key_share is not None
+    assert hello.signature_algorithms is not None
+
+    suite = next((SUITES[s] for s in config.cipher_suites if s in hello.cipher_suites), None)
+    if suite is None:
+        raise HandshakeFailure("no cipher suite in common")
+
+    group = next((g for g in config.groups if g in hello.supported_groups), None)
+    if group is None:
+        raise HandshakeFailure("no key exchange group in common")
+    client_share = next((s.key_exchange for s in hello.key_share if s.group == group), None)
+
+    credential, scheme = _choose_credential(config, hello.signature_algorithms)
+
+    alpn: bytes | None = None
+    if config.alpn_protocols and hello.alpn_protocols is not None:
+        alpn = next((p for p in config.alpn_protocols if p in hello.alpn_protocols), None)
+        if alpn is None:  # RFC 7301 §3.2
+            raise NoApplicationProtocol("no ALPN protocol in common")
+
+    return Negotiated(suite, group, client_share, credential, scheme, alpn, hello.server_name)
+
+
+def _choose_credential(
+    config: ServerConfig, client_schemes: tuple[int, ...]
+) -> tuple[Credential, SignatureScheme]:
+    for credential in config.credentials:
+        for scheme in credential.signature_schemes:
+            if scheme in client_schemes:
+                return credential, scheme
+    raise HandshakeFailure("no signature scheme in common with our certificates")
+
+
+def client_hello_digest(hello: ClientHello) -> bytes:
+    """SHA-256 over the ClientHello fields that ClientHello2 must repeat (RFC 8446 §4.1.2).
+
+    ClientHello2 may change only key_share, early_data, cookie, pre_shared_key and padding.  We
+    bind what the negotiation and the transcript depend on, with GREASE values left out (clients
+    need not keep them) so a client that re-rolls GREASE is not refused.
+    """
+    writer = Writer()
+    writer.push_uint16(hello.legacy_version)
+    writer.push_bytes(hello.random)
+    writer.push_vector(1, hello.legacy_session_id)
+    for values in (
+        hello.cipher_suites,
+        hello.supported_versions or (),
+        hello.supported_groups or (),
+        hello.signature_algorithms or (),
+    ):
+        writer.push_uint16_list(2, tuple(v for v in values if not is_grease(v)))
+    writer.push_vector(1, hello.legacy_compression_methods)
+    writer.push_vector(2, (hello.server_name or "").encode("ascii"))
+    writer.push_uint8(hello.server_name is not None)
+    writer.push_vector(2, b"".join(bytes((len(p),)) + p for p in hello.alpn_protocols or ()))
+    writer.push_uint8(hello.alpn_protocols is not None)
+    return hashlib.sha256(writer.data).digest()

@@ -1,0 +1,156 @@
+"""The cryptography behind each negotiated code point, all of it from ``cryptography``.
+
+One table per negotiable thing: cipher suites (AEAD + hash), key-exchange groups, and signature
+schemes.  Nothing here knows about messages or state; the handshake asks for what it negotiated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, padding, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .alerts import IllegalParameter
+from .messages import CipherSuite, NamedGroup, SignatureScheme
+
+# ---------------------------------------------------------------------------------------------
+# Cipher suites (RFC 8446 §B.4)
+
+AEAD = AESGCM | ChaCha20Poly1305
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteParams:
+    suite: CipherSuite
+    hash_name: str  # hashlib name
+    hash_len: int
+    key_len: int
+    aead: Callable[[bytes], AEAD]
+
+    def hash_algorithm(self) -> hashes.HashAlgorithm:
+        return hashes.SHA256() if self.hash_len == 32 else hashes.SHA384()
+
+    def digest(self, data: bytes) -> bytes:
+        return hashlib.new(self.hash_name, data).digest()
+
+
+SUITES: dict[int, SuiteParams] = {
+    CipherSuite.TLS_AES_128_GCM_SHA256: SuiteParams(
+        CipherSuite.TLS_AES_128_GCM_SHA256, "sha256", 32, 16, AESGCM
+    ),
+    CipherSuite.TLS_AES_256_GCM_SHA384: SuiteParams(
+        CipherSuite.TLS_AES_256_GCM_SHA384, "sha384", 48, 32, AESGCM
+    ),
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256: SuiteParams(
+        CipherSuite.TLS_CHACHA20_POLY1305_SHA256, "sha256", 32, 32, ChaCha20Poly1305
+    ),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Key exchange (RFC 8446 §4.2.8; X25519MLKEM768 from draft-ietf-tls-ecdhe-mlkem)
+
+
+class KeyExchange:
+    """One server-side key exchange: given the client's share, produce ours and the secret."""
+
+    def __init__(self, group: NamedGroup, private_key: object | None = None) -> None:
+        self.group = group
+        self._private_key = private_key  # injected only by tests reproducing a trace
+
+    def respond(self, client_share: bytes) -> tuple[bytes, bytes]:
+        """Return (server key_exchange bytes, shared secret); IllegalParameter on a bad share."""
+        try:
+            if self.group == NamedGroup.x25519:
+                return self._x25519(client_share)
+            if self.group == NamedGroup.X25519MLKEM768:
+                return self._x25519_mlkem768(client_share)
+            return self._ecdhe(client_share)
+        except ValueError as exc:  # cryptography's verdict on a bad point or key
+            raise IllegalParameter(f"invalid {self.group.name} key share: {exc}") from None
+
+    def _x25519(self, client_share: bytes) -> tuple[bytes, bytes]:
+        if len(client_share) != 32:
+            raise IllegalParameter(f"x25519 key share of {len(client_share)} bytes")
+        private = self._private_key
+        if not isinstance(private, x25519.X25519PrivateKey):
+            private = x25519.X25519PrivateKey.generate()
+        peer = x25519.X25519PublicKey.from_public_bytes(client_share)
+        shared = private.exchange(peer)  # raises ValueError on an all-zero result (RFC 7748 §6.1)
+        return private.public_key().public_bytes_raw(), shared
+
+    def _ecdhe(self, client_share: bytes) -> tuple[bytes, bytes]:
+        curve: ec.EllipticCurve = (
+            ec.SECP256R1() if self.group == NamedGroup.secp256r1 else ec.SECP384R1()
+        )
+        expected = 1 + 2 * ((curve.key_size + 7) // 8)
+        if len(client_share) != expected or client_share[0] != 4:
+            raise IllegalParameter(f"{self.group.name} key share is not an uncompressed point")
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, client_share)
+        private = self._private_key
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            private = ec.generate_private_key(curve)
+        shared = private.exchange(ec.ECDH(), peer)
+        public = private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        return public, shared
+
+    def _x25519_mlkem768(self, client_share: bytes) -> tuple[bytes, bytes]:
+        # Client: ML-KEM-768 encapsulation key (1184) || X25519 (32).
+        # Server: ML-KEM-768 ciphertext (1088) || X25519 (32).  Secret: ML-KEM || X25519.
+        if len(client_share) != 1184 + 32:
+            raise IllegalParameter(f"X25519MLKEM768 key share of {len(client_share)} bytes")
+        encapsulation_key = mlkem.MLKEM768PublicKey.from_public_bytes(client_share[:1184])
+        mlkem_secret, ciphertext = encapsulation_key.encapsulate()
+        x_public, x_secret = self._x25519(client_share[1184:])
+        return ciphertext + x_public, mlkem_secret + x_secret
+
+
+# ---------------------------------------------------------------------------------------------
+# Signatures (RFC 8446 §4.2.3, §4.4.3)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+_PSS_HASHES: dict[int, type[hashes.HashAlgorithm]] = {
+    SignatureScheme.rsa_pss_rsae_sha256: hashes.SHA256,
+    SignatureScheme.rsa_pss_rsae_sha384: hashes.SHA384,
+    SignatureScheme.rsa_pss_rsae_sha512: hashes.SHA512,
+}
+
+
+def signature_schemes_for(key: PrivateKey) -> tuple[SignatureScheme, ...]:
+    """The TLS 1.3 schemes this key can sign with, in our order of preference."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return (SignatureScheme.ed25519,)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if isinstance(key.curve, ec.SECP256R1):
+            return (SignatureScheme.ecdsa_secp256r1_sha256,)
+        if isinstance(key.curve, ec.SECP384R1):
+            return (SignatureScheme.ecdsa_secp384r1_sha384,)
+        return ()
+    if isinstance(key, rsa.RSAPrivateKey):
+        return (
+            SignatureScheme.rsa_pss_rsae_sha256,
+            SignatureScheme.rsa_pss_rsae_sha384,
+            SignatureScheme.rsa_pss_rsae_sha512,
+        )
+    return ()
+
+
+def sign(key: PrivateKey, scheme: int, data: bytes) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        algorithm = (
+            hashes.SHA256() if scheme == SignatureScheme.ecdsa_secp256r1_sha256 else hashes.SHA384()
+        )
+        return key.sign(data, ec.ECDSA(algorithm))
+    hash_type = _PSS_HASHES[scheme]
+    return key.sign(
+        data,
+        padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=padding.PSS.DIGEST_LENGTH),
+        hash_type(),
+    )

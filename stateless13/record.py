@@ -1,0 +1,179 @@
+"""The TLS record layer (RFC 8446 §5): framing, limits and AEAD protection, nothing else.
+
+The handshake never sees records; it hands over handshake bytes per epoch and traffic secrets,
+and this layer turns them into records (and back).  QUIC does not use this module at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from cryptography.exceptions import InvalidTag
+
+from .alerts import BadRecordMac, DecodeError, RecordOverflow, UnexpectedMessage
+from .handshake import Epoch
+from .key_schedule import traffic_key_and_iv
+from .primitives import SuiteParams
+
+MAX_PLAINTEXT = 1 << 14  # §5.1
+MAX_CIPHERTEXT = MAX_PLAINTEXT + 256  # §5.2
+HEADER_SIZE = 5
+LEGACY_RECORD_VERSION = b"\x03\x03"
+
+
+class ContentType(IntEnum):
+    change_cipher_spec = 20
+    alert = 21
+    handshake = 22
+    application_data = 23
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    content_type: ContentType
+    data: bytes
+    protected: bool  # arrived encrypted (and authenticated)
+
+
+def split_record(buffer: bytes | bytearray, offset: int = 0) -> tuple[ContentType, int, int] | None:
+    """(content type, payload length, total length) of the record at ``offset``, None if incomplete.
+
+    Checks only what the header alone can tell: the content type, the legacy version's major
+    byte (so an HTTP request or other garbage is refused at once, not buffered), and the length.
+    """
+    available = len(buffer) - offset
+    if available < 1:
+        return None
+    try:
+        content_type = ContentType(buffer[offset])
+    except ValueError:
+        raise UnexpectedMessage(f"not a TLS record: content type {buffer[offset]}") from None
+    if available >= 2 and buffer[offset + 1] != 3:
+        raise DecodeError(f"not a TLS record: version major {buffer[offset + 1]}")
+    if available < HEADER_SIZE:
+        return None
+    length = int.from_bytes(buffer[offset + 3 : offset + 5], "big")
+    if length > MAX_CIPHERTEXT:
+        raise RecordOverflow(f"record of {length} bytes")
+    if available < HEADER_SIZE + length:
+        return None
+    return content_type, length, HEADER_SIZE + length
+
+
+def frame_plaintext(content_type: ContentType, data: bytes) -> bytes:
+    """Unprotected records (ClientHello/ServerHello/HRR, CCS, early alerts), fragmented at 2^14."""
+    out = bytearray()
+    for start in range(0, max(len(data), 1), MAX_PLAINTEXT):
+        fragment = data[start : start + MAX_PLAINTEXT]
+        out += bytes((content_type,)) + LEGACY_RECORD_VERSION + len(fragment).to_bytes(2, "big")
+        out += fragment
+    return bytes(out)
+
+
+CHANGE_CIPHER_SPEC_RECORD = frame_plaintext(ContentType.change_cipher_spec, b"\x01")
+
+
+class RecordProtection:
+    """AEAD protection of one direction in one epoch (§5.2, §5.3): key, IV, sequence number."""
+
+    __slots__ = ("_aead", "_iv", "_seq")
+
+    def __init__(self, suite: SuiteParams, traffic_secret: bytes) -> None:
+        key, iv = traffic_key_and_iv(suite, traffic_secret)
+        self._aead = suite.aead(key)
+        self._iv = int.from_bytes(iv, "big")
+        self._seq = 0
+
+    def _nonce(self) -> bytes:
+        nonce = (self._iv ^ self._seq).to_bytes(12, "big")
+        self._seq += 1
+        return nonce
+
+    def seal(self, content_type: ContentType, data: bytes) -> bytes:
+        out = bytearray()
+        for start in range(0, max(len(data), 1), MAX_PLAINTEXT):
+            inner = data[start : start + MAX_PLAINTEXT] + bytes((content_type,))
+            header = b"\x17\x03\x03" + (len(inner) + 16).to_bytes(2, "big")
+            out += header
+            out += self._aead.encrypt(self._nonce(), inner, header)
+        return bytes(out)
+
+    def open(self, header: bytes, payload: bytes) -> tuple[ContentType, bytes]:
+        try:
+            inner = self._aead.decrypt(self._nonce(), payload, header)
+        except InvalidTag:
+            raise BadRecordMac("record does not authenticate") from None
+        if len(inner) > MAX_PLAINTEXT + 1:
+            raise RecordOverflow(f"inner plaintext of {len(inner)} bytes")
+        stripped = inner.rstrip(b"\x00")  # §5.4: padding is zeros after the content type
+        if not stripped:
+            raise UnexpectedMessage("protected record with no content type")
+        try:
+            content_type = ContentType(stripped[-1])
+        except ValueError:
+            raise UnexpectedMessage(f"unknown inner content type {stripped[-1]}") from None
+        return content_type, stripped[:-1]
+
+
+class RecordLayer:
+    """Reassembles records from a byte stream and (un)protects them per epoch."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._read: RecordProtection | None = None
+        self.read_epoch = Epoch.INITIAL
+        self._write: dict[Epoch, RecordProtection] = {}
+        self.write_epoch = Epoch.INITIAL
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def install(self, decrypt: bool, epoch: Epoch, suite: SuiteParams, secret: bytes) -> None:
+        protection = RecordProtection(suite, secret)
+        if decrypt:
+            self._read, self.read_epoch = protection, epoch
+        else:
+            self._write[epoch] = protection
+            self.write_epoch = max(self.write_epoch, epoch)
+
+    def next_record(self) -> Record | None:
+        """The next complete record, decrypted if a read key is installed; None if incomplete."""
+        framed = split_record(self._buffer)
+        if framed is None:
+            return None
+        content_type, length, total = framed
+        header = bytes(self._buffer[:HEADER_SIZE])
+        payload = bytes(self._buffer[HEADER_SIZE:total])
+        del self._buffer[:total]
+        if self._read is None or content_type in (
+            ContentType.change_cipher_spec,
+            ContentType.alert,
+        ):
+            # Unprotected: before keys, the compatibility CCS, and a peer's plaintext alert
+            # (a client that cannot read our ServerHello has no keys to encrypt it with).
+            if length > MAX_PLAINTEXT:
+                raise RecordOverflow(f"plaintext record of {length} bytes")
+            if length == 0 and content_type != ContentType.application_data:
+                raise UnexpectedMessage(f"empty {content_type.name} record")
+            if self._read is not None and content_type == ContentType.alert and length != 2:
+                raise UnexpectedMessage("malformed plaintext alert after keys were installed")
+            return Record(content_type, payload, protected=False)
+        if content_type != ContentType.application_data:
+            raise UnexpectedMessage(f"unprotected {content_type.name} record after keys were set")
+        inner_type, data = self._read.open(header, payload)
+        if not data and inner_type != ContentType.application_data:
+            raise UnexpectedMessage(f"empty {inner_type.name} record")
+        return Record(inner_type, data, protected=True)
+
+    def protect(self, content_type: ContentType, data: bytes, epoch: Epoch | None = None) -> bytes:
+        """Records carrying ``data`` in ``epoch`` (default: the newest write epoch)."""
+        epoch = self.write_epoch if epoch is None else epoch
+        protection = self._write.get(epoch)
+        if protection is None:
+            return frame_plaintext(content_type, data)
+        return protection.seal(content_type, data)

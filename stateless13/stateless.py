@@ -1,0 +1,147 @@
+"""``stateless_accept``: the stateless front door (RFC 8446 §4.2.2, "operating statelessly").
+
+Give it the bytes a transport has buffered from one peer.  It keeps nothing: a ClientHello without
+a cookie gets a HelloRetryRequest whose cookie carries all the server needs; a ClientHello with a
+valid cookie becomes a :class:`ServerConnection` that carries on.  It never consumes input it
+cannot use yet: on ``NeedMoreData`` the caller keeps every byte and calls again with more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .alerts import (
+    AlertError,
+    AlertLevel,
+    IllegalParameter,
+    MissingExtension,
+    UnexpectedMessage,
+)
+from .config import ServerConfig
+from .connection import ServerConnection
+from .cookie import MAX_APP_PAYLOAD
+from .handshake import ServerHandshake, hello_retry_request_for, parse_client_hello
+from .messages import HandshakeType
+from .record import CHANGE_CIPHER_SPEC_RECORD, ContentType, frame_plaintext, split_record
+
+
+@dataclass(frozen=True, slots=True)
+class HelloRetry:
+    """Send ``data_to_send`` (the HRR, plus a CCS in compatibility mode), then forget the client."""
+
+    data_to_send: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The cookie was valid: send ``data_to_send`` (ServerHello … Finished); use ``connection``."""
+
+    connection: ServerConnection
+    data_to_send: bytes
+    cookie_payload: bytes  # the bytes given as ``cookie_payload`` when the HRR was made
+
+
+@dataclass(frozen=True, slots=True)
+class NeedMoreData:
+    """The ClientHello is not complete: keep the bytes, call again when more arrive."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Send ``data_to_send`` (the alert record) and close; ``error`` says which alert and why."""
+
+    error: AlertError
+    data_to_send: bytes
+
+
+AcceptResult = HelloRetry | Accepted | NeedMoreData | Rejected
+
+_NEED_MORE_DATA = NeedMoreData()
+
+
+def stateless_accept(
+    config: ServerConfig,
+    data: bytes,
+    *,
+    peer: tuple[str, int] | None,
+    now: float,
+    cookie_payload: bytes = b"",
+    after_retry: bool = False,
+) -> AcceptResult:
+    """Answer the ClientHello at the start of ``data`` without keeping any state.
+
+    ``peer`` is the client's address (the cookie is bound to its IP; None binds nothing).
+    ``now`` is the current time in seconds (the cookie's clock).  ``cookie_payload`` (at most 64
+    bytes) rides in the cookie and comes back, authenticated, in ``Accepted.cookie_payload``.
+    Pass ``after_retry=True`` when this transport already sent this peer an HRR: a ClientHello
+    without a cookie is then refused (missing_extension) instead of getting a second HRR.
+    """
+    if len(cookie_payload) > MAX_APP_PAYLOAD:
+        raise ValueError(f"cookie_payload is limited to {MAX_APP_PAYLOAD} bytes")
+    try:
+        extracted = _extract_client_hello(data, config.max_client_hello_size)
+        if extracted is None:
+            return _NEED_MORE_DATA
+        message, rest = extracted
+        hello = parse_client_hello(message, config.max_client_hello_size)
+
+        if hello.cookie is None:
+            if after_retry:
+                raise MissingExtension("ClientHello2 does not echo the cookie")
+            if rest:
+                raise UnexpectedMessage("data after ClientHello1, before our HelloRetryRequest")
+            hrr = hello_retry_request_for(
+                config, hello, message, peer=peer, now=now, cookie_payload=cookie_payload
+            )
+            records = frame_plaintext(ContentType.handshake, hrr)
+            if hello.legacy_session_id:  # the client asked for middlebox compatibility (§D.4)
+                records += CHANGE_CIPHER_SPEC_RECORD
+            return HelloRetry(records)
+
+        handshake = ServerHandshake.resume_from_cookie(config, hello, message, peer=peer, now=now)
+    except AlertError as error:
+        alert = frame_plaintext(ContentType.alert, bytes((AlertLevel.fatal, error.description)))
+        return Rejected(error, alert)
+
+    connection = ServerConnection._from_resumed_handshake(handshake)
+    flight = connection.data_to_send()
+    if rest:
+        connection.receive_data(rest)  # e.g. the client's Finished arrived in the same read
+    summary = handshake.summary
+    assert summary is not None and summary.cookie_payload is not None
+    return Accepted(connection, flight, summary.cookie_payload)
+
+
+def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | None:
+    """(ClientHello message, bytes after its last record), or None if it is not all here yet.
+
+    Skips change_cipher_spec records (§4.2.2: a stateless server MUST ignore the CCS that a
+    compatibility-mode client sends before ClientHello2).  Reassembles a ClientHello spread over
+    several records.  Refuses as soon as the header announces a message over ``max_size``.
+    """
+    offset = 0
+    message = bytearray()
+    while True:
+        framed = split_record(data, offset)
+        if framed is None:
+            return None
+        content_type, _, total = framed
+        payload = data[offset + 5 : offset + total]
+        offset += total
+        if content_type == ContentType.change_cipher_spec and not message and payload == b"\x01":
+            continue
+        if content_type != ContentType.handshake:
+            raise UnexpectedMessage(f"{content_type.name} record where a ClientHello belongs")
+        if not payload:
+            raise UnexpectedMessage("empty handshake record")
+        message += payload
+        if message[0] != HandshakeType.client_hello:
+            raise UnexpectedMessage(f"expected ClientHello, got handshake type {message[0]}")
+        if len(message) >= 4:
+            size = 4 + int.from_bytes(message[1:4], "big")
+            if size > max_size:
+                raise IllegalParameter(f"ClientHello of {size} bytes exceeds the {max_size} limit")
+            if len(message) >= size:
+                if len(message) > size:
+                    raise UnexpectedMessage("handshake data after the ClientHello in its record")
+                return bytes(message), data[offset:]
