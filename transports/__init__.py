@@ -1,0 +1,1 @@
+"""Adapters that move stateless13's bytes over real transports, using its public API only."""

@@ -1,0 +1,111 @@
+"""A TLS 1.3 server over memory buffers: the reference adapter, and the easy way to test.
+
+It shows everything an adapter does, in a few lines: buffer what the peer sent, ask
+``stateless_accept`` until it answers, send what it says, then hand over to the
+``ServerConnection`` and pump its events.  Between the HelloRetryRequest and ClientHello2 it keeps
+exactly one bit (that a retry was sent) and the unread bytes, like a TCP adapter keeps its socket.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from stateless13 import (
+    Accepted,
+    AlertError,
+    ApplicationData,
+    Event,
+    HandshakeComplete,
+    HelloRetry,
+    NeedMoreData,
+    Rejected,
+    ServerConfig,
+    ServerConnection,
+    stateless_accept,
+)
+
+
+class MemoryServer:
+    """One server-side TLS connection whose wire is two byte buffers.
+
+    ``receive(bytes)`` takes what the client sent and returns the events it caused;
+    ``data_to_send()`` returns what to deliver to the client.  With ``stateless=False`` the
+    handshake is an ordinary one (HRR only if the client's key shares do not fit).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        stateless: bool = True,
+        peer: tuple[str, int] | None = ("127.0.0.1", 0),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.peer = peer
+        self._clock = clock
+        self._pending = b""  # bytes of a ClientHello still incomplete (stateless front only)
+        self._retry_sent = False
+        self._outgoing = bytearray()
+        self.connection: ServerConnection | None = (
+            None if stateless else ServerConnection(config, peer=peer)
+        )
+        #: Set when the stateless front refused the client (the alert is in data_to_send()).
+        self.rejected: AlertError | None = None
+        self.handshake: HandshakeComplete | None = None
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self.connection is None:
+            if self.rejected is not None:
+                return []
+            self._pending += data
+            result = stateless_accept(
+                self.config,
+                self._pending,
+                peer=self.peer,
+                now=self._clock(),
+                after_retry=self._retry_sent,
+            )
+            if isinstance(result, NeedMoreData):
+                return []
+            self._pending = b""
+            self._outgoing += result.data_to_send
+            if isinstance(result, HelloRetry):
+                self._retry_sent = True
+                return []
+            if isinstance(result, Rejected):
+                self.rejected = result.error
+                return []
+            assert isinstance(result, Accepted)
+            self.connection = result.connection
+        else:
+            self.connection.receive_data(data)
+        try:
+            events = self.connection.events()
+        finally:
+            self._outgoing += self.connection.data_to_send()
+        for event in events:
+            if isinstance(event, HandshakeComplete):
+                self.handshake = event
+        return events
+
+    def send(self, data: bytes) -> None:
+        if self.connection is None:
+            raise RuntimeError("handshake not started")
+        self.connection.send(data)
+        self._outgoing += self.connection.data_to_send()
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self._outgoing += self.connection.data_to_send()
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    @staticmethod
+    def application_data(events: list[Event]) -> bytes:
+        return b"".join(e.data for e in events if isinstance(e, ApplicationData))
