@@ -6,6 +6,7 @@ only ever raise :class:`DecodeError`, never read past its block or allocate what
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -83,7 +84,7 @@ class Reader:
         data = self.pull_vector(length_size, minimum)
         if len(data) % 2:
             raise DecodeError("odd length for a list of 16-bit values")
-        return tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+        return struct.unpack(f">{len(data) // 2}H", data)
 
     def expect_end(self, what: str) -> None:
         if self._pos != self._end:
@@ -127,7 +128,7 @@ class Writer:
         self.data[start : start + length_size] = length.to_bytes(length_size, "big")
 
     def push_uint16_list(self, length_size: int, values: tuple[int, ...]) -> None:
-        self.push_vector(length_size, b"".join(v.to_bytes(2, "big") for v in values))
+        self.push_vector(length_size, struct.pack(f">{len(values)}H", *values))
 
     def getvalue(self) -> bytes:
         return bytes(self.data)

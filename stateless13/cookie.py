@@ -18,8 +18,8 @@ which is how keys rotate without rejecting cookies in flight.
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,11 +101,13 @@ def peer_binding(peer: tuple[str, int] | None) -> bytes:
     """
     if peer is None:
         return b""
-    host = peer[0]
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).packed
-    except ValueError:
-        return host.encode("utf-8", "surrogateescape")
+    host = peer[0].split("%", 1)[0]  # an IPv6 zone id is local; the address is what counts
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_pton(family, host)
+        except OSError:
+            continue
+    return host.encode("utf-8", "surrogateescape")  # not an IP: e.g. a QUIC path id or a name
 
 
 class _CookieKey:

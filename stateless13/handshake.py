@@ -481,10 +481,15 @@ class ServerHandshake:
         if negotiated.group != retry.group:
             raise IllegalParameter("ClientHello2 negotiates another group than the HRR")
         assert hello.key_share is not None
-        if len(hello.key_share) != 1 or hello.key_share[0].group != retry.group:
-            raise IllegalParameter(
-                f"ClientHello2 must carry exactly one key share, for group 0x{retry.group:04x}"
-            )
+        if retry.key_share_requested:
+            # §4.1.2: the HRR named a group, so the client replaced its shares with one for it.
+            if len(hello.key_share) != 1 or hello.key_share[0].group != retry.group:
+                raise IllegalParameter(
+                    f"ClientHello2 must carry exactly one key share, for group 0x{retry.group:04x}"
+                )
+        elif negotiated.client_share is None:
+            # A cookie-only HRR: the client repeats its key_share, so our group's share is there.
+            raise IllegalParameter(f"ClientHello2 dropped its key share for 0x{retry.group:04x}")
         transcript = rebuild_after_retry(
             negotiated.suite, retry.client_hello_hash, hello_retry_request
         )

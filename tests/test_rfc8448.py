@@ -31,6 +31,7 @@ from stateless13.cookie import CookieState
 from stateless13.events import ApplicationData, ConnectionClosed, HandshakeComplete
 from stateless13.handshake import Entropy, ServerHandshake, build_hello_retry_request
 from stateless13.messages import (
+    CipherSuite,
     ExtensionType,
     NamedGroup,
     pull_certificate,
@@ -102,7 +103,9 @@ class TraceEntropy(Entropy):
         assert verify.algorithm == scheme
         if self.check_signature:
             # Raises InvalidSignature unless `data` is exactly the content the trace signed.
-            credential.private_key.public_key().verify(
+            key = credential.private_key
+            assert isinstance(key, rsa.RSAPrivateKey)
+            key.public_key().verify(
                 verify.signature,
                 data,
                 padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
@@ -115,7 +118,11 @@ class TraceEntropy(Entropy):
 def server_config(v: dict[str, bytes], groups: tuple[NamedGroup, ...]) -> ServerConfig:
     certificate_der = pull_certificate(v["certificate"][4:]).certificate_list[0][0]
     credential = Credential(certificate_chain=(certificate_der,), private_key=rsa_private_key())
-    return ServerConfig(credentials=(credential,), cipher_suites=(0x1301,), groups=groups)
+    return ServerConfig(
+        credentials=(credential,),
+        cipher_suites=(CipherSuite.TLS_AES_128_GCM_SHA256,),
+        groups=groups,
+    )
 
 
 def extra_encrypted_extensions(v: dict[str, bytes]) -> tuple[tuple[int, bytes], ...]:
@@ -324,8 +331,9 @@ def test_hello_retry_server_flight_stateless() -> None:
     )
     finish_handshake(conn, S5, hello_retry=True)
 
-    # The trace's server closes first, with its first application-epoch record.
-    conn.close()
-    assert_bytes(conn.data_to_send(), S5["server_alert_record"], "server close_notify record")
+    # Closing, as the trace does: the client's close_notify, then ours (our first record under
+    # the server application key, as in the trace, which has no NewSessionTicket in §5).
     conn.receive_data(S5["client_alert_record"])
     assert conn.next_event() == ConnectionClosed(clean=True)
+    conn.close()
+    assert_bytes(conn.data_to_send(), S5["server_alert_record"], "server close_notify record")

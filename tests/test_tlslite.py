@@ -1,0 +1,80 @@
+"""A second, independent client — tlslite-ng (pure Python) — through the stateless front.
+
+tlslite-ng sends two key shares (secp256r1 and x25519), so it covers what OpenSSL does not: a
+cookie-only HRR after which ClientHello2 repeats several shares, and a group switch on request.
+The client runs in a thread over a socketpair; the server side is ``transports.memory``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from tlslite.api import HandshakeSettings, TLSConnection
+
+from stateless13 import NamedGroup, ServerConfig
+from transports.memory import MemoryServer
+
+
+def run_tlslite_client(sock: socket.socket, result: dict[str, object], key_shares: list[str]) -> None:
+    try:
+        connection = TLSConnection(sock)
+        settings = HandshakeSettings()
+        settings.minVersion = settings.maxVersion = (3, 4)
+        settings.keyShares = key_shares
+        connection.handshakeClientCert(settings=settings, serverName="localhost")
+        result["version"] = connection.version
+        connection.write(b"ping from tlslite")
+        result["reply"] = connection.read()
+        connection.close()
+    except Exception as exc:  # reported to the test thread
+        result["error"] = repr(exc)
+    finally:
+        sock.close()
+
+
+def serve_one(server: MemoryServer, sock: socket.socket) -> bytes:
+    received = b""
+    sock.settimeout(20)
+    while True:
+        data = sock.recv(65536)
+        events = server.receive(data)
+        received += MemoryServer.application_data(events)
+        if received and server.connection is not None:
+            server.send(b"pong: " + received)
+            received_reply = received
+            received = b""
+            sock.sendall(server.data_to_send())
+            return received_reply
+        sock.sendall(server.data_to_send())
+        if not data or server.rejected is not None:
+            return b""
+
+
+@pytest.mark.parametrize(
+    ("groups", "key_shares"),
+    [
+        ((NamedGroup.x25519,), ["secp256r1", "x25519"]),  # cookie-only HRR, two shares repeated
+        ((NamedGroup.secp384r1,), ["secp256r1", "x25519"]),  # HRR asks for a P-384 share
+    ],
+    ids=["cookie-only-retry", "group-switch"],
+)
+def test_tlslite_client_through_the_stateless_front(
+    groups: tuple[NamedGroup, ...], key_shares: list[str]
+) -> None:
+    server_sock, client_sock = socket.socketpair()
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=run_tlslite_client, args=(client_sock, result, key_shares))
+    thread.start()
+    server = MemoryServer(ServerConfig.self_signed("localhost", groups=groups))
+    try:
+        received = serve_one(server, server_sock)
+    finally:
+        thread.join(30)
+        server_sock.close()
+    assert "error" not in result, result
+    assert result["version"] == (3, 4) and received == b"ping from tlslite"
+    assert result["reply"] == b"pong: ping from tlslite"
+    assert server.handshake is not None
+    assert server.handshake.cookie_verified and server.handshake.group == groups[0]
