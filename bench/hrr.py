@@ -10,6 +10,7 @@ captured from Python's ``ssl`` (OpenSSL 3) over memory BIOs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import ssl
@@ -34,10 +35,8 @@ def _client() -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
 
 
 def _step(tls: ssl.SSLObject, outgoing: ssl.MemoryBIO) -> bytes:
-    try:
+    with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
     return outgoing.read()
 
 
@@ -94,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from stateless13.cookie import CookieState
 
-    sealed = [ring.seal(CookieState(int(now), 0x1301, 0x1D, False, bytes(32), bytes(32)), binding)
-              for _ in range(64)]
+    sealed = [
+        ring.seal(CookieState(int(now), 0x1301, 0x1D, False, bytes(32), bytes(32)), binding)
+        for _ in range(64)
+    ]
 
     def verify_cookie(cookie: bytes) -> object:
         return ring.open(cookie, binding)
@@ -111,20 +112,31 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"median_per_s": statistics.median(rounds), "rounds": rounds}
         print(f"  measured {name}", file=sys.stderr)
 
-    hrr_sizes = [len(stateless_accept(config, ch1, peer=PEER, now=now).data_to_send)  # type: ignore[union-attr]
-                 for ch1 in ch1s[:1]]
-    sizes = {"ch1_bytes": len(ch1s[0]), "hrr_bytes_with_ccs": hrr_sizes[0],
-             "ratio": hrr_sizes[0] / len(ch1s[0]), "cookie_bytes": len(sealed[0])}
-    machine = {"python": sys.version.split()[0], "machine": platform.machine(),
-               "openssl": ssl.OPENSSL_VERSION}
+    hrr_sizes = [
+        len(stateless_accept(config, ch1, peer=PEER, now=now).data_to_send)  # type: ignore[union-attr]
+        for ch1 in ch1s[:1]
+    ]
+    sizes = {
+        "ch1_bytes": len(ch1s[0]),
+        "hrr_bytes_with_ccs": hrr_sizes[0],
+        "ratio": hrr_sizes[0] / len(ch1s[0]),
+        "cookie_bytes": len(sealed[0]),
+    }
+    machine = {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "openssl": ssl.OPENSSL_VERSION,
+    }
     if args.json:
         print(json.dumps({"results": results, "sizes": sizes, "machine": machine}, indent=2))
         return 0
     print(f"{'benchmark':<48} {'median/s':>12}   (rounds: {args.rounds} x {args.seconds}s)")
     for name, result in results.items():
         print(f"{name:<48} {result['median_per_s']:>12,.0f}")
-    print(f"\nCH1 {sizes['ch1_bytes']} B -> HRR+CCS {sizes['hrr_bytes_with_ccs']} B "
-          f"(ratio {sizes['ratio']:.2f}); cookie {sizes['cookie_bytes']} B")
+    print(
+        f"\nCH1 {sizes['ch1_bytes']} B -> HRR+CCS {sizes['hrr_bytes_with_ccs']} B "
+        f"(ratio {sizes['ratio']:.2f}); cookie {sizes['cookie_bytes']} B"
+    )
     print(f"Python {machine['python']}, {machine['openssl']}, {machine['machine']}")
     return 0
 

@@ -72,11 +72,15 @@ def test_key_file_shared_between_rings(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     CookieKeyRing.write_new_key_file(path)
     assert path.stat().st_mode & 0o777 == 0o600
-    assert CookieKeyRing.from_file(path).open(CookieKeyRing.from_file(path).seal(STATE, PEER),
-                                              PEER) == STATE
+    assert (
+        CookieKeyRing.from_file(path).open(CookieKeyRing.from_file(path).seal(STATE, PEER), PEER)
+        == STATE
+    )
     path.write_text(f"# comment\n{KEY_B.hex()}\n\n{KEY_A.hex()}  # previous\n")
-    assert CookieKeyRing.from_file(path).open(CookieKeyRing.from_bytes(KEY_A).seal(STATE, PEER),
-                                              PEER) == STATE
+    assert (
+        CookieKeyRing.from_file(path).open(CookieKeyRing.from_bytes(KEY_A).seal(STATE, PEER), PEER)
+        == STATE
+    )
     path.write_text("not hex\n")
     with pytest.raises(ValueError, match="not a hex key"):
         CookieKeyRing.from_file(path)

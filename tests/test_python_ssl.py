@@ -43,10 +43,12 @@ CCS_RECORD = bytes.fromhex("140303000101")
 def config_pair(**options: object) -> tuple[ServerConfig, ServerConfig]:
     """Two independent configs that share only the cookie key bytes (as two processes would)."""
     key = os.urandom(32)
-    first = ServerConfig(credentials=(CREDENTIAL,), cookie_keys=CookieKeyRing.from_bytes(key),
-                         **options)  # type: ignore[arg-type]
-    second = ServerConfig(credentials=(CREDENTIAL,), cookie_keys=CookieKeyRing.from_bytes(key),
-                          **options)  # type: ignore[arg-type]
+    first = ServerConfig(
+        credentials=(CREDENTIAL,), cookie_keys=CookieKeyRing.from_bytes(key), **options
+    )  # type: ignore[arg-type]
+    second = ServerConfig(
+        credentials=(CREDENTIAL,), cookie_keys=CookieKeyRing.from_bytes(key), **options
+    )  # type: ignore[arg-type]
     return first, second
 
 
@@ -62,8 +64,9 @@ def exchange_data(accepted: Accepted, client: PythonSSLClient, size: int = 100) 
     assert client.receive(accepted.connection.data_to_send()) == payload
     reply = os.urandom(size)
     accepted.connection.receive_data(client.send(reply))
-    received = b"".join(e.data for e in accepted.connection.events()
-                        if isinstance(e, ApplicationData))
+    received = b"".join(
+        e.data for e in accepted.connection.events() if isinstance(e, ApplicationData)
+    )
     assert received == reply
 
 
@@ -111,8 +114,11 @@ def test_client_hello_in_every_split(split: str, compat: bool) -> None:
     client = PythonSSLClient(middlebox_compat=compat)
 
     def feed(cfg: ServerConfig, data: bytes) -> object:
-        cuts = {"whole": [len(data)], "halves": [len(data) // 2, len(data)],
-                "bytewise": range(1, len(data) + 1)}[split]
+        cuts = {
+            "whole": [len(data)],
+            "halves": [len(data) // 2, len(data)],
+            "bytewise": range(1, len(data) + 1),
+        }[split]
         result: object = None
         for cut in cuts:
             result = stateless_accept(cfg, data[:cut], peer=PEER, now=time.time())
@@ -167,8 +173,9 @@ def test_alpn_and_sni() -> None:
 def test_cookie_payload_round_trips() -> None:
     config, fresh = config_pair()
     client = PythonSSLClient()
-    retry = stateless_accept(config, client.step(), peer=PEER, now=time.time(),
-                             cookie_payload=b"tenant-42")
+    retry = stateless_accept(
+        config, client.step(), peer=PEER, now=time.time(), cookie_payload=b"tenant-42"
+    )
     assert isinstance(retry, HelloRetry)
     accepted = stateless_accept(fresh, client.step(retry.data_to_send), peer=PEER, now=time.time())
     assert isinstance(accepted, Accepted) and accepted.cookie_payload == b"tenant-42"
@@ -208,8 +215,9 @@ def test_close_notify_both_ways() -> None:
     assert accepted.connection.events() == [ConnectionClosed(clean=True)]
 
 
-@pytest.mark.parametrize("groups", [(NamedGroup.x25519,), (NamedGroup.secp384r1,)],
-                         ids=["no-retry", "stateful-retry"])
+@pytest.mark.parametrize(
+    "groups", [(NamedGroup.x25519,), (NamedGroup.secp384r1,)], ids=["no-retry", "stateful-retry"]
+)
 def test_ordinary_handshake_without_the_stateless_front(groups: tuple[NamedGroup, ...]) -> None:
     """ServerConnection alone: an HRR only when the client's share does not fit."""
     connection = ServerConnection(ServerConfig(credentials=(CREDENTIAL,), groups=groups))
@@ -241,6 +249,7 @@ def test_keylog_matches_the_clients_own(tmp_path: object) -> None:
     config = ServerConfig(credentials=(CREDENTIAL,), keylog=lines.append)
     client = PythonSSLClient(keylog_filename=str(client_log))
     complete_event(stateless_handshake(config, client))
-    client_lines = {line for line in client_log.read_text().splitlines()
-                    if line and not line.startswith("#")}
+    client_lines = {
+        line for line in client_log.read_text().splitlines() if line and not line.startswith("#")
+    }
     assert set(lines) == client_lines and len(lines) == 5

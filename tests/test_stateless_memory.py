@@ -46,8 +46,9 @@ def test_ten_thousand_hellos_retain_nothing() -> None:
     try:
         before = tracemalloc.take_snapshot()
         for index, hello in enumerate(hellos):
-            result = stateless_accept(config, hello, peer=(f"198.51.100.{index % 250}", index),
-                                      now=now)
+            result = stateless_accept(
+                config, hello, peer=(f"198.51.100.{index % 250}", index), now=now
+            )
             assert isinstance(result, HelloRetry)
         del result
         gc.collect()
@@ -68,9 +69,13 @@ def test_a_cookie_minted_here_is_accepted_by_another_process(tmp_path: Path) -> 
     (tmp_path / "cert.pem").write_bytes(credential.certificate_pem())
     from cryptography.hazmat.primitives import serialization
 
-    (tmp_path / "key.pem").write_bytes(credential.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    (tmp_path / "key.pem").write_bytes(
+        credential.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     config = ServerConfig(credentials=(credential,), cookie_keys=CookieKeyRing.from_file(key_file))
     client = PythonSSLClient()
     retry = stateless_accept(config, client.step(), peer=PEER, now=time.time())
@@ -91,9 +96,18 @@ def test_a_cookie_minted_here_is_accepted_by_another_process(tmp_path: Path) -> 
         """
     )
     process = subprocess.run(
-        [sys.executable, "-c", worker, str(key_file), str(tmp_path / "cert.pem"),
-         str(tmp_path / "key.pem")],
-        input=ch2, capture_output=True, cwd=ROOT, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            worker,
+            str(key_file),
+            str(tmp_path / "cert.pem"),
+            str(tmp_path / "key.pem"),
+        ],
+        input=ch2,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert process.returncode == 0, process.stderr.decode()

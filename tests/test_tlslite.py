@@ -17,7 +17,9 @@ from stateless13 import NamedGroup, ServerConfig
 from transports.memory import MemoryServer
 
 
-def run_tlslite_client(sock: socket.socket, result: dict[str, object], key_shares: list[str]) -> None:
+def run_tlslite_client(
+    sock: socket.socket, result: dict[str, object], key_shares: list[str]
+) -> None:
     try:
         connection = TLSConnection(sock)
         settings = HandshakeSettings()

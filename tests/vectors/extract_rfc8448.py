@@ -51,9 +51,7 @@ import sys
 
 HEX_LINE = re.compile(r"^\s{6,}((?:[0-9a-f]{2} )*[0-9a-f]{2})\s*$")
 STEP_LINE = re.compile(r"^   \{(client|server)\}\s+(.*?)\s*$")
-VALUE_LINE = re.compile(
-    r"^\s{3,}([A-Za-z][A-Za-z0-9 ()\-]*?)(?: \((\d+) octets\))?:  (.*?)\s*$"
-)
+VALUE_LINE = re.compile(r"^\s{3,}([A-Za-z][A-Za-z0-9 ()\-]*?)(?: \((\d+) octets\))?:  (.*?)\s*$")
 SECTION_LINE = re.compile(r"^(\d+)\.  (\S.*?)\s*$")
 HEX_RUN = re.compile(r"^(?:[0-9a-f]{2} )*[0-9a-f]{2}$")
 PAGE_FOOTER = re.compile(r"^Thomson\s+Informational\s+\[Page \d+\]\s*$")
@@ -114,9 +112,13 @@ def parse(text):
             title = m.group(2)
             i += 1
             # A step title may wrap onto following indented lines.
-            while (not title.endswith(":") and i < n and lines[i].strip()
-                   and not VALUE_LINE.match(lines[i])
-                   and not STEP_LINE.match(lines[i])):
+            while (
+                not title.endswith(":")
+                and i < n
+                and lines[i].strip()
+                and not VALUE_LINE.match(lines[i])
+                and not STEP_LINE.match(lines[i])
+            ):
                 title += " " + lines[i].strip()
                 i += 1
             current = Step(m.group(1), title.rstrip(":").strip())
@@ -145,8 +147,10 @@ def parse(text):
                 value = rest  # e.g. 'salt:  0 (all zero octets)'
             if count is not None and isinstance(value, bytes):
                 if len(value) != int(count):
-                    raise ValueError("%s / %s: printed %s octets, got %d" % (
-                        current.describe(), label, count, len(value)))
+                    raise ValueError(
+                        "%s / %s: printed %s octets, got %d"
+                        % (current.describe(), label, count, len(value))
+                    )
             current.values.append((label, value))
             continue
         i += 1
@@ -159,11 +163,9 @@ class Section:
         self.name = name
 
     def find(self, who, title, nth=0):
-        hits = [s for s in self.steps
-                if (who is None or s.who == who) and s.title == title]
+        hits = [s for s in self.steps if (who is None or s.who == who) and s.title == title]
         if len(hits) <= nth:
-            raise KeyError("%s: step {%s} %r #%d not found" % (
-                self.name, who, title, nth))
+            raise KeyError("%s: step {%s} %r #%d not found" % (self.name, who, title, nth))
         return hits[nth]
 
     def value(self, who, title, label, nth=0):
@@ -185,12 +187,15 @@ class Section:
         """Complete record of the unique 'send <kind> record' step whose
         printed payload equals `payload`."""
         title = "send %s record" % kind
-        hits = [s for s in self.steps
-                if s.who == who and s.title == title
-                and s.get("payload") == payload]
+        hits = [
+            s
+            for s in self.steps
+            if s.who == who and s.title == title and s.get("payload") == payload
+        ]
         if len(hits) != 1:
-            raise KeyError("%s: %d {%s} %s steps carry the payload" % (
-                self.name, len(hits), who, title))
+            raise KeyError(
+                "%s: %d {%s} %s steps carry the payload" % (self.name, len(hits), who, title)
+            )
         rec = hits[0].get("complete record")
         if int.from_bytes(rec[3:5], "big") != len(rec) - 5:
             raise ValueError("%s: record length mismatch" % self.name)
@@ -207,15 +212,15 @@ def h(b):
 
 def extensions(msg, offset):
     """Parse an extensions block starting at `offset` (its 2-byte length)."""
-    total = int.from_bytes(msg[offset:offset + 2], "big")
+    total = int.from_bytes(msg[offset : offset + 2], "big")
     pos, end = offset + 2, offset + 2 + total
     if end != len(msg):
         raise ValueError("extensions block does not end the message")
     out = []
     while pos < end:
-        etype = int.from_bytes(msg[pos:pos + 2], "big")
-        elen = int.from_bytes(msg[pos + 2:pos + 4], "big")
-        out.append((etype, msg[pos + 4:pos + 4 + elen]))
+        etype = int.from_bytes(msg[pos : pos + 2], "big")
+        elen = int.from_bytes(msg[pos + 2 : pos + 4], "big")
+        out.append((etype, msg[pos + 4 : pos + 4 + elen]))
         pos += 4 + elen
     if pos != end:
         raise ValueError("extension overrun")
@@ -242,7 +247,8 @@ def key_schedule(sec, out):
     ]:
         out[key] = h(sec.value("server", 'derive secret "%s"' % label, "expanded"))
     out["resumption_master_secret"] = h(
-        sec.value("client", 'derive secret "tls13 res master"', "expanded"))
+        sec.value("client", 'derive secret "tls13 res master"', "expanded")
+    )
     for prefix, who, title in [
         ("server_handshake", "server", "derive write traffic keys for handshake data"),
         ("client_handshake", "server", "derive read traffic keys for handshake data"),
@@ -258,10 +264,12 @@ def key_schedule(sec, out):
 
 
 def server_flight(sec, out):
-    names = [("encrypted_extensions", "EncryptedExtensions"),
-             ("certificate", "Certificate"),
-             ("certificate_verify", "CertificateVerify"),
-             ("server_finished", "Finished")]
+    names = [
+        ("encrypted_extensions", "EncryptedExtensions"),
+        ("certificate", "Certificate"),
+        ("certificate_verify", "CertificateVerify"),
+        ("server_finished", "Finished"),
+    ]
     flight = b""
     for key, name in names:
         msg = sec.message("server", name)
@@ -306,7 +314,7 @@ def extract(text):
     flight = server_flight(s3, o)
     cfin = s3.message("client", "Finished")
     o["client_finished"] = h(cfin)
-    kp = 'create an ephemeral x25519 key pair'
+    kp = "create an ephemeral x25519 key pair"
     o["client_x25519_private"] = h(s3.value("client", kp, "private key"))
     o["client_x25519_public"] = h(s3.value("client", kp, "public key"))
     o["server_x25519_private"] = h(s3.value("server", kp, "private key"))
@@ -319,8 +327,9 @@ def extract(text):
     nst = s3.message("server", "NewSessionTicket")
     o["new_session_ticket"] = h(nst)
     o["new_session_ticket_record"] = h(s3.record_carrying("server", nst))
-    o["resumption_psk"] = h(s3.value(
-        "server", 'generate resumption secret "tls13 resumption"', "expanded"))
+    o["resumption_psk"] = h(
+        s3.value("server", 'generate resumption secret "tls13 resumption"', "expanded")
+    )
     tail_records(s3, o)
     result["simple_1rtt"] = o
 
@@ -341,10 +350,12 @@ def extract(text):
     if clen != len(cookies[0]) - 2:
         raise ValueError("cookie length mismatch")
     o["cookie"] = h(cookies[0][2:])
-    o["client_x25519_private_1"] = h(s5.value(
-        "client", "create an ephemeral x25519 key pair", "private key"))
-    o["client_x25519_public_1"] = h(s5.value(
-        "client", "create an ephemeral x25519 key pair", "public key"))
+    o["client_x25519_private_1"] = h(
+        s5.value("client", "create an ephemeral x25519 key pair", "private key")
+    )
+    o["client_x25519_public_1"] = h(
+        s5.value("client", "create an ephemeral x25519 key pair", "public key")
+    )
     kp = "create an ephemeral P-256 key pair"
     o["client_p256_private"] = h(s5.value("client", kp, "private key"))
     o["client_p256_public"] = h(s5.value("client", kp, "public key"))
@@ -369,10 +380,11 @@ def extract(text):
 def main(argv):
     here = os.path.dirname(os.path.abspath(__file__))
     repo_root = os.path.dirname(os.path.dirname(here))
-    src = argv[1] if len(argv) > 1 else os.path.join(
-        repo_root, "..", "shared", "rfc", "rfc8448.txt")
+    src = (
+        argv[1] if len(argv) > 1 else os.path.join(repo_root, "..", "shared", "rfc", "rfc8448.txt")
+    )
     dst = argv[2] if len(argv) > 2 else os.path.join(here, "rfc8448.json")
-    with open(src, "r", encoding="ascii") as f:
+    with open(src, encoding="ascii") as f:
         data = extract(f.read())
     text = json.dumps(data, indent=2) + "\n"
     if dst == "-":
