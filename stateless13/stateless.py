@@ -121,6 +121,7 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
     """
     offset = 0
     message = bytearray()
+    skipped_change_cipher_spec = False
     while True:
         framed = split_record(data, offset)
         if framed is None:
@@ -128,7 +129,13 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
         content_type, _, total = framed
         payload = data[offset + 5 : offset + total]
         offset += total
-        if content_type == ContentType.change_cipher_spec and not message and payload == b"\x01":
+        if (
+            content_type == ContentType.change_cipher_spec
+            and payload == b"\x01"
+            and not message
+            and not skipped_change_cipher_spec  # one is compatibility mode; more is a flood
+        ):
+            skipped_change_cipher_spec = True
             continue
         if content_type != ContentType.handshake:
             raise UnexpectedMessage(f"{content_type.name} record where a ClientHello belongs")

@@ -34,6 +34,18 @@ class MemoryServer:
     handshake is an ordinary one (HRR only if the client's key shares do not fit).
     """
 
+    __slots__ = (
+        "_clock",
+        "_outgoing",
+        "_pending",
+        "config",
+        "connection",
+        "handshake",
+        "hello_retry_sent",
+        "peer",
+        "rejected",
+    )
+
     def __init__(
         self,
         config: ServerConfig,
@@ -46,7 +58,8 @@ class MemoryServer:
         self.peer = peer
         self._clock = clock
         self._pending = b""  # bytes of a ClientHello still incomplete (stateless front only)
-        self._retry_sent = False
+        #: A stateless HelloRetryRequest went out: the one bit kept between ClientHello1 and 2.
+        self.hello_retry_sent = False
         self._outgoing = bytearray()
         self.connection: ServerConnection | None = (
             None if stateless else ServerConnection(config, peer=peer)
@@ -65,14 +78,14 @@ class MemoryServer:
                 self._pending,
                 peer=self.peer,
                 now=self._clock(),
-                after_retry=self._retry_sent,
+                after_retry=self.hello_retry_sent,
             )
             if isinstance(result, NeedMoreData):
                 return []
             self._pending = b""
             self._outgoing += result.data_to_send
             if isinstance(result, HelloRetry):
-                self._retry_sent = True
+                self.hello_retry_sent = True
                 return []
             if isinstance(result, Rejected):
                 self.rejected = result.error

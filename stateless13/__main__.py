@@ -1,0 +1,213 @@
+"""``stateless13 serve``: a TLS 1.3 server with a stateless HelloRetryRequest front, on TCP.
+
+With no arguments it generates a self-signed certificate for localhost, listens on 127.0.0.1 on a
+free port, prints how to connect, and serves a small HTTP/1.1 page.  One log line per connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .config import Credential, ServerConfig, keylog_to_file
+from .cookie import CookieKeyRing
+from .messages import CipherSuite, NamedGroup
+
+GROUP_NAMES = {
+    "x25519": NamedGroup.x25519,
+    "p256": NamedGroup.secp256r1,
+    "secp256r1": NamedGroup.secp256r1,
+    "p384": NamedGroup.secp384r1,
+    "secp384r1": NamedGroup.secp384r1,
+    "x25519mlkem768": NamedGroup.X25519MLKEM768,
+}
+SUITE_NAMES = {
+    "aes128": CipherSuite.TLS_AES_128_GCM_SHA256,
+    "aes256": CipherSuite.TLS_AES_256_GCM_SHA384,
+    "chacha20": CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+} | {suite.name.lower(): suite for suite in CipherSuite}
+
+
+def _names(table: dict[str, CipherSuite] | dict[str, NamedGroup], text: str) -> tuple[int, ...]:
+    try:
+        return tuple(table[name.strip().lower()] for name in text.split(",") if name.strip())
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(
+            f"unknown name {exc}; choose from {sorted(table)}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stateless13", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"stateless13 {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a TLS 1.3 server on TCP")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    serve.add_argument("--cert", type=Path, help="PEM certificate chain (default: self-signed)")
+    serve.add_argument("--key", type=Path, help="PEM private key for --cert")
+    serve.add_argument("--hostname", default="localhost", help="name for the self-signed cert")
+    serve.add_argument(
+        "--mode",
+        choices=("http", "echo"),
+        default="http",
+        help="serve a small HTTP/1.1 page (default) or echo bytes back",
+    )
+    serve.add_argument(
+        "--alpn",
+        default=None,
+        help="comma-separated ALPN protocols (default: http/1.1 in http mode)",
+    )
+    serve.add_argument(
+        "--groups",
+        type=lambda t: _names(GROUP_NAMES, t),
+        help="groups in preference order, e.g. x25519mlkem768,x25519,p256,p384",
+    )
+    serve.add_argument(
+        "--suites",
+        type=lambda t: _names(SUITE_NAMES, t),
+        help="cipher suites in preference order, e.g. aes128,aes256,chacha20",
+    )
+    serve.add_argument(
+        "--no-stateless",
+        action="store_true",
+        help="ordinary handshakes: HRR only when the client's key shares do not fit",
+    )
+    serve.add_argument(
+        "--cookie-key-file",
+        type=Path,
+        help="cookie keys (hex, newest first), shared by every server of a fleet;"
+        " created with one random key if missing",
+    )
+    serve.add_argument("--keylog", type=Path, help="append NSS SSLKEYLOGFILE lines to this file")
+    serve.add_argument("--handshake-timeout", type=float, default=10.0)
+    serve.add_argument("--idle-timeout", type=float, default=300.0)
+    serve.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=1024,
+        help="connections handshaking at once; more are refused at accept",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on the socket")
+    serve.add_argument("--quiet", action="store_true", help="no per-connection log lines")
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            raise SystemExit("--cert and --key go together")
+        credential = Credential.from_pem(args.cert.read_bytes(), args.key.read_bytes())
+        described = f"certificate {args.cert}"
+    else:
+        credential = Credential.self_signed(args.hostname)
+        cert_path = Path(tempfile.mkdtemp(prefix="stateless13-")) / "cert.pem"
+        cert_path.write_bytes(credential.certificate_pem())
+        described = f"self-signed certificate for {args.hostname}, written to {cert_path}"
+    options: dict[str, object] = {}
+    if args.cookie_key_file is not None:
+        if not args.cookie_key_file.exists():
+            CookieKeyRing.write_new_key_file(args.cookie_key_file)
+        options["cookie_keys"] = CookieKeyRing.from_file(args.cookie_key_file)
+    if args.groups:
+        options["groups"] = args.groups
+    if args.suites:
+        options["cipher_suites"] = args.suites
+    alpn = args.alpn if args.alpn is not None else ("http/1.1" if args.mode == "http" else "")
+    options["alpn_protocols"] = tuple(p.encode() for p in alpn.split(",") if p)
+    if args.keylog is not None:
+        options["keylog"] = keylog_to_file(args.keylog)
+    config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
+    return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from transports.asyncio_tcp import TLSStream, serve
+    from transports.common import Limits
+
+    config, described = build_config(args)
+    limits = Limits(
+        handshake_timeout=args.handshake_timeout,
+        idle_timeout=args.idle_timeout,
+        max_concurrent_handshakes=args.max_handshakes,
+    )
+
+    async def http(stream: TLSStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request and len(request) < 65536:
+            data = await stream.read()
+            if not data:
+                return
+            request += data
+        info = stream.info
+        body = (
+            "<!doctype html><title>stateless13</title><h1>Hello from stateless13</h1>\n"
+            f"<p>TLS 1.3, {info.cipher_suite.name}, {info.group.name}, "
+            f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
+            f"cookie verified: {'yes' if info.cookie_verified else 'no'}</p>\n"
+        ).encode()
+        stream.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+            b"Connection: close\r\n\r\n" + body
+        )
+        await stream.drain()
+        await stream.close()
+
+    async def echo(stream: TLSStream) -> None:
+        while data := await stream.read():
+            stream.write(data)
+            await stream.drain()
+        await stream.close()
+
+    server = await serve(
+        config,
+        http if args.mode == "http" else echo,
+        args.host,
+        args.port,
+        limits=limits,
+        stateless=not args.no_stateless,
+        reuse_port=args.reuse_port or None,
+    )
+    host, port = server.sockets[0].getsockname()[:2]
+    front = "stateless HelloRetryRequest on" if not args.no_stateless else "ordinary handshakes"
+    print(f"stateless13 {__version__} serving {args.mode} on {host}:{port} ({front})", flush=True)
+    print(described, flush=True)
+    print(
+        f"try: openssl s_client -connect {host}:{port} -servername {args.hostname} -tls1_3",
+        flush=True,
+    )
+    if args.mode == "http":
+        print(f"  or: curl -k --tlsv1.3 https://{host}:{port}/", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        await stop.wait()
+    print("stateless13: shut down", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+        stream=sys.stderr,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""An asyncio TLS 1.3 server with a stateless front, shaped like ``asyncio.start_server``.
+
+    server = await serve(config, handler, "127.0.0.1", 8443)
+    async with server:
+        await server.serve_forever()
+
+``handler(stream)`` gets a :class:`TLSStream` once the handshake completes. Between the
+HelloRetryRequest and ClientHello2 a client costs the socket, its unread bytes and one bit: the
+per-connection driver is :class:`transports.memory.MemoryServer`, which keeps nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from stateless13 import (
+    AlertError,
+    AlertReceived,
+    ApplicationData,
+    ConnectionClosed,
+    HandshakeComplete,
+    ServerConfig,
+    ServerConnection,
+)
+from transports.common import ConnectionReport, Limits
+from transports.memory import MemoryServer
+
+logger = logging.getLogger("stateless13.server")
+
+Handler = Callable[["TLSStream"], Awaitable[None]]
+ReportCallback = Callable[[ConnectionReport], None]
+
+
+class HandshakeError(Exception):
+    """The handshake did not complete: refused by TLS, timed out, or over a limit."""
+
+
+class TLSStream:
+    """The application's side of one TLS connection: read, write, close, and what was agreed."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connection: ServerConnection,
+        info: HandshakeComplete,
+        limits: Limits,
+        pending: list[bytes],
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._connection = connection
+        self._limits = limits
+        self._received: list[bytes] = pending
+        self._eof = False
+        self.info = info
+        self.peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        return self.info.alpn_protocol
+
+    @property
+    def server_name(self) -> str | None:
+        return self.info.server_name
+
+    async def read(self) -> bytes:
+        """The next application data; ``b""`` once the client closed (or sent a fatal alert)."""
+        while not self._received and not self._eof:
+            try:
+                data = await asyncio.wait_for(
+                    self._reader.read(self._limits.read_size), self._limits.idle_timeout
+                )
+            except TimeoutError:
+                self._eof = True
+                break
+            self._connection.receive_data(data)
+            try:
+                for event in self._connection.events():
+                    if isinstance(event, ApplicationData):
+                        self._received.append(event.data)
+                    elif isinstance(event, ConnectionClosed) or (
+                        isinstance(event, AlertReceived) and event.fatal
+                    ):
+                        self._eof = True
+            except AlertError as exc:  # the alert goes out below; the stream ends here
+                logger.info("peer=%s:%s error=%r", *self.peer, f"{exc.description.name}: {exc}")
+                self._eof = True
+            finally:
+                self._flush()
+        return self._received.pop(0) if self._received else b""
+
+    def write(self, data: bytes) -> None:
+        self._connection.send(data)
+        self._flush()
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        """Send close_notify and close the socket."""
+        self._connection.close()
+        self._flush()
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+    def _flush(self) -> None:
+        data = self._connection.data_to_send()
+        if data and not self._writer.is_closing():
+            self._writer.write(data)
+
+
+class _Front:
+    """Accepts connections, runs the stateless front and hands completed ones to the handler."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Handler,
+        limits: Limits,
+        stateless: bool,
+        on_report: ReportCallback | None,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.limits = limits
+        self.stateless = stateless
+        self.on_report = on_report
+        self.handshaking = 0
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
+        started = time.monotonic()
+        if self.handshaking >= self.limits.max_concurrent_handshakes:
+            writer.close()  # refused before reading a byte: nothing is spent on it
+            self._report(
+                ConnectionReport(
+                    peer, False, False, None, 0.0, "refused: max_concurrent_handshakes reached"
+                )
+            )
+            return
+        server = MemoryServer(self.config, stateless=self.stateless, peer=peer)
+        self.handshaking += 1
+        error: str | None = None
+        try:
+            try:
+                stream = await asyncio.wait_for(
+                    self._handshake(server, reader, writer), self.limits.handshake_timeout
+                )
+            finally:
+                self.handshaking -= 1
+            try:
+                await self.handler(stream)
+            except Exception as exc:  # the application's bug: log it, close this connection only
+                logger.exception("handler failed for %s:%s", *peer)
+                error = f"handler: {exc!r}"
+        except TimeoutError:
+            error = f"handshake_timeout ({self.limits.handshake_timeout:g}s)"
+        except HandshakeError as exc:
+            error = str(exc)
+        except (ConnectionError, OSError) as exc:
+            error = f"socket: {exc}"
+        finally:
+            if not writer.is_closing():
+                writer.close()
+            self._report(
+                ConnectionReport(
+                    peer,
+                    server.hello_retry_sent
+                    or bool(server.handshake and server.handshake.hello_retry),
+                    bool(server.handshake and server.handshake.cookie_verified),
+                    server.handshake,
+                    time.monotonic() - started,
+                    error,
+                )
+            )
+
+    async def _handshake(
+        self, server: MemoryServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> TLSStream:
+        buffered = 0
+        pending: list[bytes] = []
+        while server.handshake is None:
+            data = await reader.read(self.limits.read_size)
+            if not data:
+                raise HandshakeError("client closed during the handshake")
+            buffered += len(data)
+            if buffered > self.limits.max_handshake_buffer:
+                raise HandshakeError("max_handshake_buffer exceeded")
+            try:
+                events = server.receive(data)
+            except AlertError as exc:
+                writer.write(server.data_to_send())
+                raise HandshakeError(f"{exc.description.name}: {exc.reason}") from None
+            writer.write(server.data_to_send())
+            if server.rejected is not None:
+                raise HandshakeError(
+                    f"{server.rejected.description.name}: {server.rejected.reason}"
+                )
+            pending += [e.data for e in events if isinstance(e, ApplicationData)]
+            if any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events):
+                raise HandshakeError("client closed or sent an alert during the handshake")
+            if server.hello_retry_sent and server.connection is None:
+                buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
+            await writer.drain()
+        assert server.connection is not None
+        return TLSStream(reader, writer, server.connection, server.handshake, self.limits, pending)
+
+    def _report(self, report: ConnectionReport) -> None:
+        logger.info("%s", report.log_line())
+        if self.on_report is not None:
+            self.on_report(report)
+
+
+async def serve(
+    config: ServerConfig,
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    limits: Limits | None = None,
+    stateless: bool = True,
+    on_report: ReportCallback | None = None,
+    **server_options: object,
+) -> asyncio.Server:
+    """Start a TLS 1.3 server; like ``asyncio.start_server`` but ``handler`` takes a TLSStream.
+
+    ``stateless=False`` runs ordinary handshakes (an HRR only when the key shares do not fit).
+    ``on_report`` receives a :class:`ConnectionReport` per connection (also logged at INFO on
+    the ``stateless13.server`` logger).  Extra keyword arguments go to ``asyncio.start_server``
+    (e.g. ``reuse_port=True``).
+    """
+    front = _Front(config, handler, limits or Limits(), stateless, on_report)
+    return await asyncio.start_server(front.accept, host, port, **server_options)  # type: ignore[arg-type]
