@@ -26,17 +26,13 @@ from stateless13 import (
     ServerConfig,
     ServerConnection,
 )
-from transports.common import ConnectionReport, Limits
+from transports.common import ConnectionReport, HandshakeError, Limits
 from transports.memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
 
 Handler = Callable[["TLSStream"], Awaitable[None]]
 ReportCallback = Callable[[ConnectionReport], None]
-
-
-class HandshakeError(Exception):
-    """The handshake did not complete: refused by TLS, timed out, or over a limit."""
 
 
 class TLSStream:

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from stateless13 import HandshakeComplete
 
 
+class HandshakeError(Exception):
+    """The handshake did not complete: refused by TLS, timed out, or over a limit."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Every limit a socket server enforces, in one place (all documented in the README)."""

@@ -1,0 +1,59 @@
+"""A blocking, thread-per-connection server behind the stateless HelloRetryRequest front.
+
+    python examples/blocking_server.py [PORT]
+    curl -k --tlsv1.3 https://127.0.0.1:PORT/
+
+Answers each request with one line saying what was negotiated.  ``--once`` serves a single
+connection and exits (the tests use it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from stateless13 import ServerConfig
+from transports.blocking import BlockingTLSStream, serve
+
+
+def main(port: int, once: bool) -> None:
+    config = ServerConfig.self_signed("localhost", alpn_protocols=(b"http/1.1",))
+    served = threading.Event()
+
+    def handler(stream: BlockingTLSStream) -> None:
+        stream.recv()  # the request; one read is enough for this demo
+        info = stream.info
+        body = (
+            f"hello over {info.cipher_suite.name} with {info.group.name}; "
+            f"cookie verified: {info.cookie_verified}\n"
+        ).encode()
+        stream.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        stream.close()
+        served.set()
+
+    server = serve(config, handler, "127.0.0.1", port)
+    print(f"listening on {server.server_address[0]}:{server.server_address[1]}", flush=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        if once:
+            served.wait()
+        else:
+            thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    arguments = [a for a in sys.argv[1:] if a != "--once"]
+    main(int(arguments[0]) if arguments else 0, "--once" in sys.argv)

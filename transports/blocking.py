@@ -1,0 +1,274 @@
+"""Blocking sockets: wrap one connected socket, or run a thread-per-connection server.
+
+    stream = accept_tls(sock, config)          # the stateless front, then the handshake
+    stream.sendall(b"hi"); data = stream.recv()
+
+    server = serve(config, handler, "127.0.0.1", 8443)   # handler(stream) runs in a thread
+    server.serve_forever()
+
+Like the asyncio adapter, the per-connection driver is :class:`transports.memory.MemoryServer`:
+between the HelloRetryRequest and ClientHello2 a client costs its socket, unread bytes and a bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from stateless13 import (
+    AlertError,
+    AlertReceived,
+    ApplicationData,
+    ConnectionClosed,
+    HandshakeComplete,
+    ServerConfig,
+    ServerConnection,
+)
+from transports.common import ConnectionReport, HandshakeError, Limits
+from transports.memory import MemoryServer
+
+logger = logging.getLogger("stateless13.server")
+
+
+class BlockingTLSStream:
+    """A TLS connection over a blocking socket, after its handshake."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        connection: ServerConnection,
+        info: HandshakeComplete,
+        limits: Limits,
+        pending: list[bytes],
+    ) -> None:
+        self.socket = sock
+        self._connection = connection
+        self._limits = limits
+        self._received = pending
+        self._eof = False
+        self.info = info
+        self.peer: tuple[str, int] = sock.getpeername()[:2]
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        return self.info.alpn_protocol
+
+    @property
+    def server_name(self) -> str | None:
+        return self.info.server_name
+
+    def recv(self) -> bytes:
+        """The next application data; ``b""`` once the client closed or went idle too long."""
+        while not self._received and not self._eof:
+            self.socket.settimeout(self._limits.idle_timeout)
+            try:
+                data = self.socket.recv(self._limits.read_size)
+            except TimeoutError:
+                self._eof = True
+                break
+            self._connection.receive_data(data)
+            try:
+                for event in self._connection.events():
+                    if isinstance(event, ApplicationData):
+                        self._received.append(event.data)
+                    elif isinstance(event, ConnectionClosed) or (
+                        isinstance(event, AlertReceived) and event.fatal
+                    ):
+                        self._eof = True
+            except AlertError as exc:  # the alert goes out below; the stream ends here
+                logger.info("peer=%s:%s error=%r", *self.peer, f"{exc.description.name}: {exc}")
+                self._eof = True
+            finally:
+                self._flush()
+        return self._received.pop(0) if self._received else b""
+
+    def sendall(self, data: bytes) -> None:
+        self._connection.send(data)
+        self._flush()
+
+    def close(self) -> None:
+        """Send close_notify and close the socket."""
+        try:
+            self._connection.close()
+            self._flush()
+        except OSError:
+            pass
+        finally:
+            self.socket.close()
+
+    def _flush(self) -> None:
+        data = self._connection.data_to_send()
+        if data:
+            self.socket.sendall(data)
+
+
+def accept_tls(
+    sock: socket.socket,
+    config: ServerConfig,
+    *,
+    stateless: bool = True,
+    limits: Limits | None = None,
+    server: MemoryServer | None = None,
+) -> BlockingTLSStream:
+    """Run the handshake on a connected socket; raise HandshakeError if it does not complete."""
+    limits = limits or Limits()
+    peer: tuple[str, int] = sock.getpeername()[:2]
+    server = server or MemoryServer(config, stateless=stateless, peer=peer)
+    deadline = time.monotonic() + limits.handshake_timeout
+    buffered = 0
+    pending: list[bytes] = []
+    while server.handshake is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)")
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(limits.read_size)
+        except TimeoutError:
+            raise HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)") from None
+        if not data:
+            raise HandshakeError("client closed during the handshake")
+        buffered += len(data)
+        if buffered > limits.max_handshake_buffer:
+            raise HandshakeError("max_handshake_buffer exceeded")
+        try:
+            events = server.receive(data)
+        except AlertError as exc:
+            sock.sendall(server.data_to_send())
+            raise HandshakeError(f"{exc.description.name}: {exc.reason}") from None
+        sock.sendall(server.data_to_send())
+        if server.rejected is not None:
+            raise HandshakeError(f"{server.rejected.description.name}: {server.rejected.reason}")
+        pending += [e.data for e in events if isinstance(e, ApplicationData)]
+        if any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events):
+            raise HandshakeError("client closed or sent an alert during the handshake")
+        if server.hello_retry_sent and server.connection is None:
+            buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
+    assert server.connection is not None
+    return BlockingTLSStream(sock, server.connection, server.handshake, limits, pending)
+
+
+class ThreadedServer:
+    """A listening socket and a thread per connection; ``shutdown()`` from any thread."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler: Callable[[BlockingTLSStream], None],
+        host: str,
+        port: int,
+        *,
+        limits: Limits,
+        stateless: bool,
+        on_report: Callable[[ConnectionReport], None] | None,
+        reuse_port: bool = False,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.limits = limits
+        self.stateless = stateless
+        self.on_report = on_report
+        self._lock = threading.Lock()
+        self._handshaking = 0
+        self._stopping = threading.Event()
+        self.socket = socket.create_server((host, port), reuse_port=reuse_port)
+        self.socket.settimeout(0.2)  # so serve_forever notices shutdown()
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+
+    def serve_forever(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    sock, _ = self.socket.accept()
+                except TimeoutError:
+                    continue
+                with self._lock:
+                    full = self._handshaking >= self.limits.max_concurrent_handshakes
+                    if not full:
+                        self._handshaking += 1
+                if full:
+                    peer = sock.getpeername()[:2]
+                    sock.close()
+                    self._report(
+                        ConnectionReport(
+                            peer,
+                            False,
+                            False,
+                            None,
+                            0.0,
+                            "refused: max_concurrent_handshakes reached",
+                        )
+                    )
+                    continue
+                threading.Thread(target=self._serve_one, args=(sock,), daemon=True).start()
+        finally:
+            self.socket.close()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+
+    def _serve_one(self, sock: socket.socket) -> None:
+        started = time.monotonic()
+        peer: tuple[str, int] = sock.getpeername()[:2]
+        server = MemoryServer(self.config, stateless=self.stateless, peer=peer)
+        error: str | None = None
+        try:
+            try:
+                stream = accept_tls(sock, self.config, limits=self.limits, server=server)
+            finally:
+                with self._lock:
+                    self._handshaking -= 1
+            try:
+                self.handler(stream)
+            except Exception as exc:  # the application's bug: log it, close this connection only
+                logger.exception("handler failed for %s:%s", *peer)
+                error = f"handler: {exc!r}"
+        except HandshakeError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"socket: {exc}"
+        finally:
+            sock.close()
+            handshake = server.handshake
+            self._report(
+                ConnectionReport(
+                    peer,
+                    server.hello_retry_sent or bool(handshake and handshake.hello_retry),
+                    bool(handshake and handshake.cookie_verified),
+                    handshake,
+                    time.monotonic() - started,
+                    error,
+                )
+            )
+
+    def _report(self, report: ConnectionReport) -> None:
+        logger.info("%s", report.log_line())
+        if self.on_report is not None:
+            self.on_report(report)
+
+
+def serve(
+    config: ServerConfig,
+    handler: Callable[[BlockingTLSStream], None],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    limits: Limits | None = None,
+    stateless: bool = True,
+    on_report: Callable[[ConnectionReport], None] | None = None,
+    reuse_port: bool = False,
+) -> ThreadedServer:
+    """A bound server; call ``serve_forever()`` (e.g. in a thread) and later ``shutdown()``."""
+    return ThreadedServer(
+        config,
+        handler,
+        host,
+        port,
+        limits=limits or Limits(),
+        stateless=stateless,
+        on_report=on_report,
+        reuse_port=reuse_port,
+    )
