@@ -19,6 +19,7 @@ from .cookie import CookieKeyRing
 from .events import AlertReceived, ApplicationData, ConnectionClosed, Event, HandshakeComplete
 from .handshake import Epoch
 from .messages import CipherSuite, NamedGroup, SignatureScheme
+from .replay import ReplayFilter
 from .stateless import Accepted, AcceptResult, HelloRetry, NeedMoreData, Rejected, stateless_accept
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "NeedMoreData",
     "ProtocolVersion",
     "Rejected",
+    "ReplayFilter",
     "ServerConfig",
     "ServerConnection",
     "SignatureScheme",

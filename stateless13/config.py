@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from .cookie import MAX_APP_PAYLOAD, CookieKeyRing
 from .messages import CipherSuite, NamedGroup, SignatureScheme
 from .primitives import PrivateKey, signature_schemes_for
+from .replay import ReplayFilter
 
 #: Called with (app_payload, peer) when a cookie has been authenticated; return None to accept or
 #: a reason (str) to refuse the ClientHello with an access_denied alert.
@@ -157,6 +158,9 @@ class ServerConfig:
     max_client_hello_size: int = 16384
     #: Called with one NSS SSLKEYLOGFILE line per secret; None (the default) logs nothing.
     keylog: Callable[[str], None] | None = None
+    #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
+    #: server may opt into; None (the default) keeps the stateless path free of any state.
+    replay_filter: ReplayFilter | None = None
 
     def __post_init__(self) -> None:
         if not self.credentials:

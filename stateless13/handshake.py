@@ -449,6 +449,10 @@ class ServerHandshake:
             refusal = config.cookie_verifier(retry.app_payload, peer)
             if refusal is not None:
                 raise AccessDenied(f"cookie refused by the application: {refusal}")
+        if config.replay_filter is not None and not config.replay_filter.first_use(
+            hello.cookie, now
+        ):
+            raise IllegalParameter("cookie already used (replay)")
         # The HRR the client saw, rebuilt from what it echoes (session id, cookie) and the cookie.
         hrr = build_hello_retry_request(
             hello.legacy_session_id,

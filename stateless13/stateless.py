@@ -115,9 +115,10 @@ def stateless_accept(
 def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | None:
     """(ClientHello message, bytes after its last record), or None if it is not all here yet.
 
-    Skips change_cipher_spec records (§4.2.2: a stateless server MUST ignore the CCS that a
+    Skips one change_cipher_spec record (§4.2.2: a stateless server MUST ignore the CCS that a
     compatibility-mode client sends before ClientHello2).  Reassembles a ClientHello spread over
-    several records.  Refuses as soon as the header announces a message over ``max_size``.
+    several records.  Refuses as soon as the bytes so far show a wrong message type or announce a
+    message over ``max_size``, even inside an incomplete record: nothing is buffered in vain.
     """
     offset = 0
     message = bytearray()
@@ -125,6 +126,8 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
     while True:
         framed = split_record(data, offset)
         if framed is None:
+            if len(data) > offset + 5 and data[offset] == ContentType.handshake:
+                _check_client_hello_header(message + data[offset + 5 :], max_size)
             return None
         content_type, _, total = framed
         payload = data[offset + 5 : offset + total]
@@ -142,13 +145,20 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
         if not payload:
             raise UnexpectedMessage("empty handshake record")
         message += payload
-        if message[0] != HandshakeType.client_hello:
-            raise UnexpectedMessage(f"expected ClientHello, got handshake type {message[0]}")
-        if len(message) >= 4:
-            size = 4 + int.from_bytes(message[1:4], "big")
-            if size > max_size:
-                raise IllegalParameter(f"ClientHello of {size} bytes exceeds the {max_size} limit")
-            if len(message) >= size:
-                if len(message) > size:
-                    raise UnexpectedMessage("handshake data after the ClientHello in its record")
-                return bytes(message), data[offset:]
+        size = _check_client_hello_header(message, max_size)
+        if size is not None and len(message) >= size:
+            if len(message) > size:
+                raise UnexpectedMessage("handshake data after the ClientHello in its record")
+            return bytes(message), data[offset:]
+
+
+def _check_client_hello_header(prefix: bytes | bytearray, max_size: int) -> int | None:
+    """The ClientHello's total size once its 4-byte header is in ``prefix``; refuse early."""
+    if prefix[0] != HandshakeType.client_hello:
+        raise UnexpectedMessage(f"expected ClientHello, got handshake type {prefix[0]}")
+    if len(prefix) < 4:
+        return None
+    size = 4 + int.from_bytes(prefix[1:4], "big")
+    if size > max_size:
+        raise IllegalParameter(f"ClientHello of {size} bytes exceeds the {max_size} limit")
+    return size
