@@ -320,6 +320,8 @@ class ServerHandshake:
                 message = bytes(self._buffer[:length])
                 del self._buffer[:length]
                 self._dispatch(epoch, msg_type, message)
+                if self._buffer and msg_type in _ENDS_ITS_RECORD:
+                    raise UnexpectedMessage(f"handshake data after message type {msg_type}")
             if self._buffer and self._buffer_epoch != self.expected_epoch:
                 raise UnexpectedMessage("handshake message split across a key change")
         except Exception:
@@ -480,10 +482,12 @@ class ServerHandshake:
         if hello.early_data:
             raise IllegalParameter("early_data in ClientHello2")
         negotiated = negotiate(self.config, hello)
+        # The digest pins what the client offered, so a different outcome here means our own
+        # configuration changed since the HRR (e.g. a rolling deploy): not the client's fault.
         if negotiated.suite.suite != retry.cipher_suite:
-            raise HandshakeFailure("ClientHello2 negotiates another cipher suite than the HRR")
+            raise HandshakeFailure("the server now picks another cipher suite than its HRR did")
         if negotiated.group != retry.group:
-            raise IllegalParameter("ClientHello2 negotiates another group than the HRR")
+            raise HandshakeFailure("the server now picks another group than its HRR did")
         assert hello.key_share is not None
         if retry.key_share_requested:
             # §4.1.2: the HRR named a group, so the client replaced its shares with one for it.
@@ -655,6 +659,10 @@ class ServerHandshake:
         if update.request_update:
             self._actions.extend(self.request_key_update(False))
 
+
+# §5.1: a message that can precede a key change must end its record.  (Finished is also caught
+# by the epoch check below; ClientHello must end its record even when an HRR follows.)
+_ENDS_ITS_RECORD = (HandshakeType.client_hello, HandshakeType.finished, HandshakeType.key_update)
 
 _Handler = Callable[[ServerHandshake, bytes], None]
 

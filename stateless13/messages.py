@@ -113,10 +113,14 @@ def split_handshake(buffer: bytes | bytearray) -> tuple[int, int] | None:
     return buffer[0], 4 + length
 
 
-def _pull_extensions(reader: Reader, *, psk_last: bool = False) -> Extensions:
+def _pull_extensions(
+    reader: Reader, *, psk_last: bool = False, may_be_absent: bool = False
+) -> Extensions:
     extensions: list[tuple[int, bytes]] = []
     seen: set[int] = set()
-    if reader.eof():  # RFC 8446 allows the whole extensions block to be absent only pre-1.3.
+    # Only a pre-1.3 ClientHello or ServerHello may omit the block (RFC 5246 §7.4.1.2); in every
+    # other message it is mandatory (RFC 8446 §4.3.1, §4.4.2), even when empty.
+    if may_be_absent and reader.eof():
         return ()
     with reader.pull_block(2):
         while not reader.eof():
@@ -180,7 +184,7 @@ def pull_client_hello(body: bytes) -> ClientHello:
     session_id = reader.pull_vector(1, maximum=32)
     cipher_suites = reader.pull_uint16_list(2)
     compression = reader.pull_vector(1, minimum=1)
-    extensions = _pull_extensions(reader, psk_last=True)
+    extensions = _pull_extensions(reader, psk_last=True, may_be_absent=True)
     reader.expect_end("ClientHello")
 
     parsed: dict[str, object] = {}
@@ -308,7 +312,7 @@ def pull_server_hello(body: bytes) -> ServerHello:
     session_id = reader.pull_vector(1, maximum=32)
     cipher_suite = reader.pull_uint16()
     compression = reader.pull_uint8()
-    extensions = _pull_extensions(reader)
+    extensions = _pull_extensions(reader, may_be_absent=True)
     reader.expect_end("ServerHello")
     return ServerHello(random, session_id, cipher_suite, extensions, legacy_version, compression)
 

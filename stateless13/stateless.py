@@ -15,6 +15,7 @@ from .alerts import (
     AlertLevel,
     IllegalParameter,
     MissingExtension,
+    RecordOverflow,
     UnexpectedMessage,
 )
 from .config import ServerConfig
@@ -22,7 +23,13 @@ from .connection import ServerConnection
 from .cookie import MAX_APP_PAYLOAD
 from .handshake import ServerHandshake, hello_retry_request_for, parse_client_hello
 from .messages import HandshakeType
-from .record import CHANGE_CIPHER_SPEC_RECORD, ContentType, frame_plaintext, split_record
+from .record import (
+    CHANGE_CIPHER_SPEC_RECORD,
+    MAX_PLAINTEXT,
+    ContentType,
+    frame_plaintext,
+    split_record,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +133,13 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
     while True:
         framed = split_record(data, offset)
         if framed is None:
+            if len(data) >= offset + 5:
+                _check_plaintext_length(int.from_bytes(data[offset + 3 : offset + 5], "big"))
             if len(data) > offset + 5 and data[offset] == ContentType.handshake:
                 _check_client_hello_header(message + data[offset + 5 :], max_size)
             return None
-        content_type, _, total = framed
+        content_type, length, total = framed
+        _check_plaintext_length(length)
         payload = data[offset + 5 : offset + total]
         offset += total
         if (
@@ -150,6 +160,12 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
             if len(message) > size:
                 raise UnexpectedMessage("handshake data after the ClientHello in its record")
             return bytes(message), data[offset:]
+
+
+def _check_plaintext_length(length: int) -> None:
+    """§5.1: a plaintext record carries at most 2^14 bytes (split_record allows 2^14 + 256)."""
+    if length > MAX_PLAINTEXT:
+        raise RecordOverflow(f"plaintext record of {length} bytes")
 
 
 def _check_client_hello_header(prefix: bytes | bytearray, max_size: int) -> int | None:
