@@ -760,6 +760,9 @@ CH2_CASES = [
     case(lambda f: f.resume(config=dataclasses.replace(f.config, cipher_suites=(
             CipherSuite.TLS_AES_256_GCM_SHA384, CipherSuite.TLS_AES_128_GCM_SHA256))),
          A.handshake_failure, "server-now-prefers-another-cipher-suite"),
+    case(lambda f: f.resume(config=dataclasses.replace(f.config, groups=(
+            NamedGroup.secp256r1, NamedGroup.x25519))),
+         A.handshake_failure, "server-now-prefers-another-group"),
     # Key shares: checked only on CH2, where the server computes with them
     case(share2(x25519_share(lambda s: s[:31])), A.illegal_parameter, "x25519-share-31-bytes"),
     case(share2(x25519_share(lambda s: s + b"\x00")), A.illegal_parameter,
