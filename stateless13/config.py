@@ -154,6 +154,10 @@ class ServerConfig:
     cookie_lifetime: float = 30.0
     cookie_clock_skew: float = 5.0
     cookie_verifier: CookieVerifier | None = None
+    #: Make every stateless HelloRetryRequest name a group (see negotiation.group_to_request):
+    #: needed by GnuTLS clients, which refuse a cookie-only HRR; may negotiate a group further
+    #: down ``groups`` for clients that already sent a share for the first.
+    retry_names_a_group: bool = False
     #: Largest ClientHello accepted (bytes of the handshake message, header included).
     max_client_hello_size: int = 16384
     #: Called with one NSS SSLKEYLOGFILE line per secret; None (the default) logs nothing.

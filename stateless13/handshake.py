@@ -28,7 +28,6 @@ from . import key_schedule as ks
 from .alerts import (
     AccessDenied,
     DecryptError,
-    HandshakeFailure,
     IllegalParameter,
     LocalProtocolError,
     UnexpectedMessage,
@@ -64,7 +63,7 @@ from .messages import (
     push_server_hello,
     split_handshake,
 )
-from .negotiation import Negotiated, client_hello_digest, negotiate
+from .negotiation import Negotiated, client_hello_digest, group_to_request, negotiate
 from .primitives import KeyExchange, SuiteParams, sign
 from .transcript import Transcript, rebuild_after_retry
 
@@ -193,22 +192,19 @@ def hello_retry_request_for(
     it receives at its address before the server does any expensive work or keeps anything.
     """
     negotiated = negotiate(config, hello)
-    key_share_requested = negotiated.client_share is None
+    requested_group = group_to_request(config, hello, negotiated)
     state = CookieState(
         issued_at=int(now),
         cipher_suite=negotiated.suite.suite,
-        group=negotiated.group,
-        key_share_requested=key_share_requested,
+        group=negotiated.group if requested_group is None else requested_group,
+        key_share_requested=requested_group is not None,
         client_hello_hash=negotiated.suite.digest(raw_hello),
         client_hello_digest=client_hello_digest(hello),
         app_payload=cookie_payload,
     )
     cookie = config.cookie_keys.seal(state, peer_binding(peer))
     return build_hello_retry_request(
-        hello.legacy_session_id,
-        negotiated.suite.suite,
-        negotiated.group if key_share_requested else None,
-        cookie,
+        hello.legacy_session_id, negotiated.suite.suite, requested_group, cookie
     )
 
 
@@ -481,13 +477,8 @@ class ServerHandshake:
             raise IllegalParameter("ClientHello2 changed fields it must repeat from ClientHello1")
         if hello.early_data:
             raise IllegalParameter("early_data in ClientHello2")
-        negotiated = negotiate(self.config, hello)
-        # The digest pins what the client offered, so a different outcome here means our own
-        # configuration changed since the HRR (e.g. a rolling deploy): not the client's fault.
-        if negotiated.suite.suite != retry.cipher_suite:
-            raise HandshakeFailure("the server now picks another cipher suite than its HRR did")
-        if negotiated.group != retry.group:
-            raise HandshakeFailure("the server now picks another group than its HRR did")
+        # Keep the HRR's suite and group (handshake_failure if this server no longer allows them).
+        negotiated = negotiate(self.config, hello, after_retry=(retry.cipher_suite, retry.group))
         assert hello.key_share is not None
         if retry.key_share_requested:
             # §4.1.2: the HRR named a group, so the client replaced its shares with one for it.

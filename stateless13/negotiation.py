@@ -57,19 +57,33 @@ def check_client_hello(hello: ClientHello) -> None:
             )
 
 
-def negotiate(config: ServerConfig, hello: ClientHello) -> Negotiated:
-    """Pick suite, group, certificate, signature scheme and ALPN by the server's preference."""
+def negotiate(
+    config: ServerConfig, hello: ClientHello, *, after_retry: tuple[int, int] | None = None
+) -> Negotiated:
+    """Pick suite, group, certificate, signature scheme and ALPN by the server's preference.
+
+    ``after_retry`` is the (suite, group) a HelloRetryRequest named: ClientHello2 keeps them as
+    long as this server still allows them, so a configuration rolled out between the two
+    ClientHellos (another preference order) does not break the clients in flight.
+    """
     check_client_hello(hello)
     assert hello.supported_groups is not None and hello.key_share is not None
     assert hello.signature_algorithms is not None
 
-    suite = next((SUITES[s] for s in config.cipher_suites if s in hello.cipher_suites), None)
-    if suite is None:
-        raise HandshakeFailure("no cipher suite in common")
-
-    group = next((g for g in config.groups if g in hello.supported_groups), None)
-    if group is None:
-        raise HandshakeFailure("no key exchange group in common")
+    if after_retry is None:
+        suite = next((SUITES[s] for s in config.cipher_suites if s in hello.cipher_suites), None)
+        if suite is None:
+            raise HandshakeFailure("no cipher suite in common")
+        group = next((g for g in config.groups if g in hello.supported_groups), None)
+        if group is None:
+            raise HandshakeFailure("no key exchange group in common")
+    else:
+        suite_id, group_id = after_retry
+        if suite_id not in config.cipher_suites or suite_id not in hello.cipher_suites:
+            raise HandshakeFailure(f"the HRR's cipher suite 0x{suite_id:04x} is no longer allowed")
+        if group_id not in config.groups or group_id not in hello.supported_groups:
+            raise HandshakeFailure(f"the HRR's group 0x{group_id:04x} is no longer allowed")
+        suite, group = SUITES[suite_id], NamedGroup(group_id)
     client_share = next((s.key_exchange for s in hello.key_share if s.group == group), None)
 
     credential, scheme = _choose_credential(config, hello.signature_algorithms)
@@ -81,6 +95,26 @@ def negotiate(config: ServerConfig, hello: ClientHello) -> Negotiated:
             raise NoApplicationProtocol("no ALPN protocol in common")
 
     return Negotiated(suite, group, client_share, credential, scheme, alpn, hello.server_name)
+
+
+def group_to_request(
+    config: ServerConfig, hello: ClientHello, negotiated: Negotiated
+) -> int | None:
+    """The group a stateless HelloRetryRequest names in its key_share, or None for cookie-only.
+
+    The RFC-correct answer is None when the client already sent a share for our group (the HRR
+    then only carries the cookie).  GnuTLS clients (3.7, 3.8) refuse such a cookie-only HRR; with
+    ``ServerConfig.retry_names_a_group`` we name instead our most preferred group that the client
+    supports but sent no share for, if there is one (RFC 8446 §4.1.4 forbids naming a group the
+    client already sent a share for).
+    """
+    if negotiated.client_share is None:
+        return negotiated.group
+    if not config.retry_names_a_group:
+        return None
+    assert hello.supported_groups is not None and hello.key_share is not None
+    shared = {share.group for share in hello.key_share}
+    return next((g for g in config.groups if g in hello.supported_groups and g not in shared), None)
 
 
 def _choose_credential(

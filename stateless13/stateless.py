@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .alerts import (
+    AlertDescription,
     AlertError,
     AlertLevel,
     IllegalParameter,
@@ -55,13 +56,22 @@ class NeedMoreData:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Send ``data_to_send`` (the alert record) and close; ``error`` says which alert and why."""
+    """Send ``data_to_send`` and close; ``error`` says which alert and why.
+
+    ``data_to_send`` is our alert record, or empty when the client itself sent a fatal alert
+    (one does not answer an alert with an alert).
+    """
 
     error: AlertError
     data_to_send: bytes
 
 
 AcceptResult = HelloRetry | Accepted | NeedMoreData | Rejected
+
+
+class ClientAborted(UnexpectedMessage):
+    """The client sent an alert where a ClientHello belongs (e.g. it refused our HRR)."""
+
 
 _NEED_MORE_DATA = NeedMoreData()
 
@@ -106,6 +116,8 @@ def stateless_accept(
             return HelloRetry(records)
 
         handshake = ServerHandshake.resume_from_cookie(config, hello, message, peer=peer, now=now)
+    except ClientAborted as error:
+        return Rejected(error, b"")
     except AlertError as error:
         alert = frame_plaintext(ContentType.alert, bytes((AlertLevel.fatal, error.description)))
         return Rejected(error, alert)
@@ -150,6 +162,12 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
         ):
             skipped_change_cipher_spec = True
             continue
+        if content_type == ContentType.alert and len(payload) == 2:
+            try:
+                name = AlertDescription(payload[1]).name
+            except ValueError:
+                name = str(payload[1])
+            raise ClientAborted(f"the client sent a {name} alert instead of a ClientHello")
         if content_type != ContentType.handshake:
             raise UnexpectedMessage(f"{content_type.name} record where a ClientHello belongs")
         if not payload:

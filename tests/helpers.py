@@ -61,9 +61,12 @@ class PythonSSLClient:
         chunks = []
         while True:
             try:
-                chunks.append(self.tls.read(65536))
+                chunk = self.tls.read(65536)
             except ssl.SSLWantReadError:
                 break
+            if not chunk:  # close_notify: OpenSSL returns b"" from then on
+                break
+            chunks.append(chunk)
         return b"".join(chunks)
 
 

@@ -361,7 +361,6 @@ RECORD_CASES = [
     pytest.param(b"\x16\x03\x01\xff\xff", A.record_overflow, id="record-header-65535-bytes"),
     pytest.param(b"\x17\x03\x03\x00\x01\x00", A.unexpected_message,
                  id="application-data-record-first"),
-    pytest.param(alert_record(A.handshake_failure), A.unexpected_message, id="alert-record-first"),
     pytest.param(b"\x14\x03\x03\x00\x01\x02" + CH1, A.unexpected_message,
                  id="ccs-value-2-before-clienthello"),
     pytest.param(b"\x14\x03\x03\x00\x02\x01\x01" + CH1, A.unexpected_message,
@@ -758,11 +757,11 @@ CH2_CASES = [
     case(mutate2(lambda h: with_ext(h, Ext.key_share, b"\x00\x00")),
          A.illegal_parameter, "clienthello2-empty-key_share-list"),
     case(lambda f: f.resume(config=dataclasses.replace(f.config, cipher_suites=(
-            CipherSuite.TLS_AES_256_GCM_SHA384, CipherSuite.TLS_AES_128_GCM_SHA256))),
-         A.handshake_failure, "server-now-prefers-another-cipher-suite"),
+            CipherSuite.TLS_AES_256_GCM_SHA384,))),
+         A.handshake_failure, "server-no-longer-allows-the-hrr-cipher-suite"),
     case(lambda f: f.resume(config=dataclasses.replace(f.config, groups=(
-            NamedGroup.secp256r1, NamedGroup.x25519))),
-         A.handshake_failure, "server-now-prefers-another-group"),
+            NamedGroup.secp256r1,))),
+         A.handshake_failure, "server-no-longer-allows-the-hrr-group"),
     # Key shares: checked only on CH2, where the server computes with them
     case(share2(x25519_share(lambda s: s[:31])), A.illegal_parameter, "x25519-share-31-bytes"),
     case(share2(x25519_share(lambda s: s + b"\x00")), A.illegal_parameter,
@@ -796,6 +795,30 @@ def test_bad_clienthello2_is_rejected(
     alert: AlertDescription,
 ) -> None:
     assert_rejected(act(make_flight()), alert)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cipher_suites": (CipherSuite.TLS_AES_256_GCM_SHA384, CipherSuite.TLS_AES_128_GCM_SHA256)},
+        {"groups": (NamedGroup.secp256r1, NamedGroup.x25519)},
+    ],
+    ids=["suite-order", "group-order"],
+)
+def test_a_new_preference_order_between_the_hellos_keeps_the_hrr_choice(
+    change: dict[str, object],
+) -> None:
+    """A rolling deploy that only reorders preferences must not break clients in flight."""
+    flight = retry_flight()
+    result = flight.resume(config=dataclasses.replace(flight.config, **change))  # type: ignore[arg-type]
+    assert isinstance(result, Accepted), result
+
+
+def test_a_client_alert_instead_of_a_clienthello_gets_no_alert_back() -> None:
+    result = accept(alert_record(A.illegal_parameter))
+    assert isinstance(result, Rejected) and result.data_to_send == b""
+    assert result.error.description == A.unexpected_message
+    assert "illegal_parameter alert" in result.error.reason
 
 
 def test_cookie_from_the_same_address_on_another_port_is_accepted() -> None:

@@ -46,13 +46,14 @@ class TLSStream:
         info: HandshakeComplete,
         limits: Limits,
         pending: list[bytes],
+        eof: bool = False,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._connection = connection
         self._limits = limits
         self._received: list[bytes] = pending
-        self._eof = False
+        self._eof = eof  # the client may close in the same flight as its Finished
         self.info = info
         self.peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
 
@@ -169,7 +170,7 @@ class _Front:
                     peer,
                     server.hello_retry_sent
                     or bool(server.handshake and server.handshake.hello_retry),
-                    bool(server.handshake and server.handshake.cookie_verified),
+                    server.cookie_verified,
                     server.handshake,
                     time.monotonic() - started,
                     error,
@@ -181,6 +182,7 @@ class _Front:
     ) -> TLSStream:
         buffered = 0
         pending: list[bytes] = []
+        closed = False
         while server.handshake is None:
             data = await reader.read(self.limits.read_size)
             if not data:
@@ -199,13 +201,16 @@ class _Front:
                     f"{server.rejected.description.name}: {server.rejected.reason}"
                 )
             pending += [e.data for e in events if isinstance(e, ApplicationData)]
-            if any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events):
+            closed = any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events)
+            if closed and server.handshake is None:
                 raise HandshakeError("client closed or sent an alert during the handshake")
             if server.hello_retry_sent and server.connection is None:
                 buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
             await writer.drain()
         assert server.connection is not None
-        return TLSStream(reader, writer, server.connection, server.handshake, self.limits, pending)
+        return TLSStream(
+            reader, writer, server.connection, server.handshake, self.limits, pending, closed
+        )
 
     def _report(self, report: ConnectionReport) -> None:
         logger.info("%s", report.log_line())

@@ -43,12 +43,13 @@ class BlockingTLSStream:
         info: HandshakeComplete,
         limits: Limits,
         pending: list[bytes],
+        eof: bool = False,
     ) -> None:
         self.socket = sock
         self._connection = connection
         self._limits = limits
         self._received = pending
-        self._eof = False
+        self._eof = eof  # the client may close in the same flight as its Finished
         self.info = info
         self.peer: tuple[str, int] = sock.getpeername()[:2]
 
@@ -120,6 +121,7 @@ def accept_tls(
     deadline = time.monotonic() + limits.handshake_timeout
     buffered = 0
     pending: list[bytes] = []
+    closed = False
     while server.handshake is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -143,12 +145,13 @@ def accept_tls(
         if server.rejected is not None:
             raise HandshakeError(f"{server.rejected.description.name}: {server.rejected.reason}")
         pending += [e.data for e in events if isinstance(e, ApplicationData)]
-        if any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events):
+        closed = any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events)
+        if closed and server.handshake is None:
             raise HandshakeError("client closed or sent an alert during the handshake")
         if server.hello_retry_sent and server.connection is None:
             buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
     assert server.connection is not None
-    return BlockingTLSStream(sock, server.connection, server.handshake, limits, pending)
+    return BlockingTLSStream(sock, server.connection, server.handshake, limits, pending, closed)
 
 
 class ThreadedServer:
@@ -237,7 +240,7 @@ class ThreadedServer:
                 ConnectionReport(
                     peer,
                     server.hello_retry_sent or bool(handshake and handshake.hello_retry),
-                    bool(handshake and handshake.cookie_verified),
+                    server.cookie_verified,
                     handshake,
                     time.monotonic() - started,
                     error,

@@ -40,6 +40,7 @@ class MemoryServer:
         "_pending",
         "config",
         "connection",
+        "cookie_verified",
         "handshake",
         "hello_retry_sent",
         "peer",
@@ -66,6 +67,8 @@ class MemoryServer:
         )
         #: Set when the stateless front refused the client (the alert is in data_to_send()).
         self.rejected: AlertError | None = None
+        #: The stateless front accepted a cookie (known before the handshake completes).
+        self.cookie_verified = False
         self.handshake: HandshakeComplete | None = None
 
     def receive(self, data: bytes) -> list[Event]:
@@ -92,6 +95,7 @@ class MemoryServer:
                 return []
             assert isinstance(result, Accepted)
             self.connection = result.connection
+            self.cookie_verified = True
         else:
             self.connection.receive_data(data)
         try:

@@ -1,0 +1,108 @@
+// Go crypto/tls TLS 1.3 client for the interop tests (stdlib only, Go 1.19).
+//
+// Usage: goclient [-ca cert.pem] [-curves x25519,p256,p384] [-suite 0x1301] HOST:PORT
+//
+// It verifies the server against -ca with ServerName localhost (without -ca it does not verify),
+// offers the -curves in that order (the first one gets the key share in ClientHello1), sends
+// "GET / HTTP/1.1", reads the reply until EOF and prints
+//
+//	version 0x0304 cipher 0x1301
+//	<the reply>
+//
+// It exits 0 only for TLS 1.3 plus a non-empty reply. Go does not let a client choose its TLS 1.3
+// cipher suites, so -suite is a check: the exit status is 1 if another suite was negotiated.
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+func main() {
+	ca := flag.String("ca", "", "PEM file to verify the server against (ServerName localhost)")
+	curves := flag.String("curves", "", "comma list of x25519,p256,p384,p521, in preference order")
+	suite := flag.String("suite", "", "expected cipher suite, e.g. 0x1303 (Go cannot restrict it)")
+	flag.Parse()
+	if flag.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: goclient [-ca cert.pem] [-curves ...] [-suite 0x1301] HOST:PORT")
+		os.Exit(2)
+	}
+	cfg := &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13}
+	if *ca != "" {
+		pem, err := os.ReadFile(*ca)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fmt.Fprintln(os.Stderr, "no certificate in", *ca)
+			os.Exit(2)
+		}
+		cfg.RootCAs = pool
+	} else {
+		cfg.InsecureSkipVerify = true
+	}
+	if *curves != "" {
+		known := map[string]tls.CurveID{
+			"x25519": tls.X25519, "p256": tls.CurveP256, "p384": tls.CurveP384, "p521": tls.CurveP521,
+		}
+		for _, name := range strings.Split(*curves, ",") {
+			id, ok := known[name]
+			if !ok {
+				fmt.Fprintln(os.Stderr, "unknown curve", name)
+				os.Exit(2)
+			}
+			cfg.CurvePreferences = append(cfg.CurvePreferences, id)
+		}
+	}
+	var want uint64
+	if *suite != "" {
+		var err error
+		if want, err = strconv.ParseUint(*suite, 0, 16); err != nil {
+			fmt.Fprintln(os.Stderr, "bad -suite:", err)
+			os.Exit(2)
+		}
+	}
+
+	raw, err := net.DialTimeout("tcp", flag.Arg(0), 10*time.Second)
+	if err != nil {
+		fail("dial: %v", err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(15 * time.Second))
+	conn := tls.Client(raw, cfg)
+	if err := conn.Handshake(); err != nil {
+		fail("handshake: %v", err)
+	}
+	st := conn.ConnectionState()
+	fmt.Printf("version 0x%04x cipher 0x%04x\n", st.Version, st.CipherSuite)
+	if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")); err != nil {
+		fail("write: %v", err)
+	}
+	reply, err := io.ReadAll(conn)
+	os.Stdout.Write(reply)
+	fmt.Println()
+	if err != nil {
+		fail("read: %v", err)
+	}
+	if st.Version != tls.VersionTLS13 || len(reply) == 0 {
+		fail("not TLS 1.3 with a reply")
+	}
+	if *suite != "" && uint64(st.CipherSuite) != want {
+		fail("negotiated cipher 0x%04x, expected 0x%04x", st.CipherSuite, want)
+	}
+}

@@ -1,0 +1,360 @@
+"""``python -m stateless13 serve`` as a user runs it: a subprocess, real clients, Ctrl-C.
+
+Each test starts the command, reads the address it prints, talks to it (``openssl s_client``, or
+Python's ssl through raw sockets), checks the per-connection log line on stderr, then stops it
+with SIGINT and expects exit code 0 and the ``shut down`` line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from stateless13 import Credential
+from tests.helpers import PythonSSLClient
+from tests.interop.conftest import require_peer
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+PAGE_TEXT = "Hello from stateless13"  # the CLI's own page
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+LOG_LINE = re.compile(
+    r"peer=127\.0\.0\.1:\d+ hrr=(?P<hrr>yes|no) cookie=(?P<cookie>verified|none)"
+    r"(?: suite=(?P<suite>\S+) group=(?P<group>\S+) alpn=(?P<alpn>\S+) sni=(?P<sni>\S+))?"
+    r" duration=[\d.]+ms(?: error=(?P<error>.*))?$"
+)
+NSS_LABELS = {
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+    "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+    "CLIENT_TRAFFIC_SECRET_0",
+    "SERVER_TRAFFIC_SECRET_0",
+    "EXPORTER_SECRET",
+}
+
+
+class CliServer:
+    """One ``stateless13 serve`` process; stdout and stderr are collected line by line."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        environment = {k: v for k, v in os.environ.items() if k != "SSLKEYLOGFILE"}
+        environment |= {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"} | (env or {})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stateless13", "serve", *args],
+            cwd=cwd,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in (
+                (self.process.stdout, self.stdout),
+                (self.process.stderr, self.stderr),
+            )
+        ]
+        for reader in self._readers:
+            reader.start()
+        serving = self.wait_for(self.stdout, r"serving (\w+) on (127\.0\.0\.1):(\d+) ")
+        self.mode, self.host, self.port = serving[1], serving[2], int(serving[3])
+
+    @staticmethod
+    def _collect(stream: IO[str], lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+
+    def wait_for(self, lines: list[str], pattern: str, count: int = 1) -> re.Match[str]:
+        """The ``count``-th line matching ``pattern`` (waits for it, up to START_TIMEOUT)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            exited = self.process.poll() is not None
+            if exited:
+                for reader in self._readers:
+                    reader.join(1)
+            matches = [m for line in list(lines) if (m := re.search(pattern, line))]
+            if len(matches) >= count:
+                return matches[count - 1]
+            if exited:
+                break
+            time.sleep(0.01)
+        raise AssertionError(f"no line matching {pattern!r}:\n{self.output()}")
+
+    def log_lines(self, count: int = 1) -> list[re.Match[str]]:
+        """The first ``count`` per-connection log lines, parsed."""
+        self.wait_for(self.stderr, LOG_LINE.pattern, count)
+        return [m for line in list(self.stderr) if (m := LOG_LINE.search(line))][:count]
+
+    def stop(self) -> None:
+        """SIGINT, then a clean exit (code 0, ``shut down``) within STOP_TIMEOUT."""
+        self.process.send_signal(signal.SIGINT)
+        returncode = self.process.wait(timeout=STOP_TIMEOUT)
+        for reader in self._readers:
+            reader.join(STOP_TIMEOUT)
+        assert returncode == 0, self.output()
+        assert "stateless13: shut down" in self.stdout, self.output()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT)
+
+    def output(self) -> str:
+        return "stdout:\n" + "\n".join(self.stdout) + "\nstderr:\n" + "\n".join(self.stderr)
+
+
+Serve = Callable[..., CliServer]  # serve(args, env=None)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """``serve(args)`` starts a server in tmp_path; any left running are killed at the end."""
+    started: list[CliServer] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> CliServer:
+        server = CliServer(args, tmp_path, env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def s_client(
+    server: CliServer, *options: str, request: bytes = REQUEST
+) -> subprocess.CompletedProcess[str]:
+    """``openssl s_client`` fetching one reply (``-ign_eof``: until the server closes)."""
+    args = [require_peer("openssl"), "s_client", "-connect", f"{server.host}:{server.port}"]
+    args += ["-servername", "localhost", "-tls1_3", "-ign_eof", *options]
+    return subprocess.run(args, input=request.decode(), capture_output=True, text=True, timeout=10)
+
+
+def assert_page(run: subprocess.CompletedProcess[str]) -> None:
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "New, TLSv1.3, Cipher is" in run.stdout, run.stdout
+    assert PAGE_TEXT in run.stdout, run.stdout
+
+
+# --- the default: http, stateless ----------------------------------------------------------------
+
+
+def test_default_http_mode(serve: Serve) -> None:
+    server = serve([])
+    assert server.mode == "http"
+    run = s_client(server, "-alpn", "http/1.1")
+    assert_page(run)
+    assert "cookie verified: yes" in run.stdout, run.stdout  # the page says what it saw
+    (log,) = server.log_lines()
+    assert log["hrr"] == "yes" and log["cookie"] == "verified", log[0]
+    assert log["suite"] == "TLS_AES_128_GCM_SHA256" and log["group"] == "x25519", log[0]
+    assert log["alpn"] == "http/1.1" and log["sni"] == "localhost", log[0]
+    assert log["error"] is None, log[0]
+    server.stop()
+
+
+def test_echo_mode(serve: Serve) -> None:
+    server = serve(["--mode", "echo", "--idle-timeout", "0.5"])
+    assert server.mode == "echo"
+    # -ign_eof: s_client leaves once the server closes, after its idle timeout
+    run = s_client(server, request=b"echo this line\n")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "\necho this line\n" in run.stdout, run.stdout
+    (log,) = server.log_lines()
+    assert log["hrr"] == "yes" and log["cookie"] == "verified" and log["alpn"] == "-", log[0]
+    server.stop()
+
+
+def test_no_stateless(serve: Serve) -> None:
+    server = serve(["--no-stateless"])
+    assert "(ordinary handshakes)" in server.stdout[0], server.output()
+    assert_page(s_client(server))
+    (log,) = server.log_lines()
+    assert log["hrr"] == "no" and log["cookie"] == "none" and log["group"] == "x25519", log[0]
+    server.stop()
+
+
+def test_groups_p384(serve: Serve) -> None:
+    server = serve(["--groups", "p384"])
+    assert_page(s_client(server))
+    (log,) = server.log_lines()
+    assert log["hrr"] == "yes" and log["cookie"] == "verified", log[0]
+    assert log["group"] == "secp384r1", log[0]
+    server.stop()
+
+
+def test_bad_groups_name_exits_with_a_message(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "stateless13", "serve", "--groups", "x25519,p999"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode != 0, run
+    assert "--groups" in run.stderr and "p999" in run.stderr, run.stderr
+    assert "serving" not in run.stdout, run.stdout
+
+
+# --- keylog ------------------------------------------------------------------------------------
+
+
+def test_keylog_file(serve: Serve, tmp_path: Path) -> None:
+    """5 NSS lines per connection, the same secrets OpenSSL's own key log has."""
+    keylog = tmp_path / "server.keys"
+    server = serve(["--keylog", str(keylog)])
+    client_logs = [tmp_path / "client1.keys", tmp_path / "client2.keys"]
+    for client_log in client_logs:
+        assert_page(s_client(server, "-keylogfile", str(client_log)))
+    server.log_lines(2)
+    lines = keylog.read_text().splitlines()
+    assert len(lines) == 10, lines
+    assert stat.S_IMODE(keylog.stat().st_mode) == 0o600
+    for first, client_log in zip((0, 5), client_logs, strict=True):
+        ours = lines[first : first + 5]
+        assert {line.split()[0] for line in ours} == NSS_LABELS, ours
+        assert len({line.split()[1] for line in ours}) == 1, ours  # one client random
+        assert all(re.fullmatch(r"[A-Z_0-9]+ [0-9a-f]{64} [0-9a-f]{64}", line) for line in ours)
+        theirs = [line for line in client_log.read_text().splitlines() if line[:1] != "#"]
+        assert set(ours) == set(theirs), (ours, theirs)
+    server.stop()
+
+
+def test_no_keylog_unless_asked(serve: Serve, tmp_path: Path) -> None:
+    """Without --keylog nothing is written, not even where SSLKEYLOGFILE points."""
+    env_keylog = tmp_path / "from-env.keys"
+    before = set(tmp_path.iterdir())
+    server = serve([], env={"SSLKEYLOGFILE": str(env_keylog)})
+    assert_page(s_client(server))
+    server.log_lines()
+    server.stop()
+    assert not env_keylog.exists()
+    assert set(tmp_path.iterdir()) == before
+
+
+# --- cookie keys shared by a fleet -------------------------------------------------------------
+
+
+def test_cookie_key_file_is_created_then_shared(serve: Serve, tmp_path: Path) -> None:
+    """The first server creates the key file (0600); a second one started with it keeps it and
+    accepts a ClientHello2 whose cookie the first server issued."""
+    key_file = tmp_path / "cookie.keys"
+    first = serve(["--cookie-key-file", str(key_file)])
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    content = key_file.read_bytes()
+    keys = [line for line in content.decode().splitlines() if line and line[0] != "#"]
+    assert len(keys) == 1 and re.fullmatch(r"[0-9a-f]{64}", keys[0]), content
+    second = serve(["--cookie-key-file", str(key_file)])
+    assert key_file.read_bytes() == content
+
+    client = PythonSSLClient(server_hostname="localhost")
+    with socket.create_connection((first.host, first.port), timeout=10) as to_first:
+        to_first.sendall(client.step())
+        hello_retry = read_record(to_first)
+    with socket.create_connection((second.host, second.port), timeout=10) as to_second:
+        to_second.sendall(client.step(hello_retry))  # ClientHello2, to the other server
+        while not client.handshake_done:
+            data = to_second.recv(65536)
+            assert data, "the second server closed during the handshake"
+            finished = client.step(data)
+        to_second.sendall(finished + client.send(REQUEST))
+        reply = decrypt_all(client, read_until_closed(to_second))
+    assert PAGE_TEXT.encode() in reply, reply
+
+    (log,) = second.log_lines()
+    assert log["hrr"] == "yes" and log["cookie"] == "verified" and log["error"] is None, log[0]
+    (log,) = first.log_lines()  # it sent the HRR and never heard from the client again
+    assert log["hrr"] == "yes" and log["cookie"] == "none", log[0]
+    first.stop()
+    second.stop()
+    third = serve(["--cookie-key-file", str(key_file)])  # a restart reuses the file as it is
+    third.stop()
+    assert key_file.read_bytes() == content
+
+
+def decrypt_all(client: PythonSSLClient, data: bytes) -> bytes:
+    """The application data in ``data``, up to the server's close_notify.
+
+    (``PythonSSLClient.receive`` never returns once close_notify has been read: its ``read()``
+    then answers ``b""`` forever instead of raising SSLWantReadError.)
+    """
+    client.incoming.write(data)
+    plaintext = b""
+    while True:
+        try:
+            chunk = client.tls.read(65536)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            return plaintext
+        if not chunk:
+            return plaintext
+        plaintext += chunk
+
+
+def read_record(sock: socket.socket) -> bytes:
+    """Exactly one TLS record."""
+    header = read_exactly(sock, 5)
+    return header + read_exactly(sock, int.from_bytes(header[3:5], "big"))
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"the server closed after {data!r}"
+        data += chunk
+    return data
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while ready := select.select([sock], [], [], 10)[0]:
+        chunk = ready[0].recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"the server did not close; got {data!r}")
+
+
+# --- --cert / --key ----------------------------------------------------------------------------
+
+
+def test_cert_and_key_files(serve: Serve, tmp_path: Path) -> None:
+    credential = Credential.self_signed("localhost", "ecdsa-p384")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(credential.certificate_pem())
+    key.write_bytes(
+        credential.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = serve(["--cert", str(cert), "--key", str(key)])
+    assert f"certificate {cert}" in server.stdout, server.output()
+    assert f"SHA-256 fingerprint {credential.fingerprint}" in server.stdout, server.output()
+    verify = ["-CAfile", str(cert), "-verify_return_error", "-verify_hostname", "localhost"]
+    run = s_client(server, *verify)
+    assert_page(run)
+    assert "Verify return code: 0 (ok)" in run.stdout, run.stdout
+    (log,) = server.log_lines()
+    assert log["cookie"] == "verified", log[0]
+    server.stop()
