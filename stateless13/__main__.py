@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ordinary handshakes: HRR only when the client's key shares do not fit",
     )
     serve.add_argument(
+        "--retry-names-a-group",
+        action="store_true",
+        help="every HRR names a key share group (GnuTLS clients refuse a cookie-only HRR);"
+        " may negotiate a group further down the preference list",
+    )
+    serve.add_argument(
         "--cookie-key-file",
         type=Path,
         help="cookie keys (hex, newest first), shared by every server of a fleet;"
@@ -119,6 +125,8 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
         options["cookie_keys"] = CookieKeyRing.from_file(args.cookie_key_file)
     if args.groups:
         options["groups"] = args.groups
+    if args.retry_names_a_group:
+        options["retry_names_a_group"] = True
     if args.suites:
         options["cipher_suites"] = args.suites
     alpn = args.alpn if args.alpn is not None else ("http/1.1" if args.mode == "http" else "")
