@@ -85,10 +85,20 @@ def peers(user_data_dir: str) -> dict[str, object]:
         ),
         "curl": lambda port: _command(["curl", "-sk", f"https://localhost:{port}/"]),
         "chromium": lambda port: _command(
-            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={user_data_dir}", "--dump-dom",
-             f"https://localhost:{port}/"]
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={user_data_dir}",
+                "--dump-dom",
+                f"https://localhost:{port}/",
+            ]
         ),
     }
 

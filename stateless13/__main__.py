@@ -10,7 +10,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -103,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections handshaking at once; more are refused at accept",
     )
     serve.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on the socket")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port through SO_REUSEPORT (the kernel spreads"
+        " connections); they share the certificate and the cookie keys",
+    )
     serve.add_argument("--quiet", action="store_true", help="no per-connection log lines")
     return parser
 
@@ -137,11 +146,11 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
     return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, config: ServerConfig, described: str | None) -> None:
+    """Serve until SIGINT/SIGTERM; ``described`` is printed by the one process that announces."""
     from transports.asyncio_tcp import TLSStream, serve
     from transports.common import Limits
 
-    config, described = build_config(args)
     limits = Limits(
         handshake_timeout=args.handshake_timeout,
         idle_timeout=args.idle_timeout,
@@ -183,9 +192,23 @@ async def _serve(args: argparse.Namespace) -> None:
         args.port,
         limits=limits,
         stateless=not args.no_stateless,
-        reuse_port=args.reuse_port or None,
+        reuse_port=args.reuse_port or args.workers > 1 or None,
     )
-    host, port = server.sockets[0].getsockname()[:2]
+    if described is not None:
+        _announce(args, server.sockets[0].getsockname()[:2], described)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        await stop.wait()
+    if described is not None:
+        print("stateless13: shut down", flush=True)
+
+
+def _announce(args: argparse.Namespace, address: tuple[str, int], described: str) -> None:
+    host, port = address
     front = "stateless HelloRetryRequest on" if not args.no_stateless else "ordinary handshakes"
     print(f"stateless13 {__version__} serving {args.mode} on {host}:{port} ({front})", flush=True)
     print(described, flush=True)
@@ -196,12 +219,46 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.mode == "http":
         print(f"  or: curl -k --tlsv1.3 https://{host}:{port}/", flush=True)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with server:
-        await stop.wait()
+
+def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: str) -> None:
+    """Fork ``args.workers`` processes, each listening on the same port with SO_REUSEPORT.
+
+    The port is held by a bound (not listening) placeholder socket until every worker listens,
+    so ``--port 0`` gives all of them one free port.
+    """
+    placeholder = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    placeholder.bind((args.host, args.port))
+    args.port = placeholder.getsockname()[1]
+    children = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
+            placeholder.close()
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(args, config, None))
+            os._exit(0)
+        children.append(pid)
+    _announce(args, (args.host, args.port), described)
+    print(f"{args.workers} workers: {' '.join(map(str, children))}", flush=True)
+    placeholder.close()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        while True:
+            try:
+                os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
     print("stateless13: shut down", flush=True)
 
 
@@ -209,11 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(message)s",
+        format="%(asctime)s %(message)s"
+        if args.workers == 1
+        else "%(asctime)s [%(process)d] %(message)s",
         stream=sys.stderr,
     )
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    config, described = build_config(args)
+    if args.workers > 1:
+        _serve_workers(args, config, described)
+        return 0
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, config, described))
     return 0
 
 

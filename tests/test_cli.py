@@ -358,3 +358,19 @@ def test_cert_and_key_files(serve: Serve, tmp_path: Path) -> None:
     (log,) = server.log_lines()
     assert log["cookie"] == "verified", log[0]
     server.stop()
+
+
+# --- several worker processes on one port ------------------------------------------------------
+
+
+def test_workers_share_the_port_and_the_keys(serve: Serve) -> None:
+    """``--workers 2``: SO_REUSEPORT spreads connections over both; each completes handshakes."""
+    server = serve(["--workers", "2"])
+    workers = server.wait_for(server.stdout, r"2 workers: (\d+) (\d+)")
+    pids = {workers[1], workers[2]}
+    for _ in range(24):
+        assert_page(s_client(server))
+    server.wait_for(server.stderr, LOG_LINE.pattern, 24)
+    served_by = {m[1] for line in server.stderr if (m := re.search(r"\[(\d+)\] peer=", line))}
+    assert served_by == pids, server.output()  # the kernel used both (odds of not: 2^-23)
+    server.stop()
