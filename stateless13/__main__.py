@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cookie-key-file",
         type=Path,
         help="cookie keys (hex, newest first), shared by every server of a fleet;"
-        " created with one random key if missing",
+        " created with one random key if missing (default: $STATELESS13_COOKIE_KEYS,"
+        " comma-separated hex, if set; else a key of this process only)",
     )
     serve.add_argument("--keylog", type=Path, help="append NSS SSLKEYLOGFILE lines to this file")
     serve.add_argument("--handshake-timeout", type=float, default=10.0)
@@ -132,6 +133,8 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
         if not args.cookie_key_file.exists():
             CookieKeyRing.write_new_key_file(args.cookie_key_file)
         options["cookie_keys"] = CookieKeyRing.from_file(args.cookie_key_file)
+    elif os.environ.get("STATELESS13_COOKIE_KEYS"):
+        options["cookie_keys"] = CookieKeyRing.from_env("STATELESS13_COOKIE_KEYS")
     if args.groups:
         options["groups"] = args.groups
     if args.retry_names_a_group:

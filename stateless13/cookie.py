@@ -148,16 +148,15 @@ class CookieKeyRing:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> CookieKeyRing:
         """Load hex keys, one per line, newest (sealing) first; ``#`` starts a comment."""
-        keys = []
-        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            try:
-                keys.append(bytes.fromhex(line))
-            except ValueError:
-                raise ValueError(f"{path}:{number}: not a hex key") from None
-        return cls(keys)
+        return cls(_parse_hex_keys(Path(path).read_text().splitlines(), str(path)))
+
+    @classmethod
+    def from_env(cls, variable: str = "STATELESS13_COOKIE_KEYS") -> CookieKeyRing:
+        """Load hex keys from an environment variable: newest first, separated by commas."""
+        value = os.environ.get(variable)
+        if not value:
+            raise ValueError(f"environment variable {variable} is not set")
+        return cls(_parse_hex_keys(value.split(","), f"${variable}"))
 
     @staticmethod
     def write_new_key_file(path: str | os.PathLike[str]) -> None:
@@ -190,6 +189,19 @@ class CookieKeyRing:
             except InvalidTag:
                 continue
         raise DecryptError("cookie does not authenticate (tampered, or for another address)")
+
+
+def _parse_hex_keys(lines: list[str], source: str) -> list[bytes]:
+    keys = []
+    for number, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            keys.append(bytes.fromhex(line))
+        except ValueError:
+            raise ValueError(f"{source}:{number}: not a hex key") from None
+    return keys
 
 
 def check_cookie_age(state: CookieState, now: float, lifetime: float, clock_skew: float) -> None:

@@ -138,3 +138,28 @@ def test_age_limits() -> None:
         check_cookie_age(STATE, STATE.issued_at + 31, lifetime=30, clock_skew=5)
     with pytest.raises(IllegalParameter, match="future"):
         check_cookie_age(STATE, STATE.issued_at - 6, lifetime=30, clock_skew=5)
+
+
+def test_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATELESS13_COOKIE_KEYS", f"{KEY_B.hex()}, {KEY_A.hex()}")
+    ring = CookieKeyRing.from_env()
+    assert ring.open(CookieKeyRing.from_bytes(KEY_A).seal(STATE, PEER), PEER) == STATE
+    assert CookieKeyRing.from_bytes(KEY_B).open(ring.seal(STATE, PEER), PEER) == STATE
+    monkeypatch.delenv("STATELESS13_COOKIE_KEYS")
+    with pytest.raises(ValueError, match="not set"):
+        CookieKeyRing.from_env()
+
+
+def test_fleet_rotation_in_three_phases_never_fails_a_valid_cookie() -> None:
+    """Roll a new key through a fleet whose nodes update one by one, as docs/SECURITY.md says:
+    1. add it second (opens, does not seal); 2. move it first (seals); 3. drop the old one
+    after a cookie lifetime.  At every step, any node opens any other node's fresh cookies."""
+    old, new = KEY_A, KEY_B
+    phases = [[old], [old, new], [new, old], [new]]
+    for before, after in zip(phases, phases[1:], strict=False):
+        # mid-rollout: some nodes still at `before`, some already at `after`
+        nodes = [CookieKeyRing.from_bytes(*before), CookieKeyRing.from_bytes(*after)]
+        for minting in nodes:
+            cookie = minting.seal(STATE, PEER)
+            for verifying in nodes:
+                assert verifying.open(cookie, PEER) == STATE, (before, after)
