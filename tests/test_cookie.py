@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,7 @@ def test_fleet_rotation_in_three_phases_never_fails_a_valid_cookie() -> None:
     after a cookie lifetime.  At every step, any node opens any other node's fresh cookies."""
     old, new = KEY_A, KEY_B
     phases = [[old], [old, new], [new, old], [new]]
-    for before, after in zip(phases, phases[1:], strict=False):
+    for before, after in itertools.pairwise(phases):
         # mid-rollout: some nodes still at `before`, some already at `after`
         nodes = [CookieKeyRing.from_bytes(*before), CookieKeyRing.from_bytes(*after)]
         for minting in nodes:

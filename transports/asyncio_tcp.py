@@ -6,7 +6,7 @@
 
 ``handler(stream)`` gets a :class:`TLSStream` once the handshake completes. Between the
 HelloRetryRequest and ClientHello2 a client costs the socket, its unread bytes and one bit: the
-per-connection driver is :class:`transports.memory.MemoryServer`, which keeps nothing else.
+per-connection driver is :class:`transports.common.HandshakeDriver`, which keeps nothing else.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from stateless13 import (
-    AlertError,
-    AlertReceived,
-    ApplicationData,
-    ConnectionClosed,
-    HandshakeComplete,
-    ServerConfig,
-    ServerConnection,
+from stateless13 import HandshakeComplete, ServerConfig, ServerConnection
+from transports.common import (
+    ConnectionReport,
+    HandshakeDriver,
+    HandshakeError,
+    Limits,
+    absorb,
 )
-from transports.common import ConnectionReport, HandshakeError, Limits
 from transports.memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
@@ -45,14 +43,14 @@ class TLSStream:
         connection: ServerConnection,
         info: HandshakeComplete,
         limits: Limits,
-        pending: list[bytes],
+        received: list[bytes],
         eof: bool = False,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._connection = connection
         self._limits = limits
-        self._received: list[bytes] = pending
+        self._received = received
         self._eof = eof  # the client may close in the same flight as its Finished
         self.info = info
         self.peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
@@ -66,7 +64,7 @@ class TLSStream:
         return self.info.server_name
 
     async def read(self) -> bytes:
-        """The next application data; ``b""`` once the client closed (or sent a fatal alert)."""
+        """The next application data; ``b""`` once the client closed, failed or went idle."""
         while not self._received and not self._eof:
             try:
                 data = await asyncio.wait_for(
@@ -75,20 +73,9 @@ class TLSStream:
             except TimeoutError:
                 self._eof = True
                 break
-            self._connection.receive_data(data)
-            try:
-                for event in self._connection.events():
-                    if isinstance(event, ApplicationData):
-                        self._received.append(event.data)
-                    elif isinstance(event, ConnectionClosed) or (
-                        isinstance(event, AlertReceived) and event.fatal
-                    ):
-                        self._eof = True
-            except AlertError as exc:  # the alert goes out below; the stream ends here
-                logger.info("peer=%s:%s error=%r", *self.peer, f"{exc.description.name}: {exc}")
-                self._eof = True
-            finally:
-                self._flush()
+            chunks, self._eof = absorb(self._connection, data, self.peer)
+            self._received += chunks
+            self._flush()
         return self._received.pop(0) if self._received else b""
 
     def write(self, data: bytes) -> None:
@@ -135,19 +122,17 @@ class _Front:
         started = time.monotonic()
         if self.handshaking >= self.limits.max_concurrent_handshakes:
             writer.close()  # refused before reading a byte: nothing is spent on it
-            self._report(
-                ConnectionReport(
-                    peer, False, False, None, 0.0, "refused: max_concurrent_handshakes reached"
-                )
-            )
+            self._report(ConnectionReport.refused(peer))
             return
-        server = MemoryServer(self.config, stateless=self.stateless, peer=peer)
+        driver = HandshakeDriver(
+            MemoryServer(self.config, stateless=self.stateless, peer=peer), self.limits
+        )
         self.handshaking += 1
         error: str | None = None
         try:
             try:
                 stream = await asyncio.wait_for(
-                    self._handshake(server, reader, writer), self.limits.handshake_timeout
+                    self._handshake(driver, reader, writer), self.limits.handshake_timeout
                 )
             finally:
                 self.handshaking -= 1
@@ -159,57 +144,31 @@ class _Front:
         except TimeoutError:
             error = f"handshake_timeout ({self.limits.handshake_timeout:g}s)"
         except HandshakeError as exc:
+            writer.write(exc.data_to_send)
             error = str(exc)
         except (ConnectionError, OSError) as exc:
             error = f"socket: {exc}"
         finally:
             if not writer.is_closing():
                 writer.close()
-            self._report(
-                ConnectionReport(
-                    peer,
-                    server.hello_retry_sent
-                    or bool(server.handshake and server.handshake.hello_retry),
-                    server.cookie_verified,
-                    server.handshake,
-                    time.monotonic() - started,
-                    error,
-                )
-            )
+            self._report(driver.report(peer, time.monotonic() - started, error))
 
     async def _handshake(
-        self, server: MemoryServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, driver: HandshakeDriver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> TLSStream:
-        buffered = 0
-        pending: list[bytes] = []
-        closed = False
-        while server.handshake is None:
-            data = await reader.read(self.limits.read_size)
-            if not data:
-                raise HandshakeError("client closed during the handshake")
-            buffered += len(data)
-            if buffered > self.limits.max_handshake_buffer:
-                raise HandshakeError("max_handshake_buffer exceeded")
-            try:
-                events = server.receive(data)
-            except AlertError as exc:
-                writer.write(server.data_to_send())
-                raise HandshakeError(f"{exc.description.name}: {exc.reason}") from None
-            writer.write(server.data_to_send())
-            if server.rejected is not None:
-                raise HandshakeError(
-                    f"{server.rejected.description.name}: {server.rejected.reason}"
-                )
-            pending += [e.data for e in events if isinstance(e, ApplicationData)]
-            closed = any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events)
-            if closed and server.handshake is None:
-                raise HandshakeError("client closed or sent an alert during the handshake")
-            if server.hello_retry_sent and server.connection is None:
-                buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
+        while not driver.done:
+            writer.write(driver.step(await reader.read(self.limits.read_size)))
             await writer.drain()
-        assert server.connection is not None
+        server = driver.server
+        assert server.connection is not None and server.handshake is not None
         return TLSStream(
-            reader, writer, server.connection, server.handshake, self.limits, pending, closed
+            reader,
+            writer,
+            server.connection,
+            server.handshake,
+            self.limits,
+            driver.application_data,
+            driver.closed,
         )
 
     def _report(self, report: ConnectionReport) -> None:

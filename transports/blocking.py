@@ -19,15 +19,11 @@ import time
 from collections.abc import Callable
 
 from stateless13 import (
-    AlertError,
-    AlertReceived,
-    ApplicationData,
-    ConnectionClosed,
     HandshakeComplete,
     ServerConfig,
     ServerConnection,
 )
-from transports.common import ConnectionReport, HandshakeError, Limits
+from transports.common import ConnectionReport, HandshakeDriver, HandshakeError, Limits, absorb
 from transports.memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
@@ -62,7 +58,7 @@ class BlockingTLSStream:
         return self.info.server_name
 
     def recv(self) -> bytes:
-        """The next application data; ``b""`` once the client closed or went idle too long."""
+        """The next application data; ``b""`` once the client closed, failed or went idle."""
         while not self._received and not self._eof:
             self.socket.settimeout(self._limits.idle_timeout)
             try:
@@ -70,20 +66,9 @@ class BlockingTLSStream:
             except TimeoutError:
                 self._eof = True
                 break
-            self._connection.receive_data(data)
-            try:
-                for event in self._connection.events():
-                    if isinstance(event, ApplicationData):
-                        self._received.append(event.data)
-                    elif isinstance(event, ConnectionClosed) or (
-                        isinstance(event, AlertReceived) and event.fatal
-                    ):
-                        self._eof = True
-            except AlertError as exc:  # the alert goes out below; the stream ends here
-                logger.info("peer=%s:%s error=%r", *self.peer, f"{exc.description.name}: {exc}")
-                self._eof = True
-            finally:
-                self._flush()
+            chunks, self._eof = absorb(self._connection, data, self.peer)
+            self._received += chunks
+            self._flush()
         return self._received.pop(0) if self._received else b""
 
     def sendall(self, data: bytes) -> None:
@@ -112,46 +97,34 @@ def accept_tls(
     *,
     stateless: bool = True,
     limits: Limits | None = None,
-    server: MemoryServer | None = None,
+    driver: HandshakeDriver | None = None,
 ) -> BlockingTLSStream:
     """Run the handshake on a connected socket; raise HandshakeError if it does not complete."""
     limits = limits or Limits()
-    peer: tuple[str, int] = sock.getpeername()[:2]
-    server = server or MemoryServer(config, stateless=stateless, peer=peer)
+    if driver is None:
+        peer: tuple[str, int] = sock.getpeername()[:2]
+        driver = HandshakeDriver(MemoryServer(config, stateless=stateless, peer=peer), limits)
     deadline = time.monotonic() + limits.handshake_timeout
-    buffered = 0
-    pending: list[bytes] = []
-    closed = False
-    while server.handshake is None:
+    timeout = HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)")
+    while not driver.done:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)")
+            raise timeout
         sock.settimeout(remaining)
         try:
             data = sock.recv(limits.read_size)
         except TimeoutError:
-            raise HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)") from None
-        if not data:
-            raise HandshakeError("client closed during the handshake")
-        buffered += len(data)
-        if buffered > limits.max_handshake_buffer:
-            raise HandshakeError("max_handshake_buffer exceeded")
+            raise timeout from None
         try:
-            events = server.receive(data)
-        except AlertError as exc:
-            sock.sendall(server.data_to_send())
-            raise HandshakeError(f"{exc.description.name}: {exc.reason}") from None
-        sock.sendall(server.data_to_send())
-        if server.rejected is not None:
-            raise HandshakeError(f"{server.rejected.description.name}: {server.rejected.reason}")
-        pending += [e.data for e in events if isinstance(e, ApplicationData)]
-        closed = any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events)
-        if closed and server.handshake is None:
-            raise HandshakeError("client closed or sent an alert during the handshake")
-        if server.hello_retry_sent and server.connection is None:
-            buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
-    assert server.connection is not None
-    return BlockingTLSStream(sock, server.connection, server.handshake, limits, pending, closed)
+            sock.sendall(driver.step(data))
+        except HandshakeError as exc:
+            sock.sendall(exc.data_to_send)
+            raise
+    server = driver.server
+    assert server.connection is not None and server.handshake is not None
+    return BlockingTLSStream(
+        sock, server.connection, server.handshake, limits, driver.application_data, driver.closed
+    )
 
 
 class ThreadedServer:
@@ -195,16 +168,7 @@ class ThreadedServer:
                 if full:
                     peer = sock.getpeername()[:2]
                     sock.close()
-                    self._report(
-                        ConnectionReport(
-                            peer,
-                            False,
-                            False,
-                            None,
-                            0.0,
-                            "refused: max_concurrent_handshakes reached",
-                        )
-                    )
+                    self._report(ConnectionReport.refused(peer))
                     continue
                 threading.Thread(target=self._serve_one, args=(sock,), daemon=True).start()
         finally:
@@ -216,11 +180,13 @@ class ThreadedServer:
     def _serve_one(self, sock: socket.socket) -> None:
         started = time.monotonic()
         peer: tuple[str, int] = sock.getpeername()[:2]
-        server = MemoryServer(self.config, stateless=self.stateless, peer=peer)
+        driver = HandshakeDriver(
+            MemoryServer(self.config, stateless=self.stateless, peer=peer), self.limits
+        )
         error: str | None = None
         try:
             try:
-                stream = accept_tls(sock, self.config, limits=self.limits, server=server)
+                stream = accept_tls(sock, self.config, limits=self.limits, driver=driver)
             finally:
                 with self._lock:
                     self._handshaking -= 1
@@ -235,17 +201,7 @@ class ThreadedServer:
             error = f"socket: {exc}"
         finally:
             sock.close()
-            handshake = server.handshake
-            self._report(
-                ConnectionReport(
-                    peer,
-                    server.hello_retry_sent or bool(handshake and handshake.hello_retry),
-                    server.cookie_verified,
-                    handshake,
-                    time.monotonic() - started,
-                    error,
-                )
-            )
+            self._report(driver.report(peer, time.monotonic() - started, error))
 
     def _report(self, report: ConnectionReport) -> None:
         logger.info("%s", report.log_line())

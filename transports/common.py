@@ -1,14 +1,37 @@
-"""What the socket adapters share: their limits and the one report each connection produces."""
+"""What the socket adapters share: limits, the per-connection handshake step, reports.
+
+The adapters own the sockets and the clock; everything that decides what to do with bytes is
+here, once: :class:`HandshakeDriver` (the stateless front and the handshake, bytes in, bytes out)
+and :func:`absorb` (application bytes in, data and end of stream out).
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from stateless13 import HandshakeComplete
+from stateless13 import (
+    AlertError,
+    AlertReceived,
+    ApplicationData,
+    ConnectionClosed,
+    HandshakeComplete,
+    ServerConnection,
+)
+from transports.memory import MemoryServer
+
+logger = logging.getLogger("stateless13.server")
 
 
 class HandshakeError(Exception):
-    """The handshake did not complete: refused by TLS, timed out, or over a limit."""
+    """The handshake did not complete: refused by TLS, timed out, or over a limit.
+
+    ``data_to_send`` (an alert, if any) should still go to the client before closing.
+    """
+
+    def __init__(self, reason: str, data_to_send: bytes = b"") -> None:
+        super().__init__(reason)
+        self.data_to_send = data_to_send
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,10 @@ class ConnectionReport:
     duration: float  # seconds from accept to close
     error: str | None = None  # the alert (or timeout/limit) and its reason, if it failed
 
+    @classmethod
+    def refused(cls, peer: tuple[str, int]) -> ConnectionReport:
+        return cls(peer, False, False, None, 0.0, "refused: max_concurrent_handshakes reached")
+
     def log_line(self) -> str:
         host, port = self.peer[0], self.peer[1]
         parts = [f"peer={host}:{port}", f"hrr={'yes' if self.hello_retry_sent else 'no'}"]
@@ -62,3 +89,90 @@ class ConnectionReport:
         if self.error is not None:
             parts.append(f"error={self.error!r}")
         return " ".join(parts)
+
+
+class HandshakeDriver:
+    """One connection's way from its first byte to a completed handshake, without I/O.
+
+    Between the HelloRetryRequest and ClientHello2 it holds the MemoryServer (unread bytes and
+    one bit) and two counters: nothing else about the client.
+    """
+
+    def __init__(self, server: MemoryServer, limits: Limits) -> None:
+        self.server = server
+        self.limits = limits
+        self.application_data: list[bytes] = []  # sent with the client's Finished, if any
+        self.closed = False  # the client closed in the same flight as its Finished
+        self._buffered = 0
+
+    @property
+    def done(self) -> bool:
+        return self.server.handshake is not None
+
+    def step(self, data: bytes) -> bytes:
+        """Feed what the socket read (b"" at EOF); return what to write.
+
+        Raises HandshakeError (with the alert to write in ``data_to_send``) when it fails.
+        """
+        server = self.server
+        if not data:
+            raise HandshakeError("client closed during the handshake")
+        self._buffered += len(data)
+        if self._buffered > self.limits.max_handshake_buffer:
+            raise HandshakeError("max_handshake_buffer exceeded")
+        try:
+            events = server.receive(data)
+        except AlertError as exc:
+            raise HandshakeError(
+                f"{exc.description.name}: {exc.reason}", server.data_to_send()
+            ) from None
+        if server.rejected is not None:
+            raise HandshakeError(
+                f"{server.rejected.description.name}: {server.rejected.reason}",
+                server.data_to_send(),
+            )
+        self.application_data += [e.data for e in events if isinstance(e, ApplicationData)]
+        self.closed = any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events)
+        if self.closed and not self.done:
+            raise HandshakeError(
+                "client closed or sent an alert during the handshake", server.data_to_send()
+            )
+        if server.hello_retry_sent and server.connection is None:
+            self._buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
+        return server.data_to_send()
+
+    def report(self, peer: tuple[str, int], duration: float, error: str | None) -> ConnectionReport:
+        server = self.server
+        handshake = server.handshake
+        return ConnectionReport(
+            peer,
+            server.hello_retry_sent or bool(handshake and handshake.hello_retry),
+            server.cookie_verified,
+            handshake,
+            duration,
+            error,
+        )
+
+
+def absorb(
+    connection: ServerConnection, data: bytes, peer: tuple[str, int]
+) -> tuple[list[bytes], bool]:
+    """Application data chunks in ``data`` (b"" = EOF), and whether the stream has ended.
+
+    A protocol error ends the stream too (the alert is then in ``connection.data_to_send()``).
+    """
+    connection.receive_data(data)
+    chunks: list[bytes] = []
+    ended = False
+    try:
+        for event in connection.events():
+            if isinstance(event, ApplicationData):
+                chunks.append(event.data)
+            elif isinstance(event, ConnectionClosed) or (
+                isinstance(event, AlertReceived) and event.fatal
+            ):
+                ended = True
+    except AlertError as exc:
+        logger.info("peer=%s:%s error=%r", *peer, f"{exc.description.name}: {exc.reason}")
+        ended = True
+    return chunks, ended
