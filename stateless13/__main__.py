@@ -16,11 +16,15 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import Credential, ServerConfig, keylog_to_file
 from .cookie import CookieKeyRing
 from .messages import CipherSuite, NamedGroup
+
+if TYPE_CHECKING:
+    from transports.asyncio_tcp import TLSStream
 
 GROUP_NAMES = {
     "x25519": NamedGroup.x25519,
@@ -149,9 +153,44 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
     return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
 
 
+PAGE_TEXT = "Hello from stateless13"
+
+
+async def http_page(stream: TLSStream) -> None:
+    """Answer one HTTP/1.x request with a page saying what was negotiated, then close."""
+    request = b""
+    while b"\r\n\r\n" not in request and len(request) < 65536:
+        data = await stream.read()
+        if not data:
+            return
+        request += data
+    info = stream.info
+    body = (
+        f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"
+        f"<p>TLS 1.3, {info.cipher_suite.name}, {info.group.name}, "
+        f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
+        f"cookie verified: {'yes' if info.cookie_verified else 'no'}</p>\n"
+    ).encode()
+    stream.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+    await stream.drain()
+    await stream.close()
+
+
+async def echo(stream: TLSStream) -> None:
+    """Send back every byte until the client closes."""
+    while data := await stream.read():
+        stream.write(data)
+        await stream.drain()
+    await stream.close()
+
+
 async def _serve(args: argparse.Namespace, config: ServerConfig, described: str | None) -> None:
     """Serve until SIGINT/SIGTERM; ``described`` is printed by the one process that announces."""
-    from transports.asyncio_tcp import TLSStream, serve
+    from transports.asyncio_tcp import serve
     from transports.common import Limits
 
     limits = Limits(
@@ -160,37 +199,9 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         max_concurrent_handshakes=args.max_handshakes,
     )
 
-    async def http(stream: TLSStream) -> None:
-        request = b""
-        while b"\r\n\r\n" not in request and len(request) < 65536:
-            data = await stream.read()
-            if not data:
-                return
-            request += data
-        info = stream.info
-        body = (
-            "<!doctype html><title>stateless13</title><h1>Hello from stateless13</h1>\n"
-            f"<p>TLS 1.3, {info.cipher_suite.name}, {info.group.name}, "
-            f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
-            f"cookie verified: {'yes' if info.cookie_verified else 'no'}</p>\n"
-        ).encode()
-        stream.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-            b"Connection: close\r\n\r\n" + body
-        )
-        await stream.drain()
-        await stream.close()
-
-    async def echo(stream: TLSStream) -> None:
-        while data := await stream.read():
-            stream.write(data)
-            await stream.drain()
-        await stream.close()
-
     server = await serve(
         config,
-        http if args.mode == "http" else echo,
+        http_page if args.mode == "http" else echo,
         args.host,
         args.port,
         limits=limits,

@@ -17,13 +17,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from stateless13 import HandshakeComplete, ServerConfig, ServerConnection
+from stateless13 import ServerConfig
 from transports.common import (
     ConnectionReport,
     HandshakeDriver,
     HandshakeError,
     Limits,
-    absorb,
+    StreamState,
 )
 from transports.memory import MemoryServer
 
@@ -33,35 +33,23 @@ Handler = Callable[["TLSStream"], Awaitable[None]]
 ReportCallback = Callable[[ConnectionReport], None]
 
 
-class TLSStream:
-    """The application's side of one TLS connection: read, write, close, and what was agreed."""
+class TLSStream(StreamState):
+    """The application's side of one TLS connection: read, write, close, and what was agreed
+    (``info``: the HandshakeComplete event; ``peer``, ``alpn_protocol``, ``server_name``)."""
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        connection: ServerConnection,
-        info: HandshakeComplete,
+        driver: HandshakeDriver,
         limits: Limits,
-        received: list[bytes],
-        eof: bool = False,
     ) -> None:
+        assert driver.server.connection is not None
+        super().__init__(
+            driver.server.connection, driver, limits, writer.get_extra_info("peername")[:2]
+        )
         self._reader = reader
         self._writer = writer
-        self._connection = connection
-        self._limits = limits
-        self._received = received
-        self._eof = eof  # the client may close in the same flight as its Finished
-        self.info = info
-        self.peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
-
-    @property
-    def alpn_protocol(self) -> str | None:
-        return self.info.alpn_protocol
-
-    @property
-    def server_name(self) -> str | None:
-        return self.info.server_name
 
     async def read(self) -> bytes:
         """The next application data; ``b""`` once the client closed, failed or went idle."""
@@ -73,10 +61,9 @@ class TLSStream:
             except TimeoutError:
                 self._eof = True
                 break
-            chunks, self._eof = absorb(self._connection, data, self.peer)
-            self._received += chunks
+            self._absorb(data)
             self._flush()
-        return self._received.pop(0) if self._received else b""
+        return self._next_chunk()
 
     def write(self, data: bytes) -> None:
         self._connection.send(data)
@@ -159,17 +146,7 @@ class _Front:
         while not driver.done:
             writer.write(driver.step(await reader.read(self.limits.read_size)))
             await writer.drain()
-        server = driver.server
-        assert server.connection is not None and server.handshake is not None
-        return TLSStream(
-            reader,
-            writer,
-            server.connection,
-            server.handshake,
-            self.limits,
-            driver.application_data,
-            driver.closed,
-        )
+        return TLSStream(reader, writer, driver, self.limits)
 
     def _report(self, report: ConnectionReport) -> None:
         logger.info("%s", report.log_line())

@@ -19,43 +19,28 @@ import time
 from collections.abc import Callable
 
 from stateless13 import (
-    HandshakeComplete,
     ServerConfig,
-    ServerConnection,
 )
-from transports.common import ConnectionReport, HandshakeDriver, HandshakeError, Limits, absorb
+from transports.common import (
+    ConnectionReport,
+    HandshakeDriver,
+    HandshakeError,
+    Limits,
+    StreamState,
+)
 from transports.memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
 
 
-class BlockingTLSStream:
-    """A TLS connection over a blocking socket, after its handshake."""
+class BlockingTLSStream(StreamState):
+    """A TLS connection over a blocking socket, after its handshake (``info``, ``peer``,
+    ``alpn_protocol``, ``server_name`` say what was agreed)."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        connection: ServerConnection,
-        info: HandshakeComplete,
-        limits: Limits,
-        pending: list[bytes],
-        eof: bool = False,
-    ) -> None:
+    def __init__(self, sock: socket.socket, driver: HandshakeDriver, limits: Limits) -> None:
+        assert driver.server.connection is not None
+        super().__init__(driver.server.connection, driver, limits, sock.getpeername()[:2])
         self.socket = sock
-        self._connection = connection
-        self._limits = limits
-        self._received = pending
-        self._eof = eof  # the client may close in the same flight as its Finished
-        self.info = info
-        self.peer: tuple[str, int] = sock.getpeername()[:2]
-
-    @property
-    def alpn_protocol(self) -> str | None:
-        return self.info.alpn_protocol
-
-    @property
-    def server_name(self) -> str | None:
-        return self.info.server_name
 
     def recv(self) -> bytes:
         """The next application data; ``b""`` once the client closed, failed or went idle."""
@@ -66,10 +51,9 @@ class BlockingTLSStream:
             except TimeoutError:
                 self._eof = True
                 break
-            chunks, self._eof = absorb(self._connection, data, self.peer)
-            self._received += chunks
+            self._absorb(data)
             self._flush()
-        return self._received.pop(0) if self._received else b""
+        return self._next_chunk()
 
     def sendall(self, data: bytes) -> None:
         self._connection.send(data)
@@ -120,11 +104,7 @@ def accept_tls(
         except HandshakeError as exc:
             sock.sendall(exc.data_to_send)
             raise
-    server = driver.server
-    assert server.connection is not None and server.handshake is not None
-    return BlockingTLSStream(
-        sock, server.connection, server.handshake, limits, driver.application_data, driver.closed
-    )
+    return BlockingTLSStream(sock, driver, limits)
 
 
 class ThreadedServer:

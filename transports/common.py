@@ -91,6 +91,41 @@ class ConnectionReport:
         return " ".join(parts)
 
 
+class StreamState:
+    """What both stream classes hold after the handshake: the connection, what was agreed, and
+    the application data not yet handed to the application."""
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        driver: HandshakeDriver,
+        limits: Limits,
+        peer: tuple[str, int],
+    ) -> None:
+        assert driver.server.handshake is not None
+        self._connection = connection
+        self._limits = limits
+        self._received = driver.application_data
+        self._eof = driver.closed  # the client may close in the same flight as its Finished
+        self.info: HandshakeComplete = driver.server.handshake
+        self.peer = peer
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        return self.info.alpn_protocol
+
+    @property
+    def server_name(self) -> str | None:
+        return self.info.server_name
+
+    def _absorb(self, data: bytes) -> None:
+        chunks, self._eof = absorb(self._connection, data, self.peer)
+        self._received += chunks
+
+    def _next_chunk(self) -> bytes:
+        return self._received.pop(0) if self._received else b""
+
+
 class HandshakeDriver:
     """One connection's way from its first byte to a completed handshake, without I/O.
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from stateless13 import Credential, ServerConfig
+from stateless13.__main__ import PAGE_TEXT as PAGE_TEXT  # re-exported for the peer tests
+from stateless13.__main__ import echo, http_page
 from transports.asyncio_tcp import TLSStream, serve
 from transports.common import ConnectionReport, Limits
-
-PAGE_TEXT = "Hello from stateless13"
 
 
 def require_peer(program: str) -> str:
@@ -52,33 +52,9 @@ class RunningServer:
         return reports[-1]
 
 
-async def http_handler(stream: TLSStream) -> None:
-    request = b""
-    while b"\r\n\r\n" not in request:
-        data = await stream.read()
-        if not data:
-            return
-        request += data
-    info = stream.info
-    body = (
-        f"<html><body><h1>{PAGE_TEXT}</h1><p>{info.cipher_suite.name} {info.group.name} "
-        f"cookie={info.cookie_verified}</p></body></html>\n"
-    ).encode()
-    stream.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\nConnection: close\r\n\r\n"
-        + body
-    )
-    await stream.drain()
-    await stream.close()
-
-
-async def echo_handler(stream: TLSStream) -> None:
-    while data := await stream.read():
-        stream.write(data)
-        await stream.drain()
-    await stream.close()
+# The command line's own handlers: the page the tests fetch is the one `stateless13 serve` serves.
+http_handler = http_page
+echo_handler = echo
 
 
 ServerFactory = Callable[..., RunningServer]
