@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import socket
 import ssl
 import time
 
@@ -89,3 +91,32 @@ def stateless_handshake(
     assert client.handshake_done
     second.connection.receive_data(finished)
     return second
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"the server closed after {data!r}"
+        data += chunk
+    return data
+
+
+def read_record(sock: socket.socket) -> bytes:
+    """Exactly one TLS record."""
+    header = read_exactly(sock, 5)
+    return header + read_exactly(sock, int.from_bytes(header[3:5], "big"))
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server sends until it closes (a reset counts as closed)."""
+    data = b""
+    while select.select([sock], [], [], timeout)[0]:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"the server did not close within {timeout}s; got {data!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import socket
 import ssl
@@ -26,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from stateless13 import Credential
-from tests.helpers import PythonSSLClient
+from tests.helpers import PythonSSLClient, read_record, read_until_closed
 from tests.interop.conftest import require_peer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,31 +306,6 @@ def decrypt_all(client: PythonSSLClient, data: bytes) -> bytes:
         if not chunk:
             return plaintext
         plaintext += chunk
-
-
-def read_record(sock: socket.socket) -> bytes:
-    """Exactly one TLS record."""
-    header = read_exactly(sock, 5)
-    return header + read_exactly(sock, int.from_bytes(header[3:5], "big"))
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, f"the server closed after {data!r}"
-        data += chunk
-    return data
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    data = b""
-    while ready := select.select([sock], [], [], 10)[0]:
-        chunk = ready[0].recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"the server did not close; got {data!r}")
 
 
 # --- --cert / --key ----------------------------------------------------------------------------

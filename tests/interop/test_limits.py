@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stateless13 import AlertDescription, Credential, ServerConfig
-from tests.helpers import PythonSSLClient
+from tests.helpers import PythonSSLClient, read_record, read_until_closed
 from tests.interop.conftest import (
     PAGE_TEXT,
     RunningServer,
@@ -115,34 +115,6 @@ def connect(server: RunningServer) -> socket.socket:
     sock = socket.create_connection((server.host, server.port), timeout=SHORT + SLACK + 3)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (a reset counts as closed)."""
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-
-
-def read_record(sock: socket.socket) -> bytes:
-    """Exactly one TLS record."""
-    header = read_exactly(sock, 5)
-    return header + read_exactly(sock, int.from_bytes(header[3:5], "big"))
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, f"the server closed after {data!r}"
-        data += chunk
-    return data
 
 
 def client_hello() -> bytes:
