@@ -146,7 +146,7 @@ class ServerConnection:
         if (
             record.protected
             or record.data != b"\x01"
-            or self._handshake.client_hello is None
+            or self._handshake.client_random is None
             or self._handshake.complete
         ):
             raise UnexpectedMessage("change_cipher_spec outside the handshake")

@@ -284,7 +284,10 @@ class ServerHandshake:
         self._buffer = bytearray()
         self._buffer_epoch = Epoch.INITIAL
         self._actions: list[Action] = []
-        self.client_hello: ClientHello | None = None
+        # All this handshake keeps of the ClientHello: its random (for the key log) and whether it
+        # asked for middlebox compatibility (for the CCS).
+        self.client_random: bytes | None = None
+        self._compat_mode = False
         self._compat_ccs_sent = False
 
     # -- the public surface ---------------------------------------------------------------------
@@ -371,13 +374,16 @@ class ServerHandshake:
         self._actions.append(InstallSecret(direction, epoch, suite, secret))
 
     def _keylog(self, label: str, secret: bytes) -> None:
-        if self.config.keylog is not None and self.client_hello is not None:
-            self.config.keylog(f"{label} {self.client_hello.random.hex()} {secret.hex()}")
+        if self.config.keylog is not None and self.client_random is not None:
+            self.config.keylog(f"{label} {self.client_random.hex()} {secret.hex()}")
+
+    def _remember(self, hello: ClientHello) -> None:
+        self.client_random = hello.random
+        self._compat_mode = bool(hello.legacy_session_id)
 
     def _send_compat_change_cipher_spec(self) -> None:
         # §D.4: only when the client asked for compatibility mode, and only once.
-        assert self.client_hello is not None
-        if self.client_hello.legacy_session_id and not self._compat_ccs_sent:
+        if self._compat_mode and not self._compat_ccs_sent:
             self._compat_ccs_sent = True
             self._actions.append(SendChangeCipherSpec())
 
@@ -385,7 +391,7 @@ class ServerHandshake:
 
     def _process_client_hello(self, message: bytes) -> None:
         hello = parse_client_hello(message, self.config.max_client_hello_size)
-        self.client_hello = hello
+        self._remember(hello)
         negotiated = negotiate(self.config, hello)
         if negotiated.client_share is None:
             self._send_hello_retry_request(hello, message, negotiated)
@@ -458,7 +464,7 @@ class ServerHandshake:
             retry.group if retry.key_share_requested else None,
             hello.cookie,
         )
-        handshake.client_hello = hello
+        handshake._remember(hello)
         handshake._compat_ccs_sent = True  # the CCS, if any, went out with the HRR
         handshake._continue_after_retry(hello, message, retry, hrr, retry.app_payload)
         return handshake
@@ -472,7 +478,7 @@ class ServerHandshake:
         cookie_payload: bytes | None,
     ) -> None:
         """§4.1.2: ClientHello2 must be ClientHello1 with only the allowed changes."""
-        self.client_hello = hello
+        self._remember(hello)
         if not hmac.compare_digest(client_hello_digest(hello), retry.client_hello_digest):
             raise IllegalParameter("ClientHello2 changed fields it must repeat from ClientHello1")
         if hello.early_data:

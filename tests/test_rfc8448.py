@@ -318,7 +318,6 @@ def test_hello_retry_server_flight_stateless() -> None:
     handshake = ServerHandshake(
         config, encrypted_extensions=extra_encrypted_extensions(S5), entropy=entropy
     )
-    handshake.client_hello = ch2
     handshake._continue_after_retry(
         ch2, S5["client_hello_2"], retry, S5["hello_retry_request"], None
     )
