@@ -57,10 +57,18 @@ class Reader:
 
     def pull_vector(self, length_size: int, minimum: int = 0, maximum: int | None = None) -> bytes:
         """A ``<minimum..maximum>`` opaque vector with a ``length_size``-byte length prefix."""
-        length = int.from_bytes(self.pull_bytes(length_size), "big")
+        # Inlined (no _take calls): a ClientHello has a dozen of these.
+        start = self._pos + length_size
+        if start > self._end:
+            raise DecodeError(f"need {length_size} length bytes at offset {self._pos}")
+        length = int.from_bytes(self._data[self._pos : start], "big")
         if length < minimum or (maximum is not None and length > maximum):
             raise DecodeError(f"vector length {length} outside {minimum}..{maximum}")
-        return self.pull_bytes(length)
+        end = start + length
+        if end > self._end:
+            raise DecodeError(f"vector of {length} bytes at offset {start} overruns its block")
+        self._pos = end
+        return self._data[start:end]
 
     def pull_rest(self) -> bytes:
         return self.pull_bytes(self._end - self._pos)

@@ -9,6 +9,7 @@ that is what both the wire and the transcript hash want.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -78,12 +79,16 @@ class SignatureScheme(IntEnum):
     ed25519 = 0x0807
 
 
+#: RFC 8701 §2: the sixteen GREASE code points, 0x0A0A, 0x1A1A, ..., 0xFAFA.
+GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def is_grease(value: int) -> bool:
-    """RFC 8701 §2: GREASE code points are 0x?A?A with both bytes equal."""
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+    return value in GREASE
 
 
 Extensions = tuple[tuple[int, bytes], ...]
+_TYPE_AND_LENGTH = struct.Struct(">HH")
 
 # Upper bound on a handshake message we accept; ClientHellos with post-quantum key shares are ~2 KB.
 MAX_HANDSHAKE_MESSAGE_SIZE = 1 << 16
@@ -122,14 +127,21 @@ def _pull_extensions(
     # other message it is mandatory (RFC 8446 §4.3.1, §4.4.2), even when empty.
     if may_be_absent and reader.eof():
         return ()
-    with reader.pull_block(2):
-        while not reader.eof():
-            ext_type = reader.pull_uint16()
-            ext_data = reader.pull_vector(2)
-            if ext_type in seen:
-                raise IllegalParameter(f"duplicate extension {ext_type}")
-            seen.add(ext_type)
-            extensions.append((ext_type, ext_data))
+    # The hottest loop of the HRR path, so a plain index walk rather than Reader calls.
+    block = reader.pull_vector(2)
+    position, end = 0, len(block)
+    while position < end:
+        if end - position < 4:
+            raise DecodeError("truncated extension header")
+        ext_type, length = _TYPE_AND_LENGTH.unpack_from(block, position)
+        position += 4
+        if length > end - position:
+            raise DecodeError(f"extension {ext_type} overruns the extensions block")
+        if ext_type in seen:
+            raise IllegalParameter(f"duplicate extension {ext_type}")
+        seen.add(ext_type)
+        extensions.append((ext_type, block[position : position + length]))
+        position += length
     if (
         psk_last
         and ExtensionType.pre_shared_key in seen
@@ -140,10 +152,11 @@ def _pull_extensions(
 
 
 def _push_extensions(writer: Writer, extensions: Extensions) -> None:
-    with writer.push_block(2):
-        for ext_type, ext_data in extensions:
-            writer.push_uint16(ext_type)
-            writer.push_vector(2, ext_data)
+    block = b"".join(
+        _TYPE_AND_LENGTH.pack(ext_type, len(ext_data)) + ext_data
+        for ext_type, ext_data in extensions
+    )
+    writer.push_vector(2, block)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,35 +232,35 @@ def push_client_hello(hello: ClientHello) -> bytes:
 
 def _pull_server_name(reader: Reader) -> str | None:
     host_name: str | None = None
-    with reader.pull_block(2, minimum=1):
-        while not reader.eof():
-            name_type = reader.pull_uint8()
-            name = reader.pull_vector(2, minimum=1)
-            if name_type != 0:  # RFC 6066 §3: only host_name exists; skip unknown types.
-                continue
-            if host_name is not None:
-                raise IllegalParameter("more than one host_name in server_name")
-            try:
-                host_name = name.decode("ascii")
-            except UnicodeDecodeError:
-                raise DecodeError("server_name is not ASCII") from None
+    names = Reader(reader.pull_vector(2, minimum=1))
+    while not names.eof():
+        name_type = names.pull_uint8()
+        name = names.pull_vector(2, minimum=1)
+        if name_type != 0:  # RFC 6066 §3: only host_name exists; skip unknown types.
+            continue
+        if host_name is not None:
+            raise IllegalParameter("more than one host_name in server_name")
+        try:
+            host_name = name.decode("ascii")
+        except UnicodeDecodeError:
+            raise DecodeError("server_name is not ASCII") from None
     return host_name
 
 
 def _pull_alpn(reader: Reader) -> tuple[bytes, ...]:
     protocols: list[bytes] = []
-    with reader.pull_block(2, minimum=2):
-        while not reader.eof():
-            protocols.append(reader.pull_vector(1, minimum=1))
+    names = Reader(reader.pull_vector(2, minimum=2))
+    while not names.eof():
+        protocols.append(names.pull_vector(1, minimum=1))
     return tuple(protocols)
 
 
 def _pull_key_shares(reader: Reader) -> tuple[KeyShareEntry, ...]:
     shares: list[KeyShareEntry] = []
-    with reader.pull_block(2):
-        while not reader.eof():
-            group = reader.pull_uint16()
-            shares.append(KeyShareEntry(group, reader.pull_vector(2, minimum=1)))
+    entries = Reader(reader.pull_vector(2))
+    while not entries.eof():
+        group = entries.pull_uint16()
+        shares.append(KeyShareEntry(group, entries.pull_vector(2, minimum=1)))
     return tuple(shares)
 
 
@@ -295,14 +308,22 @@ class ServerHello:
 
 
 def push_server_hello(hello: ServerHello) -> bytes:
+    # Byte concatenation rather than a Writer: every HelloRetryRequest goes through here.
     writer = Writer()
-    writer.push_uint16(hello.legacy_version)
-    writer.push_bytes(hello.random)
-    writer.push_vector(1, hello.legacy_session_id_echo)
-    writer.push_uint16(hello.cipher_suite)
-    writer.push_uint8(hello.legacy_compression_method)
     _push_extensions(writer, hello.extensions)
-    return push_handshake(HandshakeType.server_hello, writer.getvalue())
+    session_id = hello.legacy_session_id_echo
+    body = b"".join(
+        (
+            hello.legacy_version.to_bytes(2, "big"),
+            hello.random,
+            bytes((len(session_id),)),
+            session_id,
+            hello.cipher_suite.to_bytes(2, "big"),
+            bytes((hello.legacy_compression_method,)),
+            writer.data,
+        )
+    )
+    return push_handshake(HandshakeType.server_hello, body)
 
 
 def pull_server_hello(body: bytes) -> ServerHello:

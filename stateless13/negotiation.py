@@ -7,6 +7,7 @@ again on ClientHello2 to resume, and compares the two outcomes through the cooki
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 
 from .alerts import (
@@ -16,9 +17,8 @@ from .alerts import (
     NoApplicationProtocol,
     ProtocolVersion,
 )
-from .buffer import Writer
 from .config import Credential, ServerConfig
-from .messages import TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
+from .messages import GREASE, TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
 from .primitives import SUITES, SuiteParams
 
 
@@ -132,22 +132,32 @@ def client_hello_digest(hello: ClientHello) -> bytes:
 
     ClientHello2 may change only key_share, early_data, cookie, pre_shared_key and padding.  We
     bind what the negotiation and the transcript depend on, with GREASE values left out (clients
-    need not keep them) so a client that re-rolls GREASE is not refused.
+    need not keep them) so a client that re-rolls GREASE is not refused.  Every field is length-
+    or count-prefixed, so no two different ClientHellos feed the hash the same bytes.
     """
-    writer = Writer()
-    writer.push_uint16(hello.legacy_version)
-    writer.push_bytes(hello.random)
-    writer.push_vector(1, hello.legacy_session_id)
+    session_id = hello.legacy_session_id
+    digest = hashlib.sha256(
+        hello.legacy_version.to_bytes(2, "big")
+        + hello.random
+        + bytes((len(session_id),))
+        + session_id
+        + bytes((len(hello.legacy_compression_methods),))
+        + hello.legacy_compression_methods
+    )
     for values in (
         hello.cipher_suites,
         hello.supported_versions or (),
         hello.supported_groups or (),
         hello.signature_algorithms or (),
     ):
-        writer.push_uint16_list(2, tuple(v for v in values if not is_grease(v)))
-    writer.push_vector(1, hello.legacy_compression_methods)
-    writer.push_vector(2, (hello.server_name or "").encode("ascii"))
-    writer.push_uint8(hello.server_name is not None)
-    writer.push_vector(2, b"".join(bytes((len(p),)) + p for p in hello.alpn_protocols or ()))
-    writer.push_uint8(hello.alpn_protocols is not None)
-    return hashlib.sha256(writer.data).digest()
+        if not GREASE.isdisjoint(values):
+            values = tuple(v for v in values if v not in GREASE)
+        digest.update(struct.pack(f">H{len(values)}H", len(values), *values))
+    # SNI and ALPN, an absent extension told apart from an empty one.
+    alpn = hello.alpn_protocols
+    for present, value in (
+        (hello.server_name is not None, (hello.server_name or "").encode("ascii")),
+        (alpn is not None, b"".join(bytes((len(p),)) + p for p in alpn or ())),
+    ):
+        digest.update(bytes((present,)) + len(value).to_bytes(3, "big") + value)
+    return digest.digest()
