@@ -54,3 +54,17 @@ def test_the_harness_fails_on_an_uncaught_exception(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert process.returncode != 0 and "planted" in process.stdout + process.stderr
+
+
+def test_the_corpus_clienthello2_seeds_still_reach_accepted() -> None:
+    """Seeds that stopped verifying (a cookie format change) would quietly shrink coverage:
+    regenerate with ``python -m bench.fuzz --make-corpus tests/fuzz_corpus``."""
+    import bench.fuzz as harness
+    from stateless13 import Accepted, stateless_accept
+
+    seeds = sorted((ROOT / "tests" / "fuzz_corpus").glob("ch2-*"))
+    assert seeds
+    for seed in seeds:
+        data = seed.read_bytes()[1:]
+        result = stateless_accept(harness.CONFIG, data, peer=harness.PEER, now=harness.NOW)
+        assert isinstance(result, Accepted), (seed.name, result)
