@@ -1,6 +1,6 @@
 """Capture real ClientHello1s from the installed peers, for benchmarks and the fuzz corpus.
 
-    python -m bench.capture [OUT_DIR]      (default: bench/client_hellos)
+    python -m bench.capture [OUT_DIR] [--peers go,curl]   (default: bench/client_hellos, all)
 
 A plain TCP listener on 127.0.0.1 records the first ClientHello each peer sends (all of its
 records), then closes the connection; each peer's failure to connect afterwards is expected.
@@ -9,7 +9,9 @@ Files: ``<peer>.bin`` holding the raw TLS records.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
 import shutil
 import socket
 import ssl
@@ -22,6 +24,7 @@ from pathlib import Path
 from stateless13 import NeedMoreData, ServerConfig, stateless_accept
 
 OUT = Path(__file__).resolve().parent / "client_hellos"
+GO_CLIENT = Path(__file__).resolve().parent.parent / "tests" / "interop" / "goclient" / "main.go"
 
 
 def _record_one(listener: socket.socket, result: list[bytes]) -> None:
@@ -73,6 +76,36 @@ def _command(argv: list[str]) -> None:
     subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
 
 
+def _go(work_dir: str, port: int) -> None:
+    """Go crypto/tls (stdlib only): build tests/interop/goclient offline, then run it."""
+    go = shutil.which("go")
+    if go is None:
+        print("  go not installed", file=sys.stderr)
+        return
+    binary = Path(work_dir) / "goclient"
+    if not binary.exists():
+        env = {
+            **os.environ,
+            "GOPATH": str(Path(work_dir) / "gopath"),
+            "GOCACHE": str(Path(work_dir) / "gocache"),
+            "GOFLAGS": "",
+            "GO111MODULE": "off",
+            "GOPROXY": "off",
+            "GOTOOLCHAIN": "local",
+        }
+        built = subprocess.run(
+            [go, "build", "-o", str(binary), str(GO_CLIENT)],
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        if built.returncode != 0:
+            print(f"  go build failed: {built.stderr.decode(errors='replace')}", file=sys.stderr)
+            return
+    _command([str(binary), f"127.0.0.1:{port}"])
+
+
 def peers(user_data_dir: str) -> dict[str, object]:
     return {
         "python_ssl": _python_ssl,
@@ -84,6 +117,7 @@ def peers(user_data_dir: str) -> dict[str, object]:
             ["gnutls-cli", f"--port={port}", "--insecure", "--sni-hostname=localhost", "127.0.0.1"]
         ),
         "curl": lambda port: _command(["curl", "-sk", f"https://localhost:{port}/"]),
+        "go": lambda port: _go(user_data_dir, port),
         "chromium": lambda port: _command(
             [
                 "chromium",
@@ -104,11 +138,21 @@ def peers(user_data_dir: str) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0]) if args else OUT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=OUT, help="output directory")
+    parser.add_argument("--peers", help="comma-separated peers to capture (default: all)")
+    args = parser.parse_args(argv)
+    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as user_data_dir:
-        for name, run in peers(user_data_dir).items():
+        selected = peers(user_data_dir)
+        if args.peers:
+            wanted = [name.strip() for name in args.peers.split(",") if name.strip()]
+            unknown = sorted(set(wanted) - set(selected))
+            if unknown:
+                parser.error(f"unknown peers {unknown}; choose from {sorted(selected)}")
+            selected = {name: selected[name] for name in wanted}
+        for name, run in selected.items():
             listener = socket.create_server(("127.0.0.1", 0))
             port = listener.getsockname()[1]
             captured: list[bytes] = []

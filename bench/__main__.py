@@ -1,0 +1,106 @@
+"""``python -m bench``: run one benchmark, or all of them and the chart.
+
+python -m bench                      list the benchmarks
+python -m bench NAME [options]       the same as python -m bench.NAME [options]
+python -m bench all [--out DIR] [--scale F] [--rounds N] [--skip a,b]
+                                     every benchmark in a fresh process, with --json saved
+                                     to DIR/NAME.json (default bench/results), tables on
+                                     stdout, then docs/benchmarks.png if matplotlib is there
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .common import RESULTS_DIR, ROOT, Report
+
+#: name -> (what it measures, default seconds per round or None, default rounds or None)
+BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
+    "hrr_rate": ("HRRs/s per captured client vs OpenSSL SSL_stateless (ctypes)", 0.1, 5),
+    "resume": ("CH2 -> Accepted vs SSL_stateless(CH2); cookie opens/s", 0.2, 5),
+    "handshake": ("full handshake, server side, vs Python ssl's server", 0.25, 3),
+    "records": ("16 KiB records MB/s per suite vs ssl.SSLObject", 0.1, 3),
+    "sizes": ("HRR/CH1 bytes per client vs SSL_stateless; cookie size", None, None),
+    "memory": ("bytes per client after the HRR and per handshake vs Python ssl", None, 3),
+    "sockets": ("stateless13 serve on loopback vs an asyncio+ssl server", 1.0, 3),
+    "profile_hrr": ("the HRR path: cProfile, stages, prototypes vs the library", 0.2, 5),
+}
+OTHER = {
+    "chart": "draw docs/benchmarks.png from the JSON results",
+    "capture": "capture ClientHello1s from the installed peers",
+    "hrr": "the original quick HRR / cookie / resume figures",
+}
+
+
+def _list() -> int:
+    print(__doc__)
+    for name, (what, _, _) in BENCHMARKS.items():
+        print(f"  {name:<12} {what}")
+    for name, what in OTHER.items():
+        print(f"  {name:<12} {what}")
+    return 0
+
+
+def _all(argv: list[str]) -> int:
+    options = argparse.ArgumentParser(prog="python -m bench all")
+    options.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    options.add_argument("--scale", type=float, default=1.0, help="multiply seconds per round")
+    options.add_argument("--rounds", type=int, help="rounds for every benchmark")
+    options.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    options.add_argument("--no-chart", action="store_true")
+    args = options.parse_args(argv)
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, (_, seconds, rounds) in BENCHMARKS.items():
+        if name in skip:
+            continue
+        command = [sys.executable, "-m", f"bench.{name}", "--json"]
+        if seconds is not None:
+            command += ["--seconds", f"{seconds * args.scale:g}"]
+        if rounds is not None and args.rounds is not None:
+            command += ["--rounds", str(args.rounds)]
+        print(f"$ {' '.join(['python', *command[1:]])}", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        if done.returncode != 0:
+            print(f"bench.{name} failed (exit {done.returncode})", file=sys.stderr)
+            return done.returncode
+        (args.out / f"{name}.json").write_text(done.stdout)
+        print(Report.from_json(json.loads(done.stdout)).render())
+        print(f"({time.monotonic() - started:.0f} s)\n", flush=True)
+    if not args.no_chart:
+        try:
+            importlib.import_module("matplotlib")
+        except ImportError:
+            print("no matplotlib: chart skipped (pip install -e '.[bench]')", file=sys.stderr)
+        else:
+            from . import chart
+
+            chart.main([str(args.out)])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "list"):
+        return _list()
+    name, rest = args[0], args[1:]
+    if name == "all":
+        return _all(rest)
+    if name not in BENCHMARKS and name not in OTHER:
+        print(f"unknown benchmark {name!r}", file=sys.stderr)
+        _list()
+        return 2
+    module = importlib.import_module(f"bench.{name}")
+    result: int = module.main(rest)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
