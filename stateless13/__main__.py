@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="connections handshaking at once; more are refused at accept",
     )
+    serve.add_argument(
+        "--quic",
+        action="store_true",
+        help="serve HTTP/3 over QUIC (UDP) instead of TCP; needs the quic extra (aioquic)",
+    )
+    serve.add_argument(
+        "--validation",
+        choices=("hrr", "retry", "both", "none"),
+        default="hrr",
+        help="with --quic: how a new client proves its address (default: stateless HRR)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on the socket")
     serve.add_argument(
         "--workers",
@@ -145,12 +156,47 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
         options["retry_names_a_group"] = True
     if args.suites:
         options["cipher_suites"] = args.suites
-    alpn = args.alpn if args.alpn is not None else ("http/1.1" if args.mode == "http" else "")
+    default_alpn = "h3" if args.quic else ("http/1.1" if args.mode == "http" else "")
+    alpn = args.alpn if args.alpn is not None else default_alpn
     options["alpn_protocols"] = tuple(p.encode() for p in alpn.split(",") if p)
     if args.keylog is not None:
         options["keylog"] = keylog_to_file(args.keylog)
     config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
     return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
+
+
+async def _serve_quic(args: argparse.Namespace, config: ServerConfig, described: str) -> None:
+    """HTTP/3 over QUIC; a new client's first Initial gets a stateless HRR (``--validation``)."""
+    from transports.quic_server import serve_quic, spki_pin
+
+    server = await serve_quic(
+        config, args.host, args.port, validation=args.validation, reuse_port=args.reuse_port
+    )
+    host, port = server.address
+    print(
+        f"stateless13 {__version__} serving h3 on {host}:{port} over QUIC "
+        f"(address validation: {args.validation})",
+        flush=True,
+    )
+    print(described, flush=True)
+    print(
+        f"try: gtlsclient {host} {port} https://localhost:{port}/"
+        + ("" if config.retry_names_a_group else "   (GnuTLS: start with --retry-names-a-group)"),
+        flush=True,
+    )
+    print(
+        f"  or: chromium --headless --origin-to-force-quic-on=localhost:{port} "
+        f"--ignore-certificate-errors-spki-list={spki_pin(config.credentials[0])} "
+        f"--dump-dom https://localhost:{port}/",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        await stop.wait()
+    print("stateless13: shut down", flush=True)
 
 
 PAGE_TEXT = "Hello from stateless13"
@@ -288,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
     config, described = build_config(args)
+    if args.quic:
+        if args.workers > 1:
+            raise SystemExit("--quic runs one process (workers would need a shared QUIC secret)")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_quic(args, config, described))
+        return 0
     if args.workers > 1:
         _serve_workers(args, config, described)
         return 0

@@ -348,3 +348,30 @@ def test_workers_share_the_port_and_the_keys(serve: Serve) -> None:
     served_by = {m[1] for line in server.stderr if (m := re.search(r"\[(\d+)\] peer=", line))}
     assert served_by == pids, server.output()  # the kernel used both (odds of not: 2^-23)
     server.stop()
+
+
+# --- HTTP/3 over QUIC ----------------------------------------------------------------------------
+
+
+def test_quic_mode_serves_http3_through_the_stateless_hrr(serve: Serve) -> None:
+    """``--quic``: ngtcp2's gtlsclient (GnuTLS, hence --retry-names-a-group) fetches the page."""
+    server = serve(["--quic", "--retry-names-a-group"])
+    assert server.mode == "h3"
+    run = subprocess.run(
+        [
+            require_peer("gtlsclient"),
+            "--exit-on-all-streams-close",
+            "--handshake-timeout=5s",
+            server.host,
+            str(server.port),
+            f"https://localhost:{server.port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    output = run.stdout + run.stderr  # gtlsclient exits 0 even on failure: read what it says
+    assert "QUIC handshake has completed" in output and ":status: 200" in output, output
+    line = server.wait_for(server.stderr, r"peer=\S+ quic .*hrr=yes cookie=verified .*alpn=h3")
+    assert "error" not in line[0], server.output()
+    server.stop()

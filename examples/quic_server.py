@@ -1,0 +1,75 @@
+"""An HTTP/3 server whose first answer to every new client is a stateless HelloRetryRequest.
+
+    python examples/quic_server.py [PORT] [--validation hrr|retry|both|none] [--once]
+    gtlsclient 127.0.0.1 PORT https://localhost:PORT/       # ngtcp2's client (Debian ngtcp2-client)
+
+It runs the QUIC server inside an ordinary asyncio program, next to a task of its own (here, one
+that prints the front's counters every ten seconds), prints its port and the certificate's SPKI
+pin (for ``chromium --origin-to-force-quic-on=localhost:PORT
+--ignore-certificate-errors-spki-list=PIN``), then one log line per connection.  ``--once``
+serves a single connection and exits (the tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import cast
+
+from stateless13 import ServerConfig
+from transports.quic import VALIDATIONS, QuicOptions, Validation
+from transports.quic_server import QuicConnectionReport, QuicServer, serve_quic, spki_pin
+
+
+async def print_counters(server: QuicServer, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        stats = server.stats
+        print(
+            f"front: {stats.hrr_sent} HRRs, {stats.retry_sent} Retries, {stats.accepted} accepted,"
+            f" {server.connections} connections open",
+            flush=True,
+        )
+
+
+async def main(port: int, validation: Validation, once: bool) -> None:
+    # GnuTLS clients (gtlsclient) refuse an HRR that only carries a cookie: name a group too.
+    config = ServerConfig.self_signed(
+        "localhost", alpn_protocols=(b"h3",), retry_names_a_group=True
+    )
+    done = asyncio.Event()
+
+    def on_report(report: QuicConnectionReport) -> None:
+        if once:
+            done.set()
+
+    server = await serve_quic(
+        config,
+        "127.0.0.1",
+        port,
+        validation=validation,
+        options=QuicOptions(handshake_timeout=10),
+        on_report=on_report,
+    )
+    host, bound = server.address
+    print(f"listening on {host}:{bound} (UDP, HTTP/3, validation={validation})", flush=True)
+    print(f"SPKI pin {spki_pin(config.credentials[0])}", flush=True)
+    counters = asyncio.create_task(print_counters(server, 10.0))
+    async with server:
+        if once:
+            await done.wait()
+        else:
+            await server.serve_forever()
+    counters.cancel()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's own per-packet chatter
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int, nargs="?", default=0)
+    parser.add_argument("--validation", choices=VALIDATIONS, default="hrr")
+    parser.add_argument("--once", action="store_true")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.port, cast(Validation, arguments.validation), arguments.once))

@@ -1,0 +1,485 @@
+"""An asyncio QUIC server on aioquic with stateless13's handshake, and an HTTP/3 page.
+
+::
+
+    server = await serve_quic(config, "127.0.0.1", 4433, validation="hrr", on_report=print)
+    async with server:
+        await server.serve_forever()
+
+Datagrams for a known connection ID go to that connection's protocol (aioquic's
+``QuicConnectionProtocol``); all others go to the stateless :class:`~transports.quic.InitialFront`,
+which answers, holds a fragment, or hands over a :class:`~transports.quic.ConnectionStart` from
+which the server builds a :class:`~transports.quic.StatelessQuicConnection` and its protocol.
+
+The default protocol, :class:`H3PageProtocol`, answers every HTTP/3 request with a small page
+saying what was negotiated.  ``create_protocol`` takes any subclass of
+:class:`StatelessQuicProtocol` (the aioquic ``QuicConnectionProtocol`` API, plus one
+:class:`QuicConnectionReport` per connection and a handshake timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aioquic._buffer import Buffer, BufferReadError
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import NetworkAddress
+from aioquic.quic.packet import QuicErrorCode, pull_quic_header
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import load_der_x509_certificate
+
+from stateless13 import Credential, HandshakeComplete, ServerConfig
+from stateless13.handshake import HandshakeSummary
+from stateless13.messages import CipherSuite, NamedGroup, SignatureScheme
+
+from .quic import (
+    SERVER_CID_LENGTH,
+    Accept,
+    ConnectionStart,
+    FrontStats,
+    InitialFront,
+    QuicOptions,
+    Reply,
+    StatelessQuicConnection,
+    Validation,
+    quic_configuration,
+)
+
+logger = logging.getLogger("stateless13.server")
+
+PAGE_TEXT = "Hello from stateless13"
+#: aioquic's "no error" for HTTP/3 (H3_NO_ERROR) and for QUIC.
+_CLEAN_CLOSE_CODES = (QuicErrorCode.NO_ERROR, 0x100)
+
+
+@dataclass(frozen=True)
+class QuicConnectionReport:
+    """One line of the connection log for a QUIC connection, however it ended.
+
+    Counts cover the connection's own datagrams; the stateless HRR (or Retry) and the
+    ClientHello1 it answered belong to no connection and are counted in ``QuicServer.stats``.
+    """
+
+    peer: tuple[str, int]
+    validation: str  # "cookie", "retry", "retry+cookie", "none"
+    hello_retry_sent: bool
+    cookie_verified: bool
+    handshake: HandshakeComplete | None
+    duration: float
+    error: str | None
+    datagrams_in: int
+    bytes_in: int
+    datagrams_out: int
+    bytes_out: int
+
+    def log_line(self) -> str:
+        parts = [
+            f"peer={self.peer[0]}:{self.peer[1]}",
+            "quic",
+            f"validation={self.validation}",
+            f"hrr={'yes' if self.hello_retry_sent else 'no'}",
+            f"cookie={'verified' if self.cookie_verified else 'none'}",
+        ]
+        if self.handshake is not None:
+            h = self.handshake
+            parts += [
+                f"suite={h.cipher_suite.name}",
+                f"group={h.group.name}",
+                f"alpn={h.alpn_protocol or '-'}",
+                f"sni={h.server_name or '-'}",
+            ]
+        parts += [
+            f"in={self.datagrams_in}/{self.bytes_in}B",
+            f"out={self.datagrams_out}/{self.bytes_out}B",
+            f"duration={self.duration * 1000:.1f}ms",
+        ]
+        if self.error is not None:
+            parts.append(f"error={self.error!r}")
+        return " ".join(parts)
+
+
+def spki_pin(credential: Credential) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of the leaf certificate: what Chromium needs in
+    ``--ignore-certificate-errors-spki-list`` to accept a self-signed certificate over QUIC."""
+    certificate = load_der_x509_certificate(credential.certificate_chain[0])
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
+def handshake_complete(summary: HandshakeSummary) -> HandshakeComplete:
+    return HandshakeComplete(
+        cipher_suite=CipherSuite(summary.cipher_suite),
+        group=NamedGroup(summary.group),
+        signature_scheme=SignatureScheme(summary.signature_scheme),
+        alpn_protocol=summary.alpn_protocol.decode("ascii", "replace")
+        if summary.alpn_protocol is not None
+        else None,
+        server_name=summary.server_name,
+        hello_retry=summary.hello_retry,
+        cookie_verified=summary.cookie_verified,
+        cookie_payload=summary.cookie_payload,
+    )
+
+
+class _CountingTransport(asyncio.DatagramTransport):
+    """The server's UDP transport, counting what one connection sends."""
+
+    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+        super().__init__()
+        self._transport = transport
+        self.datagrams = 0
+        self.bytes = 0
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        self.datagrams += 1
+        self.bytes += len(data)
+        self._transport.sendto(data, addr)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:  # a connection never closes the shared socket
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class StatelessQuicProtocol(QuicConnectionProtocol):
+    """aioquic's protocol for one of our connections: a handshake timeout, and one report."""
+
+    _quic: StatelessQuicConnection
+
+    def __init__(self, quic: StatelessQuicConnection, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        self.started = time.monotonic()
+        self.on_report: Callable[[QuicConnectionReport], None] | None = None
+        self.datagrams_in = 0
+        self.bytes_in = 0
+        self.handshake_done = False
+        self._reported = False
+        self._counter: _CountingTransport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+
+    @property
+    def quic(self) -> StatelessQuicConnection:
+        return self._quic
+
+    def start(self, transport: asyncio.DatagramTransport, handshake_timeout: float) -> None:
+        self._counter = _CountingTransport(transport)
+        self.connection_made(self._counter)
+        self._deadline = self._loop.call_later(handshake_timeout, self._handshake_timed_out)
+
+    def stop_timers(self) -> None:
+        """No more timers (the server is closing its socket)."""
+        for timer in (self._deadline, self._timer):
+            if timer is not None:
+                timer.cancel()
+        self._deadline = self._timer = None
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        self.datagrams_in += 1
+        self.bytes_in += len(data)
+        super().datagram_received(data, addr)
+
+    def _handshake_timed_out(self) -> None:
+        if not self.handshake_done:
+            self.close(QuicErrorCode.CONNECTION_REFUSED, "handshake timeout")
+            self._finish("handshake timeout")
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        self.track_event(event)
+        super().quic_event_received(event)  # aioquic's stream readers and writers
+
+    def track_event(self, event: events.QuicEvent) -> None:
+        """Keep what the report needs; subclasses that handle streams themselves call this."""
+        if isinstance(event, events.HandshakeCompleted):
+            self.handshake_done = True
+            if self._deadline is not None:
+                self._deadline.cancel()
+        elif isinstance(event, events.ConnectionTerminated):
+            error = None
+            if event.error_code not in _CLEAN_CLOSE_CODES:
+                error = f"0x{event.error_code:x} {event.reason_phrase}".strip()
+            tls_error = self._quic.quic_tls.error if self._quic.quic_tls else None
+            if tls_error is not None:
+                error = str(tls_error)
+            if not self.handshake_done and error is None:
+                error = "closed before the handshake completed"
+            self._finish(error)
+
+    def _finish(self, error: str | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._reported:
+            return
+        self._reported = True
+        engine = self._quic.quic_tls
+        summary = engine.summary if engine is not None else None  # set once Finished verified
+        start = self._quic.start
+        report = QuicConnectionReport(
+            peer=self._quic.peer,
+            validation=start.validation,
+            hello_retry_sent=start.resume is not None or bool(summary and summary.hello_retry),
+            cookie_verified=bool(summary and summary.cookie_verified),
+            handshake=handshake_complete(summary) if summary is not None else None,
+            duration=time.monotonic() - self.started,
+            error=error,
+            datagrams_in=self.datagrams_in,
+            bytes_in=self.bytes_in,
+            datagrams_out=self._counter.datagrams if self._counter else 0,
+            bytes_out=self._counter.bytes if self._counter else 0,
+        )
+        logger.info("%s", report.log_line())
+        if self.on_report is not None:
+            self.on_report(report)
+
+
+class H3PageProtocol(StatelessQuicProtocol):
+    """HTTP/3: every request gets a small HTML page saying what was negotiated."""
+
+    def __init__(self, quic: StatelessQuicConnection, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        self._h3: H3Connection | None = None
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
+            self._h3 = H3Connection(self._quic)
+        if self._h3 is not None:
+            for h3_event in self._h3.handle_event(event):
+                self._h3_event_received(h3_event)
+        self.track_event(event)
+
+    def _h3_event_received(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            headers = dict(event.headers)
+            self._respond(event.stream_id, headers.get(b":path", b"/").decode("ascii", "replace"))
+        elif isinstance(event, DataReceived):
+            pass  # request bodies are ignored
+
+    def _respond(self, stream_id: int, path: str) -> None:
+        assert self._h3 is not None
+        engine = self._quic.quic_tls
+        summary = engine.handshake.summary if engine and engine.handshake else None
+        details = "handshake in progress"
+        if summary is not None:
+            details = (
+                f"TLS 1.3 over QUIC, {CipherSuite(summary.cipher_suite).name}, "
+                f"{NamedGroup(summary.group).name}, "
+                f"HelloRetryRequest: {'yes' if summary.hello_retry else 'no'}, "
+                f"cookie verified: {'yes' if summary.cookie_verified else 'no'}, "
+                f"address validation: {self._quic.start.validation}"
+            )
+        body = (
+            f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"
+            f"<p>HTTP/3 {path}: {details}</p>\n"
+        ).encode()
+        self._h3.send_headers(
+            stream_id,
+            [
+                (b":status", b"200"),
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        )
+        self._h3.send_data(stream_id, body, end_stream=True)
+        self.transmit()
+
+
+ProtocolFactory = Callable[[StatelessQuicConnection], StatelessQuicProtocol]
+
+
+class QuicServer(asyncio.DatagramProtocol):
+    """The UDP endpoint: routes datagrams to connections or to the stateless front."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        validation: Validation = "hrr",
+        options: QuicOptions | None = None,
+        create_protocol: ProtocolFactory = H3PageProtocol,
+        on_report: Callable[[QuicConnectionReport], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.options = options or QuicOptions()
+        self.front = InitialFront(config, self.options, validation=validation)
+        self.configuration: QuicConfiguration = quic_configuration(config, self.options)
+        self._create_protocol = create_protocol
+        self._on_report = on_report
+        self._clock = clock
+        self._protocols: dict[bytes, StatelessQuicProtocol] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed = asyncio.get_running_loop().create_future()
+
+    @property
+    def stats(self) -> FrontStats:
+        return self.front.stats
+
+    @property
+    def validation(self) -> Validation:
+        return self.front.validation
+
+    @property
+    def connections(self) -> int:
+        return len({id(p) for p in self._protocols.values()})
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=SERVER_CID_LENGTH)
+        except (ValueError, BufferReadError):
+            return
+        protocol = self._protocols.get(header.destination_cid)
+        if protocol is not None:
+            protocol.datagram_received(data, addr)
+            return
+        peer = (str(addr[0]), int(addr[1]))
+        result = self.front.receive(data, peer, self._clock(), header)
+        if isinstance(result, Reply):
+            assert self._transport is not None
+            self._transport.sendto(result.datagram, addr)
+        elif isinstance(result, Accept):
+            self._accept(result.start, peer, addr)
+
+    def _accept(self, start: ConnectionStart, peer: tuple[str, int], addr: NetworkAddress) -> None:
+        assert self._transport is not None
+        if self.connections >= self.options.max_connections:
+            self.front.stats.dropped += 1
+            return
+        connection = StatelessQuicConnection(
+            configuration=self.configuration,
+            server_config=self.config,
+            peer=peer,
+            start=start,
+            clock=self._clock,
+        )
+        protocol = self._create_protocol(connection)
+        protocol.on_report = self._on_report
+        protocol._connection_id_issued_handler = lambda cid: self._register(cid, protocol)
+        protocol._connection_id_retired_handler = lambda cid: self._unregister(cid, protocol)
+        protocol._connection_terminated_handler = lambda: self._forget(protocol)
+        protocol.start(self._transport, self.options.handshake_timeout)
+        self._protocols[start.host_cid] = protocol
+        if start.resume is None:
+            # Until the client hears from us it keeps sending to the CID it chose; never let a
+            # client-chosen CID shadow a connection's own.
+            self._protocols.setdefault(start.key_cid, protocol)
+        for datagram in start.datagrams:
+            protocol.datagram_received(datagram, addr)
+
+    def _register(self, cid: bytes, protocol: StatelessQuicProtocol) -> None:
+        self._protocols.setdefault(cid, protocol)
+
+    def _unregister(self, cid: bytes, protocol: StatelessQuicProtocol) -> None:
+        if self._protocols.get(cid) is protocol:
+            del self._protocols[cid]
+
+    def _forget(self, protocol: StatelessQuicProtocol) -> None:
+        for cid in [c for c, p in self._protocols.items() if p is protocol]:
+            del self._protocols[cid]
+
+    def close(self) -> None:
+        """Close every connection (CONNECTION_CLOSE) and the socket."""
+        for protocol in {id(p): p for p in self._protocols.values()}.values():
+            protocol.close()
+            protocol.stop_timers()
+        self._protocols.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def serve_forever(self) -> None:
+        await self.wait_closed()
+
+    async def __aenter__(self) -> QuicServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+def _with_h3(config: ServerConfig, create_protocol: ProtocolFactory) -> ServerConfig:
+    if config.alpn_protocols:
+        if create_protocol is H3PageProtocol and b"h3" not in config.alpn_protocols:
+            raise ValueError("the HTTP/3 page needs b'h3' in ServerConfig.alpn_protocols")
+        return config
+    return dataclasses.replace(config, alpn_protocols=(b"h3",))
+
+
+async def serve_quic(
+    config: ServerConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    validation: Validation = "hrr",
+    options: QuicOptions | None = None,
+    create_protocol: ProtocolFactory = H3PageProtocol,
+    on_report: Callable[[QuicConnectionReport], None] | None = None,
+    reuse_port: bool = False,
+) -> QuicServer:
+    """Serve QUIC on ``host``:``port`` (UDP; port 0 picks a free one: ``server.address``).
+
+    ``validation``: "hrr" (stateless HelloRetryRequest, the default), "retry" (QUIC Retry),
+    "both" or "none".  ``config.alpn_protocols`` defaults to ``(b"h3",)``.  ``on_report`` gets
+    one :class:`QuicConnectionReport` per connection (also logged on ``stateless13.server``).
+    """
+    config = _with_h3(config, create_protocol)
+    loop = asyncio.get_running_loop()
+    _, server = await loop.create_datagram_endpoint(
+        lambda: QuicServer(
+            config,
+            validation=validation,
+            options=options,
+            create_protocol=create_protocol,
+            on_report=on_report,
+        ),
+        local_addr=(host, port),
+        reuse_port=reuse_port or None,
+    )
+    return server
+
+
+__all__ = [
+    "PAGE_TEXT",
+    "H3PageProtocol",
+    "QuicConnectionReport",
+    "QuicServer",
+    "StatelessQuicProtocol",
+    "handshake_complete",
+    "serve_quic",
+    "spki_pin",
+]
