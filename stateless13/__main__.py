@@ -165,38 +165,36 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
     return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
 
 
-async def _serve_quic(args: argparse.Namespace, config: ServerConfig, described: str) -> None:
-    """HTTP/3 over QUIC; a new client's first Initial gets a stateless HRR (``--validation``)."""
-    from transports.quic_server import serve_quic, spki_pin
+async def _serve_quic(
+    args: argparse.Namespace, config: ServerConfig, described: str | None, secret: bytes | None
+) -> None:
+    """HTTP/3 over QUIC; a new client's first Initial gets a stateless HRR (``--validation``).
 
+    ``secret`` keys the QUIC connection IDs: workers of one port share it (and the cookie keys),
+    so a ClientHello2 may reach another worker than its ClientHello1.
+    """
+    from transports.quic import QuicOptions
+    from transports.quic_server import serve_quic
+
+    options = QuicOptions() if secret is None else QuicOptions(secret=secret)
     server = await serve_quic(
-        config, args.host, args.port, validation=args.validation, reuse_port=args.reuse_port
+        config,
+        args.host,
+        args.port,
+        validation=args.validation,
+        options=options,
+        reuse_port=args.reuse_port or args.workers > 1,
     )
-    host, port = server.address
-    print(
-        f"stateless13 {__version__} serving h3 on {host}:{port} over QUIC "
-        f"(address validation: {args.validation})",
-        flush=True,
-    )
-    print(described, flush=True)
-    print(
-        f"try: gtlsclient {host} {port} https://localhost:{port}/"
-        + ("" if config.retry_names_a_group else "   (GnuTLS: start with --retry-names-a-group)"),
-        flush=True,
-    )
-    print(
-        f"  or: chromium --headless --origin-to-force-quic-on=localhost:{port} "
-        f"--ignore-certificate-errors-spki-list={spki_pin(config.credentials[0])} "
-        f"--dump-dom https://localhost:{port}/",
-        flush=True,
-    )
+    if described is not None:
+        _announce(args, server.address, described, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with server:
         await stop.wait()
-    print("stateless13: shut down", flush=True)
+    if described is not None:
+        print("stateless13: shut down", flush=True)
 
 
 PAGE_TEXT = "Hello from stateless13"
@@ -255,7 +253,7 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         reuse_port=args.reuse_port or args.workers > 1 or None,
     )
     if described is not None:
-        _announce(args, server.sockets[0].getsockname()[:2], described)
+        _announce(args, server.sockets[0].getsockname()[:2], described, config)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -267,8 +265,28 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         print("stateless13: shut down", flush=True)
 
 
-def _announce(args: argparse.Namespace, address: tuple[str, int], described: str) -> None:
+def _announce(
+    args: argparse.Namespace, address: tuple[str, int], described: str, config: ServerConfig
+) -> None:
     host, port = address
+    if args.quic:
+        from transports.quic_server import spki_pin
+
+        print(
+            f"stateless13 {__version__} serving h3 on {host}:{port} over QUIC "
+            f"(address validation: {args.validation})",
+            flush=True,
+        )
+        print(described, flush=True)
+        gnutls = "" if config.retry_names_a_group else "   (GnuTLS: add --retry-names-a-group)"
+        print(f"try: gtlsclient {host} {port} https://localhost:{port}/{gnutls}", flush=True)
+        print(
+            f"  or: chromium --headless --origin-to-force-quic-on=localhost:{port} "
+            f"--ignore-certificate-errors-spki-list={spki_pin(config.credentials[0])} "
+            f"--dump-dom https://localhost:{port}/",
+            flush=True,
+        )
+        return
     front = "stateless HelloRetryRequest on" if not args.no_stateless else "ordinary handshakes"
     print(f"stateless13 {__version__} serving {args.mode} on {host}:{port} ({front})", flush=True)
     print(described, flush=True)
@@ -286,20 +304,27 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
     The port is held by a bound (not listening) placeholder socket until every worker listens,
     so ``--port 0`` gives all of them one free port.
     """
-    placeholder = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    placeholder = socket.socket(family, socket.SOCK_DGRAM if args.quic else socket.SOCK_STREAM)
     placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     placeholder.bind((args.host, args.port))
     args.port = placeholder.getsockname()[1]
+    quic_secret = os.urandom(32)  # shared by the QUIC workers, like the cookie keys
     children = []
     for _ in range(args.workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
             placeholder.close()
+            worker = (
+                _serve_quic(args, config, None, quic_secret)
+                if args.quic
+                else _serve(args, config, None)
+            )
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(_serve(args, config, None))
+                asyncio.run(worker)
             os._exit(0)
         children.append(pid)
-    _announce(args, (args.host, args.port), described)
+    _announce(args, (args.host, args.port), described, config)
     print(f"{args.workers} workers: {' '.join(map(str, children))}", flush=True)
     placeholder.close()
 
@@ -334,17 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
     config, described = build_config(args)
-    if args.quic:
-        if args.workers > 1:
-            raise SystemExit("--quic runs one process (workers would need a shared QUIC secret)")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_quic(args, config, described))
-        return 0
     if args.workers > 1:
         _serve_workers(args, config, described)
         return 0
+    serving = (
+        _serve_quic(args, config, described, None) if args.quic else _serve(args, config, described)
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args, config, described))
+        asyncio.run(serving)
     return 0
 
 

@@ -375,3 +375,35 @@ def test_quic_mode_serves_http3_through_the_stateless_hrr(serve: Serve) -> None:
     line = server.wait_for(server.stderr, r"peer=\S+ quic .*hrr=yes cookie=verified .*alpn=h3")
     assert "error" not in line[0], server.output()
     server.stop()
+
+
+def test_quic_workers_share_the_port_the_cookie_keys_and_the_connection_id_secret(
+    serve: Serve,
+) -> None:
+    """``--quic --workers 2``: the kernel spreads clients over both UDP sockets; each worker
+    completes handshakes through the stateless HRR with the keys and secret they share."""
+    server = serve(["--quic", "--retry-names-a-group", "--workers", "2"])
+    workers = server.wait_for(server.stdout, r"2 workers: (\d+) (\d+)")
+    for _ in range(16):
+        run = subprocess.run(
+            [
+                require_peer("gtlsclient"),
+                "--exit-on-all-streams-close",
+                "--handshake-timeout=5s",
+                server.host,
+                str(server.port),
+                f"https://localhost:{server.port}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert ":status: 200" in run.stdout + run.stderr, run.stdout + run.stderr
+    server.wait_for(server.stderr, r"quic .*cookie=verified", 16)
+    served_by = {
+        m[1]
+        for line in server.stderr
+        if (m := re.search(r"\[(\d+)\] peer=\S+ quic .*cookie=verified", line))
+    }
+    assert served_by == {workers[1], workers[2]}, server.output()  # odds of one only: 2^-15
+    server.stop()
