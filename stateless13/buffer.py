@@ -43,14 +43,6 @@ class Reader:
         start = self._take(2)
         return int.from_bytes(self._data[start : start + 2], "big")
 
-    def pull_uint24(self) -> int:
-        start = self._take(3)
-        return int.from_bytes(self._data[start : start + 3], "big")
-
-    def pull_uint32(self) -> int:
-        start = self._take(4)
-        return int.from_bytes(self._data[start : start + 4], "big")
-
     def pull_bytes(self, n: int) -> bytes:
         start = self._take(n)
         return self._data[start : start + n]
@@ -70,9 +62,6 @@ class Reader:
         self._pos = end
         return self._data[start:end]
 
-    def pull_rest(self) -> bytes:
-        return self.pull_bytes(self._end - self._pos)
-
     @contextmanager
     def pull_block(self, length_size: int, minimum: int = 0) -> Iterator[int]:
         """Limit reads to a length-prefixed block, which must be consumed exactly."""
@@ -88,12 +77,6 @@ class Reader:
             raise DecodeError("extra bytes at the end of a block")
         self._end = outer_end
 
-    def pull_uint16_list(self, length_size: int, minimum: int = 2) -> tuple[int, ...]:
-        data = self.pull_vector(length_size, minimum)
-        if len(data) % 2:
-            raise DecodeError("odd length for a list of 16-bit values")
-        return struct.unpack(f">{len(data) // 2}H", data)
-
     def expect_end(self, what: str) -> None:
         if self._pos != self._end:
             raise DecodeError(f"{self._end - self._pos} trailing bytes after {what}")
@@ -107,17 +90,8 @@ class Writer:
     def __init__(self) -> None:
         self.data = bytearray()
 
-    def push_uint8(self, value: int) -> None:
-        self.data.append(value)
-
     def push_uint16(self, value: int) -> None:
         self.data += value.to_bytes(2, "big")
-
-    def push_uint24(self, value: int) -> None:
-        self.data += value.to_bytes(3, "big")
-
-    def push_uint32(self, value: int) -> None:
-        self.data += value.to_bytes(4, "big")
 
     def push_bytes(self, value: bytes) -> None:
         self.data += value

@@ -37,6 +37,7 @@ from .cookie import CookieState, check_cookie_age, peer_binding
 from .messages import (
     HELLO_RETRY_REQUEST_RANDOM,
     SUPPORTED_VERSIONS_TLS13_BODY,
+    TLS12,
     Certificate,
     CertificateVerify,
     ClientHello,
@@ -50,7 +51,6 @@ from .messages import (
     ServerHello,
     alpn_body,
     cookie_body,
-    key_share_retry_body,
     key_share_server_body,
     pull_client_hello,
     pull_finished,
@@ -59,6 +59,7 @@ from .messages import (
     push_certificate_verify,
     push_encrypted_extensions,
     push_finished,
+    push_handshake,
     push_key_update,
     push_server_hello,
     split_handshake,
@@ -155,17 +156,42 @@ def build_hello_retry_request(
 ) -> bytes:
     """The HRR handshake message (§4.1.4), deterministic in its inputs.
 
-    Extension order follows RFC 8448 §5: key_share, cookie, supported_versions.
+    Extension order follows RFC 8448 §5: key_share, cookie, supported_versions.  Assembled from
+    constant pieces (it is on the path of every ClientHello1); tests/test_rfc8448.py holds it to
+    the trace byte for byte, and tests/test_codec_properties.py to ``pull_server_hello``.
     """
-    extensions: list[tuple[int, bytes]] = []
-    if requested_group is not None:
-        extensions.append((ExtensionType.key_share, key_share_retry_body(requested_group)))
-    if cookie is not None:
-        extensions.append((ExtensionType.cookie, cookie_body(cookie)))
-    extensions.append((ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY))
-    return push_server_hello(
-        ServerHello(HELLO_RETRY_REQUEST_RANDOM, session_id, suite, tuple(extensions))
+    extensions = b"".join(
+        (
+            b""
+            if requested_group is None
+            else _KEY_SHARE_RETRY_HEADER + requested_group.to_bytes(2, "big"),
+            b""
+            if cookie is None
+            else b"\x00\x2c" + (len(cookie) + 2).to_bytes(2, "big") + cookie_body(cookie),
+            _SUPPORTED_VERSIONS_EXTENSION,
+        )
     )
+    body = b"".join(
+        (
+            _HRR_PREFIX,
+            bytes((len(session_id),)),
+            session_id,
+            suite.to_bytes(2, "big"),
+            b"\x00",
+            len(extensions).to_bytes(2, "big"),
+            extensions,
+        )
+    )
+    return push_handshake(HandshakeType.server_hello, body)
+
+
+_HRR_PREFIX = TLS12.to_bytes(2, "big") + HELLO_RETRY_REQUEST_RANDOM
+_KEY_SHARE_RETRY_HEADER = ExtensionType.key_share.to_bytes(2, "big") + b"\x00\x02"
+_SUPPORTED_VERSIONS_EXTENSION = (
+    ExtensionType.supported_versions.to_bytes(2, "big")
+    + b"\x00\x02"
+    + SUPPORTED_VERSIONS_TLS13_BODY
+)
 
 
 def parse_client_hello(message: bytes, max_size: int) -> ClientHello:

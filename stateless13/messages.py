@@ -121,14 +121,18 @@ def split_handshake(buffer: bytes | bytearray) -> tuple[int, int] | None:
 def _pull_extensions(
     reader: Reader, *, psk_last: bool = False, may_be_absent: bool = False
 ) -> Extensions:
-    extensions: list[tuple[int, bytes]] = []
-    seen: set[int] = set()
     # Only a pre-1.3 ClientHello or ServerHello may omit the block (RFC 5246 §7.4.1.2); in every
     # other message it is mandatory (RFC 8446 §4.3.1, §4.4.2), even when empty.
     if may_be_absent and reader.eof():
         return ()
+    return _split_extensions(reader.pull_vector(2), psk_last=psk_last)
+
+
+def _split_extensions(block: bytes, *, psk_last: bool = False) -> Extensions:
+    """The (type, body) pairs of an extensions block, refusing duplicates (illegal_parameter)."""
     # The hottest loop of the HRR path, so a plain index walk rather than Reader calls.
-    block = reader.pull_vector(2)
+    extensions: list[tuple[int, bytes]] = []
+    seen: set[int] = set()
     position, end = 0, len(block)
     while position < end:
         if end - position < 4:
@@ -191,27 +195,50 @@ class ClientHello:
 
 
 def pull_client_hello(body: bytes) -> ClientHello:
-    reader = Reader(body)
-    legacy_version = reader.pull_uint16()
-    random = reader.pull_bytes(32)
-    session_id = reader.pull_vector(1, maximum=32)
-    cipher_suites = reader.pull_uint16_list(2)
-    compression = reader.pull_vector(1, minimum=1)
-    extensions = _pull_extensions(reader, psk_last=True, may_be_absent=True)
-    reader.expect_end("ClientHello")
+    # One index walk over the body (every ClientHello1 of a flood comes through here); each
+    # length is checked against what is left before anything is sliced.
+    end = len(body)
+    if end < 35:
+        raise DecodeError("ClientHello truncated before its session id")
+    session_id_length = body[34]
+    if session_id_length > 32:
+        raise DecodeError(f"session id of {session_id_length} bytes")
+    position = 35 + session_id_length
+    if position + 2 > end:
+        raise DecodeError("ClientHello truncated before its cipher suites")
+    suites_length = (body[position] << 8) | body[position + 1]
+    position += 2
+    if suites_length < 2 or suites_length % 2 or suites_length > end - position:
+        raise DecodeError(f"cipher_suites of {suites_length} bytes")
+    cipher_suites = struct.unpack_from(f">{suites_length // 2}H", body, position)
+    position += suites_length
+    if position >= end:
+        raise DecodeError("ClientHello truncated before its compression methods")
+    compression_length = body[position]
+    position += 1
+    if compression_length < 1 or compression_length > end - position:
+        raise DecodeError(f"compression methods of {compression_length} bytes")
+    compression = body[position : position + compression_length]
+    position += compression_length
+
+    extensions: Extensions = ()
+    if position < end:  # RFC 5246 §7.4.1.2: a pre-1.3 ClientHello may have no extensions block
+        if end - position < 2:
+            raise DecodeError("truncated extensions length")
+        block_end = position + 2 + ((body[position] << 8) | body[position + 1])
+        if block_end != end:
+            raise DecodeError(f"extensions block ends at {block_end}, the ClientHello at {end}")
+        extensions = _split_extensions(body[position + 2 : block_end], psk_last=True)
 
     parsed: dict[str, object] = {}
     for ext_type, ext_data in extensions:
-        parser = _CLIENT_HELLO_EXTENSIONS.get(ext_type)
-        if parser is not None:
-            name, pull = parser
-            ext_reader = Reader(ext_data)
-            parsed[name] = pull(ext_reader)
-            ext_reader.expect_end(f"extension {ext_type}")
+        entry = _CLIENT_HELLO_EXTENSIONS.get(ext_type)
+        if entry is not None:
+            parsed[entry[0]] = entry[1](ext_data)
     return ClientHello(
-        legacy_version=legacy_version,
-        random=random,
-        legacy_session_id=session_id,
+        legacy_version=(body[0] << 8) | body[1],
+        random=body[2:34],
+        legacy_session_id=body[35 : 35 + session_id_length],
         cipher_suites=cipher_suites,
         legacy_compression_methods=compression,
         extensions=extensions,
@@ -230,12 +257,43 @@ def push_client_hello(hello: ClientHello) -> bytes:
     return push_handshake(HandshakeType.client_hello, writer.getvalue())
 
 
-def _pull_server_name(reader: Reader) -> str | None:
+# Extension bodies of the ClientHello: each parser takes the whole body and must consume it.
+
+
+def _uint16_list(length_size: int) -> Callable[[bytes], tuple[int, ...]]:
+    def pull(data: bytes) -> tuple[int, ...]:
+        length = int.from_bytes(data[:length_size], "big")
+        if len(data) < length_size or length < 2 or length % 2 or length_size + length != len(data):
+            raise DecodeError("malformed list of 16-bit values")
+        return struct.unpack_from(f">{length // 2}H", data, length_size)
+
+    return pull
+
+
+def _vector2(data: bytes, minimum: int) -> bytes:
+    """The content of a body that is exactly one ``<minimum..2^16-1>`` vector."""
+    if len(data) < 2:
+        raise DecodeError("truncated vector length")
+    length = (data[0] << 8) | data[1]
+    if length < minimum or 2 + length != len(data):
+        raise DecodeError(f"vector of {length} bytes in a body of {len(data)}")
+    return data[2:]
+
+
+def _pull_server_name(data: bytes) -> str | None:
+    names = _vector2(data, 1)
     host_name: str | None = None
-    names = Reader(reader.pull_vector(2, minimum=1))
-    while not names.eof():
-        name_type = names.pull_uint8()
-        name = names.pull_vector(2, minimum=1)
+    position, end = 0, len(names)
+    while position < end:
+        if end - position < 3:
+            raise DecodeError("truncated server_name entry")
+        name_type = names[position]
+        length = (names[position + 1] << 8) | names[position + 2]
+        position += 3
+        if length < 1 or length > end - position:
+            raise DecodeError("malformed server_name entry")
+        name = names[position : position + length]
+        position += length
         if name_type != 0:  # RFC 6066 §3: only host_name exists; skip unknown types.
             continue
         if host_name is not None:
@@ -247,45 +305,60 @@ def _pull_server_name(reader: Reader) -> str | None:
     return host_name
 
 
-def _pull_alpn(reader: Reader) -> tuple[bytes, ...]:
-    protocols: list[bytes] = []
-    names = Reader(reader.pull_vector(2, minimum=2))
-    while not names.eof():
-        protocols.append(names.pull_vector(1, minimum=1))
+def _pull_alpn(data: bytes) -> tuple[bytes, ...]:
+    names = _vector2(data, 2)
+    protocols = []
+    position, end = 0, len(names)
+    while position < end:
+        length = names[position]
+        position += 1
+        if length < 1 or length > end - position:
+            raise DecodeError("malformed ALPN protocol name")
+        protocols.append(names[position : position + length])
+        position += length
     return tuple(protocols)
 
 
-def _pull_key_shares(reader: Reader) -> tuple[KeyShareEntry, ...]:
-    shares: list[KeyShareEntry] = []
-    entries = Reader(reader.pull_vector(2))
-    while not entries.eof():
-        group = entries.pull_uint16()
-        shares.append(KeyShareEntry(group, entries.pull_vector(2, minimum=1)))
+def _pull_key_shares(data: bytes) -> tuple[KeyShareEntry, ...]:
+    entries = _vector2(data, 0)
+    shares = []
+    position, end = 0, len(entries)
+    while position < end:
+        if end - position < 4:
+            raise DecodeError("truncated key share entry")
+        group, length = _TYPE_AND_LENGTH.unpack_from(entries, position)
+        position += 4
+        if length < 1 or length > end - position:
+            raise DecodeError("malformed key share entry")
+        shares.append(KeyShareEntry(group, entries[position : position + length]))
+        position += length
     return tuple(shares)
 
 
-def _pull_empty(reader: Reader) -> bool:
+def _pull_psk_modes(data: bytes) -> tuple[int, ...]:
+    if not data or data[0] < 1 or 1 + data[0] != len(data):
+        raise DecodeError("malformed psk_key_exchange_modes")
+    return tuple(data[1:])
+
+
+def _pull_empty(data: bytes) -> bool:
+    if data:
+        raise DecodeError("early_data in a ClientHello must be empty")
     return True
 
 
-_CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[Reader], object]]] = {
+_CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
     ExtensionType.server_name: ("server_name", _pull_server_name),
-    ExtensionType.supported_groups: ("supported_groups", lambda r: r.pull_uint16_list(2)),
-    ExtensionType.signature_algorithms: (
-        "signature_algorithms",
-        lambda r: r.pull_uint16_list(2),
-    ),
+    ExtensionType.supported_groups: ("supported_groups", _uint16_list(2)),
+    ExtensionType.signature_algorithms: ("signature_algorithms", _uint16_list(2)),
     ExtensionType.application_layer_protocol_negotiation: ("alpn_protocols", _pull_alpn),
-    ExtensionType.supported_versions: ("supported_versions", lambda r: r.pull_uint16_list(1)),
-    ExtensionType.cookie: ("cookie", lambda r: r.pull_vector(2, minimum=1)),
-    ExtensionType.psk_key_exchange_modes: (
-        "psk_key_exchange_modes",
-        lambda r: tuple(r.pull_vector(1, minimum=1)),
-    ),
+    ExtensionType.supported_versions: ("supported_versions", _uint16_list(1)),
+    ExtensionType.cookie: ("cookie", lambda data: _vector2(data, 1)),
+    ExtensionType.psk_key_exchange_modes: ("psk_key_exchange_modes", _pull_psk_modes),
     ExtensionType.key_share: ("key_share", _pull_key_shares),
     ExtensionType.early_data: ("early_data", _pull_empty),
     # We do not resume sessions; we only need to know a PSK was offered (and that it is last).
-    ExtensionType.pre_shared_key: ("pre_shared_key", lambda r: bool(r.pull_rest()) or True),
+    ExtensionType.pre_shared_key: ("pre_shared_key", lambda data: True),
 }
 
 
@@ -343,10 +416,6 @@ def pull_server_hello(body: bytes) -> ServerHello:
 
 def key_share_server_body(group: int, key_exchange: bytes) -> bytes:
     return group.to_bytes(2, "big") + len(key_exchange).to_bytes(2, "big") + key_exchange
-
-
-def key_share_retry_body(group: int) -> bytes:
-    return group.to_bytes(2, "big")
 
 
 def cookie_body(cookie: bytes) -> bytes:

@@ -22,7 +22,7 @@ from .messages import GREASE, TLS13, ClientHello, NamedGroup, SignatureScheme, i
 from .primitives import SUITES, SuiteParams
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every ClientHello1, and never shared
 class Negotiated:
     suite: SuiteParams
     group: NamedGroup

@@ -63,6 +63,8 @@ def split_record(buffer: bytes | bytearray, offset: int = 0) -> tuple[ContentTyp
 
 def frame_plaintext(content_type: ContentType, data: bytes) -> bytes:
     """Unprotected records (ClientHello/ServerHello/HRR, CCS, early alerts), fragmented at 2^14."""
+    if 0 < len(data) <= MAX_PLAINTEXT:  # every HRR: one record
+        return bytes((content_type, 3, 3)) + len(data).to_bytes(2, "big") + data
     out = bytearray()
     for start in range(0, max(len(data), 1), MAX_PLAINTEXT):
         fragment = data[start : start + MAX_PLAINTEXT]

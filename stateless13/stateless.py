@@ -139,6 +139,13 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
     several records.  Refuses as soon as the bytes so far show a wrong message type or announce a
     message over ``max_size``, even inside an incomplete record: nothing is buffered in vain.
     """
+    # The common case first: the whole ClientHello in the first record, sliced without copying
+    # it through a bytearray.
+    if len(data) >= 9 and data[0] == ContentType.handshake and data[1] == 3 and data[5] == 1:
+        record_length = (data[3] << 8) | data[4]
+        whole = 4 + int.from_bytes(data[6:9], "big")
+        if record_length == whole <= min(max_size, MAX_PLAINTEXT) and len(data) >= 5 + whole:
+            return data[5 : 5 + whole], data[5 + whole :]
     offset = 0
     message = bytearray()
     skipped_change_cipher_spec = False
