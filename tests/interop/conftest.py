@@ -9,7 +9,9 @@ verified, and what was negotiated.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +32,32 @@ def require_peer(program: str) -> str:
     path = shutil.which(program)
     assert path is not None, f"peer {program!r} is not installed: run ./run-tests to install it"
     return path
+
+
+def build_go_program(
+    source: Path, work: Path, gopath: Path | None = None, timeout: float = 300
+) -> Path:
+    """``go build`` offline with Debian's Go (GOPATH mode: Debian ships its Go libraries there)."""
+    go = require_peer("go")
+    binary = work / source.parent.name
+    env = {
+        **os.environ,
+        "GOPATH": str(gopath or work / "gopath"),
+        "GOCACHE": str(work / "gocache"),
+        "GOFLAGS": "",
+        "GO111MODULE": "off",
+        "GOPROXY": "off",
+        "GOTOOLCHAIN": "local",
+    }
+    built = subprocess.run(
+        [go, "build", "-o", str(binary), str(source)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert built.returncode == 0, f"go build failed:\n{built.stdout}{built.stderr}"
+    return binary
 
 
 @dataclass

@@ -7,41 +7,25 @@ TLS 1.3, offers AES-GCM first: the server's group and suite lists steer what is 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from stateless13 import CipherSuite, NamedGroup
-from tests.interop.conftest import PAGE_TEXT, RunningServer, ServerFactory, require_peer
+from tests.interop.conftest import (
+    PAGE_TEXT,
+    RunningServer,
+    ServerFactory,
+    build_go_program,
+)
 
 GO_SOURCE = Path(__file__).with_name("goclient") / "main.go"
 
 
 @pytest.fixture(scope="session")
 def goclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = require_peer("go")
-    work = tmp_path_factory.mktemp("goclient")
-    binary = work / "goclient"
-    env = {
-        **os.environ,
-        "GOPATH": str(work / "gopath"),
-        "GOCACHE": str(work / "gocache"),
-        "GOFLAGS": "",
-        "GO111MODULE": "off",
-        "GOPROXY": "off",
-        "GOTOOLCHAIN": "local",
-    }
-    built = subprocess.run(
-        [go, "build", "-o", str(binary), str(GO_SOURCE)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert built.returncode == 0, f"go build failed:\n{built.stdout}{built.stderr}"
-    return binary
+    return build_go_program(GO_SOURCE, tmp_path_factory.mktemp("goclient"), timeout=120)
 
 
 def run_goclient(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
 import selectors
 import socket
@@ -34,7 +33,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 from stateless13 import Credential, NamedGroup, ServerConfig
-from tests.interop.conftest import require_peer
+from tests.interop.conftest import build_go_program, require_peer
 from transports.quic import FrontStats, QuicOptions, Validation
 from transports.quic_server import (
     PAGE_TEXT,
@@ -262,31 +261,11 @@ def run_gtlsclient(port: int, *extra: str) -> PeerRun:
 
 @pytest.fixture(scope="session")
 def quicgoclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = require_peer("go")
     gopath = Path("/usr/share/gocode")
     assert (gopath / "src/github.com/lucas-clemente/quic-go").is_dir(), (
         "quic-go is not installed: apt-get install golang-github-lucas-clemente-quic-go-dev"
     )
-    work = tmp_path_factory.mktemp("quicgoclient")
-    binary = work / "quicgoclient"
-    env = {
-        **os.environ,
-        "GOPATH": str(gopath),
-        "GOCACHE": str(work / "gocache"),
-        "GOFLAGS": "",
-        "GO111MODULE": "off",
-        "GOPROXY": "off",
-        "GOTOOLCHAIN": "local",
-    }
-    built = subprocess.run(
-        [go, "build", "-o", str(binary), str(QUICGO_SOURCE)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, f"go build failed:\n{built.stdout}{built.stderr}"
-    return binary
+    return build_go_program(QUICGO_SOURCE, tmp_path_factory.mktemp("quicgoclient"), gopath)
 
 
 def run_quicgo(binary: Path, port: int, *extra: str) -> PeerRun:
