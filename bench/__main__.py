@@ -29,7 +29,7 @@ BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
     "sizes": ("HRR/CH1 bytes per client vs SSL_stateless; cookie size", None, None),
     "memory": ("bytes per client after the HRR and per handshake vs Python ssl", None, 3),
     "sockets": ("stateless13 serve on loopback vs an asyncio+ssl server", 1.0, 3),
-    "profile_hrr": ("the HRR path: cProfile, stages, prototypes vs the library", 0.2, 5),
+    "profile_hrr": ("the HRR path: cProfile, stages, proposals left vs the library", 0.2, 5),
 }
 OTHER = {
     "chart": "draw docs/benchmarks.png from the JSON results",

@@ -110,10 +110,10 @@ PANELS = (
     ),
     Panel(
         "profile_hrr",
-        "HRR path: prototypes in bench/lean_hrr.py vs the library",
+        "HRR path: what is left (P2 + P4, bench/lean_hrr.py) vs the library",
         "HelloRetryRequests/s",
         lambda row: row["anchor_name"] is not None,
-        lambda case: case.split(" (")[0].replace("library + ", "library with\n"),
+        lambda case: "HrrTemplate.answer\ntable negotiation + direct cookie seal",
         ours_label="prototype",
         anchor_label="library stateless_accept today",
     ),

@@ -1,4 +1,4 @@
-"""Where an HRR's time goes, and what the prototypes in bench/lean_hrr.py would save.
+"""Where an HRR's time goes, and what the prototypes left in bench/lean_hrr.py would save.
 
     python -m bench.profile_hrr [--count 20000] [--seconds 0.2] [--rounds 5] [--json]
                                 [--pstats FILE]
@@ -7,9 +7,10 @@
    functions with the most own time, per HRR (cProfile inflates small calls: read it for shares).
 2. The stages timed one at a time without a profiler, on the same ClientHellos: µs per call.
 3. Floors: the cryptography and randomness one HRR cannot avoid.
-4. Prototypes, first checked against the library, then timed against it in alternating rounds:
-   ``scan_client_hello`` in place of ``pull_client_hello``; ``HrrTemplate.answer`` (scan +
-   table negotiation + direct cookie seal + HRR assembled from constant pieces).
+4. The proposals not yet in the library, stage by stage against the library's stage (P2 table
+   negotiation, P4 direct cookie seal, P5 digest from wire slices, P6 IPv6 binding), each checked
+   first; then ``HrrTemplate.answer`` (P2 + P4 around the library's parser and HRR builder) timed
+   against ``stateless_accept`` in alternating rounds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import cProfile
 import hashlib
 import os
 import pstats
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -27,8 +27,9 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from stateless13 import Accepted, AlertError, HelloRetry, ServerConfig, stateless_accept
+from stateless13 import Accepted, HelloRetry, ServerConfig, stateless_accept
 from stateless13.messages import pull_client_hello, pull_server_hello
+from stateless13.negotiation import client_hello_digest, group_to_request, negotiate
 
 from .common import (
     PEER,
@@ -43,7 +44,7 @@ from .common import (
     python_ssl_client_context,
     timed_rate,
 )
-from .lean_hrr import HrrTemplate, scan_client_hello
+from .lean_hrr import HrrTemplate, peer_binding_by_colon, slice_digest
 from .sizes import hrr_parts
 
 NOW = 2_000_000_000.0
@@ -128,10 +129,15 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
         binding = peer_binding(PEER)
         states = [
             CookieState(
-                int(NOW), n.suite.suite, n.group, r is not None, n.suite.digest(m),
-                negotiation.client_hello_digest(h),
+                int(NOW), n.suite.suite, n.group if r is None else r, r is not None,
+                n.suite.digest(m), negotiation.client_hello_digest(h),
             )
             for h, m, n, r in zip(parsed, messages, negotiated, requested, strict=True)
+        ]  # fmt: skip
+        state_fields = [
+            (s.issued_at, s.cipher_suite, s.group, s.key_share_requested, s.client_hello_hash,
+             s.client_hello_digest)
+            for s in states
         ]  # fmt: skip
         cookies = [config.cookie_keys.seal(s, binding) for s in states]
         hrrs = [
@@ -168,7 +174,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
              lambda: [negotiation.client_hello_digest(h) for h in parsed]),
             ("peer_binding (inet_pton)", lambda: [peer_binding(PEER) for _ in hellos]),
             ("CookieState + seal (encode, urandom, AES-GCM-SIV)",
-             lambda: [config.cookie_keys.seal(s, binding) for s in states]),
+             lambda: [config.cookie_keys.seal(CookieState(*f), binding) for f in state_fields]),
             (
                 "build_hello_retry_request",
                 lambda: [
@@ -216,44 +222,10 @@ def floors(hellos: list[bytes], seconds: float) -> Table:
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Prototypes: check, then time
+# 4. What is left: check, then time
 
 
-def _mutations(hello: bytes, count: int, seed: int) -> list[bytes]:
-    generator = random.Random(seed)
-    message = hello[5:]
-    variants = [message[: generator.randrange(4, len(message))] for _ in range(count // 4)]
-    for _ in range(count - len(variants)):
-        data = bytearray(message)
-        for _ in range(generator.randrange(1, 4)):
-            data[generator.randrange(4, len(data))] = generator.randrange(256)
-        variants.append(bytes(data))
-    return variants
-
-
-def check_scan(hellos: list[bytes], second_hellos: list[bytes], mutations: int) -> list[Any]:
-    """scan_client_hello vs pull_client_hello: the same ClientHello or the same alert class."""
-    bodies = [h[5:][4:] for h in hellos] + [
-        h[h.index(b"\x16\x03\x03") + 9 :] for h in second_hellos
-    ]
-    for index, hello in enumerate(hellos):
-        bodies += [m[4:] for m in _mutations(hello, mutations, index)]
-    same = different = 0
-    examples: list[str] = []
-    for body in bodies:
-        outcomes: list[object] = []
-        for parse in (pull_client_hello, scan_client_hello):
-            try:
-                outcomes.append(parse(body))
-            except AlertError as error:
-                outcomes.append(type(error))
-        if outcomes[0] == outcomes[1]:
-            same += 1
-        else:
-            different += 1
-            if len(examples) < 3:
-                examples.append(f"{body[:12].hex()}…: {outcomes[0]!r:.60} vs {outcomes[1]!r:.60}")
-    return [same, different, examples]
+PEER_V6 = ("2001:db8::7", 4433)
 
 
 def check_template(config: ServerConfig, template: HrrTemplate, hellos: list[bytes]) -> list[str]:
@@ -298,6 +270,113 @@ def check_template(config: ServerConfig, template: HrrTemplate, hellos: list[byt
     return problems
 
 
+def check_p5_p6(config: ServerConfig) -> list[str]:
+    """P5: Python ssl's ClientHello2 (after our HRR) gives the same slice digest as its
+    ClientHello1, and the captured clients all differ.  P6: the same bytes as ``peer_binding``."""
+    from stateless13.cookie import peer_binding
+
+    problems = []
+    client = MemoryClient(python_ssl_client_context())
+    first = client.step()
+    retry = stateless_accept(config, first, peer=PEER, now=NOW)
+    assert isinstance(retry, HelloRetry)
+    second = client.step(retry.data_to_send)
+    second = second[second.index(b"\x16\x03\x03") :]  # after the compatibility-mode CCS
+    digests = [
+        slice_digest(pull_client_hello(record[9:]), record[9:]) for record in (first, second)
+    ]
+    if digests[0] != digests[1]:
+        problems.append("P5: Python ssl's CH1 and CH2 give different slice digests")
+    captured = [h[9:] for h in captured_client_hellos().values()]
+    if len({slice_digest(pull_client_hello(body), body) for body in captured}) != len(captured):
+        problems.append("P5: two captured clients give the same slice digest")
+    for peer in (PEER, PEER_V6, ("fe80::1%eth0", 1), ("::ffff:192.0.2.1", 1), ("path-7", 0), None):
+        if peer_binding_by_colon(peer) != peer_binding(peer):
+            problems.append(f"P6: {peer} binds differently")
+    return problems
+
+
+def proposals(
+    config: ServerConfig, template: HrrTemplate, hellos: list[bytes], seconds: float
+) -> Table:
+    """Each remaining proposal's stage, the library's stage and the prototype's, µs per call."""
+    from stateless13.cookie import CookieState, peer_binding
+
+    messages = [h[5:] for h in hellos]
+    parsed = [pull_client_hello(m[4:]) for m in messages]
+    negotiated = [negotiate(config, h) for h in parsed]
+    requested = [group_to_request(config, h, n) for h, n in zip(parsed, negotiated, strict=True)]
+    binding = peer_binding(PEER)
+    states = [
+        CookieState(
+            int(NOW), n.suite.suite, n.group if r is None else r, r is not None,
+            n.suite.digest(m), client_hello_digest(h),
+        )
+        for m, h, n, r in zip(messages, parsed, negotiated, requested, strict=True)
+    ]  # fmt: skip
+    cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+        (
+            "P2 negotiate + group_to_request | HrrTemplate.negotiate (tables)",
+            lambda: [group_to_request(config, h, negotiate(config, h)) for h in parsed],
+            lambda: [template.negotiate(h) for h in parsed],
+        ),
+        (
+            "P4 CookieState + seal (encode, urandom, AES-GCM-SIV) | HrrTemplate.seal",
+            lambda: [
+                config.cookie_keys.seal(
+                    CookieState(
+                        s.issued_at,
+                        s.cipher_suite,
+                        s.group,
+                        s.key_share_requested,
+                        s.client_hello_hash,
+                        s.client_hello_digest,
+                    ),
+                    binding,
+                )
+                for s in states
+            ],
+            lambda: [
+                template.seal(
+                    NOW,
+                    s.cipher_suite,
+                    s.group,
+                    s.key_share_requested,
+                    s.client_hello_hash,
+                    s.client_hello_digest,
+                    binding,
+                )
+                for s in states
+            ],
+        ),
+        (
+            "P5 client_hello_digest | slice_digest (wire slices)",
+            lambda: [client_hello_digest(h) for h in parsed],
+            lambda: [slice_digest(h, m[4:]) for h, m in zip(parsed, messages, strict=True)],
+        ),
+        (
+            "P6 peer_binding, IPv6 | family from ':' in the text",
+            lambda: [peer_binding(PEER_V6) for _ in hellos],
+            lambda: [peer_binding_by_colon(PEER_V6) for _ in hellos],
+        ),
+        (
+            "P6 peer_binding, IPv4 | family from ':' in the text",
+            lambda: [peer_binding(PEER) for _ in hellos],
+            lambda: [peer_binding_by_colon(PEER) for _ in hellos],
+        ),
+    ]
+    rows = []
+    for label, library, prototype in cases:
+        before = _per_call(library, len(hellos), seconds)
+        after = _per_call(prototype, len(hellos), seconds)
+        rows.append([label, f"{before:.2f}", f"{after:.2f}", f"{before - after:.2f}"])
+    return Table(
+        "remaining proposals, stage by stage (µs per ClientHello1, all peers in turn, best of 3)",
+        ["proposal: library | prototype", "library µs", "prototype µs", "saved µs"],
+        rows,
+    )
+
+
 def run(
     count: int, seconds: float, rounds: int, *, progress: bool = True, dump: str | None = None
 ) -> Report:
@@ -305,10 +384,10 @@ def run(
     hellos = list(captured_client_hellos().values())
     report = Report(
         "profile_hrr",
-        "The HRR path: profile, stages, floors and prototypes",
+        "The HRR path: profile, stages, floors and the proposals left",
         {"count": count, "seconds_per_round": seconds, "rounds": rounds},
     )
-    bar = Progress("profile_hrr", 4 + 3 * rounds, enabled=progress)
+    bar = Progress("profile_hrr", 5 + 2 * rounds, enabled=progress)
     report.tables.append(profile(config, hellos, count, dump))
     bar.step("cProfile")
     report.tables.append(stages(config, hellos, seconds * 5))
@@ -317,15 +396,8 @@ def run(
     bar.step("floors")
 
     template = HrrTemplate(config)
-    context = python_ssl_client_context()
-    second_hellos = []
-    for _ in range(4):
-        client = MemoryClient(context)
-        retry = stateless_accept(config, client.step(), peer=PEER, now=NOW)
-        assert isinstance(retry, HelloRetry)
-        second_hellos.append(client.step(retry.data_to_send))
-    same, different, examples = check_scan(hellos, second_hellos, 400)
-    problems = check_template(config, template, hellos)
+    template_problems = check_template(config, template, hellos)
+    other_problems = check_p5_p6(config)
     bar.step("checks")
     report.tables.append(
         Table(
@@ -333,37 +405,24 @@ def run(
             ["check", "result"],
             [
                 [
-                    "scan_client_hello == pull_client_hello (captured CH1s, CH2s, mutations)",
-                    f"{same} same, {different} different" + "".join(f"; {e}" for e in examples),
-                ],
-                [
                     "HrrTemplate HRR == library HRR but the cookie's nonce/ciphertext; same "
                     "cookie state; Python ssl CH2 after it Accepted",
-                    "ok" if not problems else "; ".join(problems),
+                    "ok" if not template_problems else "; ".join(template_problems),
+                ],
+                [
+                    "slice_digest: Python ssl CH1 == CH2, captured clients all differ; "
+                    "peer_binding_by_colon == peer_binding (IPv4, IPv6, zone, mapped, name, None)",
+                    "ok" if not other_problems else "; ".join(other_problems),
                 ],
             ],
         )
     )
-
-    from stateless13 import handshake, record, stateless
+    report.tables.append(proposals(config, template, hellos, seconds * 2))
+    bar.step("proposals")
 
     def library() -> int:
         for hello in hellos:
             stateless_accept(config, hello, peer=PEER, now=NOW)
-        return len(hellos)
-
-    def scan_swapped() -> int:
-        # stateless_accept's CH1 path with scan_client_hello in place of pull_client_hello.
-        for hello in hellos:
-            found = stateless._extract_client_hello(hello, config.max_client_hello_size)
-            assert found is not None
-            message = found[0]
-            parsed = scan_client_hello(message[4:])
-            hrr = handshake.hello_retry_request_for(config, parsed, message, peer=PEER, now=NOW)
-            data = record.frame_plaintext(record.ContentType.handshake, hrr)
-            if parsed.legacy_session_id:
-                data += record.CHANGE_CIPHER_SPEC_RECORD
-            HelloRetry(data)
         return len(hellos)
 
     def templated() -> int:
@@ -375,7 +434,6 @@ def run(
     measured = alternate(
         {
             "library": lambda: timed_rate(library, seconds),
-            "scan": lambda: timed_rate(scan_swapped, seconds),
             "template": lambda: timed_rate(templated, seconds),
         },
         rounds,
@@ -385,16 +443,7 @@ def run(
     base = measured["library"]
     report.rows.append(
         Row(
-            "library + scan_client_hello",
-            "HRR/s",
-            measured["scan"],
-            "library stateless_accept",
-            base,
-        )
-    )
-    report.rows.append(
-        Row(
-            "HrrTemplate.answer (scan, tables, direct seal, template)",
+            "HrrTemplate.answer (P2 tables + P4 direct seal, library parser and HRR builder)",
             "HRR/s",
             measured["template"],
             "library stateless_accept",

@@ -178,9 +178,11 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
         {"seconds_per_round": seconds, "rounds": rounds, "record_bytes": RECORD},
     )
     anchor = "Python ssl SSLObject (server)"
-    # The first connection of a process receives at half speed for good (its record buffer's
-    # 512 KiB reallocations are mmap-backed before glibc raises its mmap threshold): one
-    # throwaway connection first, so that every suite is measured in the steady state.
+    # A connection can receive at about half speed for good, depending on the allocator's
+    # history (its record buffer's 512 KiB reallocations mmap-backed or not): a fresh process's
+    # first connection does; so can a connection opened after another one's receive run.  One
+    # throwaway connection first, then each measurement once untimed, so that every suite is
+    # measured in the fast mode (docs/BENCHMARKS.md §4).
     runners(suites[0], seconds / 2)["unprotect"]["connection"]()
     for suite in suites:
         for direction, measurements in runners(suite, seconds).items():
