@@ -63,10 +63,6 @@ class AlertError(TLSError):
         super().__init__(f"{self.description.name}: {reason}")
         self.reason = reason
 
-    @property
-    def alert(self) -> AlertDescription:
-        return self.description
-
 
 class UnexpectedMessage(AlertError):
     description = AlertDescription.unexpected_message
@@ -104,30 +100,9 @@ class ProtocolVersion(AlertError):
     description = AlertDescription.protocol_version
 
 
-class InternalError(AlertError):
-    description = AlertDescription.internal_error
-
-
 class MissingExtension(AlertError):
     description = AlertDescription.missing_extension
 
 
-class UnsupportedExtension(AlertError):
-    description = AlertDescription.unsupported_extension
-
-
 class NoApplicationProtocol(AlertError):
     description = AlertDescription.no_application_protocol
-
-
-class PeerAlert(TLSError):
-    """The peer sent us a fatal alert; nothing more can be sent or received."""
-
-    def __init__(self, description: AlertDescription | int) -> None:
-        try:
-            description = AlertDescription(description)
-            name = description.name
-        except ValueError:
-            name = f"alert {int(description)}"
-        super().__init__(f"peer sent {name}")
-        self.description = description

@@ -26,9 +26,6 @@ class Reader:
     def eof(self) -> bool:
         return self._pos == self._end
 
-    def tell(self) -> int:
-        return self._pos
-
     def _take(self, n: int) -> int:
         start = self._pos
         if n > self._end - start:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from .cookie import MAX_APP_PAYLOAD, CookieKeyRing
+from .cookie import CookieKeyRing
 from .messages import CipherSuite, NamedGroup, SignatureScheme
 from .primitives import PrivateKey, signature_schemes_for
 from .replay import ReplayFilter
@@ -199,5 +199,3 @@ class ServerConfig:
             Path(certfile).read_bytes(), Path(keyfile).read_bytes(), password
         )
         return cls(credentials=(credential,), **options)  # type: ignore[arg-type]
-
-    MAX_COOKIE_PAYLOAD = MAX_APP_PAYLOAD
