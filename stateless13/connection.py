@@ -72,7 +72,7 @@ class ServerConnection:
         self._handshake = handshake
         self.peer = handshake.peer
         self._records = RecordLayer()
-        self._outgoing = bytearray()
+        self._outgoing: list[bytes] = []  # records to send, joined once in data_to_send()
         self._events: deque[Event] = deque()
         self._eof = False
         self._peer_closed = False
@@ -175,8 +175,8 @@ class ServerConnection:
 
         def flush() -> None:
             if pending:
-                self._outgoing += self._records.protect(
-                    ContentType.handshake, bytes(pending), pending_epoch
+                self._outgoing.append(
+                    self._records.protect(ContentType.handshake, bytes(pending), pending_epoch)
                 )
                 pending.clear()
 
@@ -189,7 +189,7 @@ class ServerConnection:
                 continue
             flush()
             if isinstance(action, SendChangeCipherSpec):
-                self._outgoing += CHANGE_CIPHER_SPEC_RECORD
+                self._outgoing.append(CHANGE_CIPHER_SPEC_RECORD)
             elif isinstance(action, InstallSecret):
                 self._records.install(
                     action.direction == Direction.DECRYPT, action.epoch, action.suite, action.secret
@@ -201,8 +201,8 @@ class ServerConnection:
 
     def _fail(self, error: AlertError) -> None:
         self._error = error
-        self._outgoing += self._records.protect(
-            ContentType.alert, bytes((AlertLevel.fatal, error.description))
+        self._outgoing.append(
+            self._records.protect(ContentType.alert, bytes((AlertLevel.fatal, error.description)))
         )
 
     # -- output ------------------------------------------------------------------------------------
@@ -218,15 +218,17 @@ class ServerConnection:
         if self._records.write_epoch != Epoch.ONE_RTT:
             raise LocalProtocolError("cannot send application data before the handshake")
         if data:
-            self._outgoing += self._records.protect(ContentType.application_data, data)
+            self._outgoing.append(self._records.protect(ContentType.application_data, data))
 
     def close(self) -> None:
         """Queue a close_notify alert; nothing can be sent after it."""
         if self._we_closed or self._error is not None:
             return
         self._we_closed = True
-        self._outgoing += self._records.protect(
-            ContentType.alert, bytes((AlertLevel.warning, AlertDescription.close_notify))
+        self._outgoing.append(
+            self._records.protect(
+                ContentType.alert, bytes((AlertLevel.warning, AlertDescription.close_notify))
+            )
         )
 
     def update_key(self, request_peer_update: bool = False) -> None:
@@ -239,6 +241,6 @@ class ServerConnection:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the peer; each call returns what was queued since the last one."""
-        data = bytes(self._outgoing)
+        data = b"".join(self._outgoing)
         self._outgoing.clear()
         return data

@@ -29,7 +29,10 @@ class ContentType(IntEnum):
     application_data = 23
 
 
-@dataclass(frozen=True, slots=True)
+_CONTENT_TYPES = {int(t): t for t in ContentType}
+
+
+@dataclass(slots=True)  # one per record received: not frozen, which would cost per field
 class Record:
     content_type: ContentType
     data: bytes
@@ -45,10 +48,9 @@ def split_record(buffer: bytes | bytearray, offset: int = 0) -> tuple[ContentTyp
     available = len(buffer) - offset
     if available < 1:
         return None
-    try:
-        content_type = ContentType(buffer[offset])
-    except ValueError:
-        raise UnexpectedMessage(f"not a TLS record: content type {buffer[offset]}") from None
+    content_type = _CONTENT_TYPES.get(buffer[offset])  # a dict: Enum() costs a call per record
+    if content_type is None:
+        raise UnexpectedMessage(f"not a TLS record: content type {buffer[offset]}")
     if available >= 2 and buffer[offset + 1] != 3:
         raise DecodeError(f"not a TLS record: version major {buffer[offset + 1]}")
     if available < HEADER_SIZE:
@@ -93,36 +95,41 @@ class RecordProtection:
         return nonce
 
     def seal(self, content_type: ContentType, data: bytes) -> bytes:
-        out = bytearray()
+        type_byte = bytes((content_type,))
+        records = []
         for start in range(0, max(len(data), 1), MAX_PLAINTEXT):
-            inner = data[start : start + MAX_PLAINTEXT] + bytes((content_type,))
+            inner = data[start : start + MAX_PLAINTEXT] + type_byte
             header = b"\x17\x03\x03" + (len(inner) + 16).to_bytes(2, "big")
-            out += header
-            out += self._aead.encrypt(self._nonce(), inner, header)
-        return bytes(out)
+            records.append(header)
+            records.append(self._aead.encrypt(self._nonce(), inner, header))
+        return b"".join(records)
 
-    def open(self, header: bytes, payload: bytes) -> tuple[ContentType, bytes]:
+    def open(self, header: bytes, payload: bytes | memoryview) -> tuple[ContentType, bytes]:
         try:
             inner = self._aead.decrypt(self._nonce(), payload, header)
         except InvalidTag:
             raise BadRecordMac("record does not authenticate") from None
         if len(inner) > MAX_PLAINTEXT + 1:
             raise RecordOverflow(f"inner plaintext of {len(inner)} bytes")
-        stripped = inner.rstrip(b"\x00")  # §5.4: padding is zeros after the content type
-        if not stripped:
+        # §5.4: zeros may pad the plaintext after the content type; find the type without
+        # copying 16 KiB (rstrip would), since records are almost never padded.
+        end = len(inner) - 1
+        while end >= 0 and inner[end] == 0:
+            end -= 1
+        if end < 0:
             raise UnexpectedMessage("protected record with no content type")
-        try:
-            content_type = ContentType(stripped[-1])
-        except ValueError:
-            raise UnexpectedMessage(f"unknown inner content type {stripped[-1]}") from None
-        return content_type, stripped[:-1]
+        content_type = _CONTENT_TYPES.get(inner[end])
+        if content_type is None:
+            raise UnexpectedMessage(f"unknown inner content type {inner[end]}")
+        return content_type, inner[:end]
 
 
 class RecordLayer:
     """Reassembles records from a byte stream and (un)protects them per epoch."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._buffer = b""
+        self._offset = 0  # where the next record starts: consumed bytes are dropped in bulk
         self._read: RecordProtection | None = None
         self.read_epoch = Epoch.INITIAL
         self._write: dict[Epoch, RecordProtection] = {}
@@ -130,10 +137,14 @@ class RecordLayer:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) - self._offset
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        if self._offset >= len(self._buffer):  # all consumed: take the new bytes as they are
+            self._buffer = bytes(data)
+        else:  # keep the unread rest (part of a record) and append, dropping what was read
+            self._buffer = self._buffer[self._offset :] + data
+        self._offset = 0
 
     def install(self, decrypt: bool, epoch: Epoch, suite: SuiteParams, secret: bytes) -> None:
         protection = RecordProtection(suite, secret)
@@ -145,13 +156,21 @@ class RecordLayer:
 
     def next_record(self) -> Record | None:
         """The next complete record, decrypted if a read key is installed; None if incomplete."""
-        framed = split_record(self._buffer)
+        start = self._offset
+        framed = split_record(self._buffer, start)
         if framed is None:
             return None
         content_type, length, total = framed
-        header = bytes(self._buffer[:HEADER_SIZE])
-        payload = bytes(self._buffer[HEADER_SIZE:total])
-        del self._buffer[:total]
+        header = bytes(self._buffer[start : start + HEADER_SIZE])
+        self._offset = start + total
+        if self._read is not None and content_type == ContentType.application_data:
+            # The AEAD reads the payload in place, through a view of the received bytes.
+            with memoryview(self._buffer)[start + HEADER_SIZE : start + total] as sealed:
+                inner_type, data = self._read.open(header, sealed)
+            if not data and inner_type != ContentType.application_data:
+                raise UnexpectedMessage(f"empty {inner_type.name} record")
+            return Record(inner_type, data, protected=True)
+        payload = bytes(self._buffer[start + HEADER_SIZE : start + total])
         if self._read is None or content_type in (
             ContentType.change_cipher_spec,
             ContentType.alert,
@@ -165,12 +184,7 @@ class RecordLayer:
             if self._read is not None and content_type == ContentType.alert and length != 2:
                 raise UnexpectedMessage("malformed plaintext alert after keys were installed")
             return Record(content_type, payload, protected=False)
-        if content_type != ContentType.application_data:
-            raise UnexpectedMessage(f"unprotected {content_type.name} record after keys were set")
-        inner_type, data = self._read.open(header, payload)
-        if not data and inner_type != ContentType.application_data:
-            raise UnexpectedMessage(f"empty {inner_type.name} record")
-        return Record(inner_type, data, protected=True)
+        raise UnexpectedMessage(f"unprotected {content_type.name} record after keys were set")
 
     def protect(self, content_type: ContentType, data: bytes, epoch: Epoch | None = None) -> bytes:
         """Records carrying ``data`` in ``epoch`` (default: the newest write epoch)."""
