@@ -120,3 +120,15 @@ def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
             return data
         data += chunk
     raise AssertionError(f"the server did not close within {timeout}s; got {data!r}")
+
+
+def handshake_bytes(records: bytes) -> bytes:
+    """The handshake payloads of a plaintext record stream, concatenated (other records skipped)."""
+    out = bytearray()
+    offset = 0
+    while offset < len(records):
+        length = int.from_bytes(records[offset + 3 : offset + 5], "big")
+        if records[offset] == 22:  # handshake
+            out += records[offset + 5 : offset + 5 + length]
+        offset += 5 + length
+    return bytes(out)

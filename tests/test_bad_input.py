@@ -63,7 +63,7 @@ from stateless13.record import (
     RecordProtection,
     frame_plaintext,
 )
-from tests.helpers import PEER, PythonSSLClient
+from tests.helpers import PEER, PythonSSLClient, handshake_bytes
 
 A = AlertDescription
 Ext = ExtensionType
@@ -92,18 +92,6 @@ def alert_record(alert: AlertDescription) -> bytes:
 
 def frame(message: bytes) -> bytes:
     return frame_plaintext(ContentType.handshake, message)
-
-
-def handshake_bytes(records: bytes) -> bytes:
-    """The handshake payloads of a plaintext record stream, concatenated (other records skipped)."""
-    out = bytearray()
-    offset = 0
-    while offset < len(records):
-        length = int.from_bytes(records[offset + 3 : offset + 5], "big")
-        if records[offset] == ContentType.handshake:
-            out += records[offset + 5 : offset + 5 + length]
-        offset += 5 + length
-    return bytes(out)
 
 
 def parse(records: bytes) -> ClientHello:

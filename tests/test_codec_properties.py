@@ -61,7 +61,7 @@ from stateless13.messages import (
     push_server_hello,
 )
 from stateless13.record import ContentType, frame_plaintext
-from tests.helpers import PEER, PythonSSLClient
+from tests.helpers import PEER, PythonSSLClient, handshake_bytes
 
 Ext = ExtensionType
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -325,17 +325,6 @@ MLKEM_CONFIG = dataclasses.replace(CONFIG, groups=(NamedGroup.X25519MLKEM768, Na
 P256_CONFIG = dataclasses.replace(CONFIG, groups=(NamedGroup.secp256r1,))
 
 
-def _handshake_payload(records: bytes) -> bytes:
-    out = bytearray()
-    offset = 0
-    while offset < len(records):
-        length = int.from_bytes(records[offset + 3 : offset + 5], "big")
-        if records[offset] == ContentType.handshake:
-            out += records[offset + 5 : offset + 5 + length]
-        offset += 5 + length
-    return bytes(out)
-
-
 def _frame(message: bytes) -> bytes:
     return frame_plaintext(ContentType.handshake, message)
 
@@ -350,10 +339,10 @@ def _real_flight(config: ServerConfig) -> tuple[bytes, bytes]:
 
 
 CH1, CH2 = _real_flight(CONFIG)
-CH1_BODY = _handshake_payload(CH1)[4:]
-CH2_HELLO = pull_client_hello(_handshake_payload(CH2)[4:])
+CH1_BODY = handshake_bytes(CH1)[4:]
+CH2_HELLO = pull_client_hello(handshake_bytes(CH2)[4:])
 _, P256_CH2 = _real_flight(P256_CONFIG)
-P256_CH2_HELLO = pull_client_hello(_handshake_payload(P256_CH2)[4:])
+P256_CH2_HELLO = pull_client_hello(handshake_bytes(P256_CH2)[4:])
 
 
 def _mlkem_ch2() -> ClientHello:
@@ -363,7 +352,7 @@ def _mlkem_ch2() -> ClientHello:
     hello = _with_ext(hello, Ext.supported_groups, vector(2, u16s(list(groups))))
     first = stateless_accept(MLKEM_CONFIG, _frame(push_client_hello(hello)), peer=PEER, now=NOW)
     assert isinstance(first, HelloRetry)
-    retry = pull_server_hello(_handshake_payload(first.data_to_send)[4:])
+    retry = pull_server_hello(handshake_bytes(first.data_to_send)[4:])
     return _with_ext(hello, Ext.cookie, dict(retry.extensions)[Ext.cookie])
 
 
@@ -467,7 +456,7 @@ def test_stateless_accept_mutated_clienthello1_body(body: bytes) -> None:
 
 
 @PROPERTY
-@given(mutations(_handshake_payload(CH2)[4:]))
+@given(mutations(handshake_bytes(CH2)[4:]))
 def test_stateless_accept_mutated_clienthello2_body(body: bytes) -> None:
     """CH2 carries a valid cookie: mutations that spare it reach negotiation and key exchange."""
     _assert_result(_frame(push_handshake(HandshakeType.client_hello, body)))
