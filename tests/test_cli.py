@@ -353,10 +353,8 @@ def test_workers_share_the_port_and_the_keys(serve: Serve) -> None:
 # --- HTTP/3 over QUIC ----------------------------------------------------------------------------
 
 
-def test_quic_mode_serves_http3_through_the_stateless_hrr(serve: Serve) -> None:
-    """``--quic``: ngtcp2's gtlsclient (GnuTLS, hence --retry-names-a-group) fetches the page."""
-    server = serve(["--quic", "--retry-names-a-group"])
-    assert server.mode == "h3"
+def gtlsclient_fetch(server: CliServer) -> str:
+    """ngtcp2's HTTP/3 client fetching the page; its output (it exits 0 even on failure)."""
     run = subprocess.run(
         [
             require_peer("gtlsclient"),
@@ -370,7 +368,14 @@ def test_quic_mode_serves_http3_through_the_stateless_hrr(serve: Serve) -> None:
         text=True,
         timeout=30,
     )
-    output = run.stdout + run.stderr  # gtlsclient exits 0 even on failure: read what it says
+    return run.stdout + run.stderr
+
+
+def test_quic_mode_serves_http3_through_the_stateless_hrr(serve: Serve) -> None:
+    """``--quic``: ngtcp2's gtlsclient (GnuTLS, hence --retry-names-a-group) fetches the page."""
+    server = serve(["--quic", "--retry-names-a-group"])
+    assert server.mode == "h3"
+    output = gtlsclient_fetch(server)
     assert "QUIC handshake has completed" in output and ":status: 200" in output, output
     line = server.wait_for(server.stderr, r"peer=\S+ quic .*hrr=yes cookie=verified .*alpn=h3")
     assert "error" not in line[0], server.output()
@@ -385,20 +390,8 @@ def test_quic_workers_share_the_port_the_cookie_keys_and_the_connection_id_secre
     server = serve(["--quic", "--retry-names-a-group", "--workers", "2"])
     workers = server.wait_for(server.stdout, r"2 workers: (\d+) (\d+)")
     for _ in range(16):
-        run = subprocess.run(
-            [
-                require_peer("gtlsclient"),
-                "--exit-on-all-streams-close",
-                "--handshake-timeout=5s",
-                server.host,
-                str(server.port),
-                f"https://localhost:{server.port}/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert ":status: 200" in run.stdout + run.stderr, run.stdout + run.stderr
+        output = gtlsclient_fetch(server)
+        assert ":status: 200" in output, output
     server.wait_for(server.stderr, r"quic .*cookie=verified", 16)
     served_by = {
         m[1]

@@ -202,15 +202,23 @@ class Exchange:
     def hrr(self) -> bytes:
         return self.hrr_packet.crypto_at(0)
 
-    def client_hello2(self, *, peer: tuple[str, int] = CLIENT, now: float = NOW) -> Any:
+    def client_hello2(
+        self,
+        *,
+        peer: tuple[str, int] = CLIENT,
+        now: float = NOW,
+        crypto: bytes | None = None,
+        ack: bool = True,
+    ) -> Any:
+        """The second Initial, carrying ``crypto`` (default: ClientHello1 + the HRR's cookie)."""
         datagram = client_initial(
             key_cid=self.original_dcid,
             destination_cid=self.hrr_packet.source_cid,
             source_cid=self.client_cid,
             packet_number=1,
             crypto_offset=len(self.client_hello),
-            crypto=with_cookie(self.client_hello, hrr_cookie(self.hrr)),
-            ack=self.hrr_packet.packet_number,
+            crypto=crypto or with_cookie(self.client_hello, hrr_cookie(self.hrr)),
+            ack=self.hrr_packet.packet_number if ack else None,
         )
         return self.front.receive(datagram, peer, now)
 
@@ -369,29 +377,13 @@ def test_tcp_cookie_without_quic_state_is_refused() -> None:
     exchange = first_exchange()
     state = CookieState(int(NOW), 0x1301, 0x1D, False, bytes(32), bytes(32))
     cookie = CONFIG.cookie_keys.seal(state, peer_binding(CLIENT))
-    datagram = client_initial(
-        key_cid=exchange.original_dcid,
-        destination_cid=exchange.hrr_packet.source_cid,
-        source_cid=exchange.client_cid,
-        packet_number=1,
-        crypto_offset=len(exchange.client_hello),
-        crypto=with_cookie(exchange.client_hello, cookie),
-    )
-    result = exchange.front.receive(datagram, CLIENT, NOW)
+    result = exchange.client_hello2(crypto=with_cookie(exchange.client_hello, cookie), ack=False)
     assert isinstance(result, Reply) and result.kind == "close"
 
 
 def test_client_hello2_without_cookie_is_refused() -> None:
     exchange = first_exchange()
-    datagram = client_initial(
-        key_cid=exchange.original_dcid,
-        destination_cid=exchange.hrr_packet.source_cid,
-        source_cid=exchange.client_cid,
-        packet_number=1,
-        crypto_offset=len(exchange.client_hello),
-        crypto=exchange.client_hello,
-    )
-    result = exchange.front.receive(datagram, CLIENT, NOW)
+    result = exchange.client_hello2(crypto=exchange.client_hello, ack=False)
     assert isinstance(result, Reply) and result.kind == "close"
     closed = open_initial(result.datagram, exchange.original_dcid, sent_by_client=False)
     assert closed.close is not None
