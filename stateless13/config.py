@@ -32,16 +32,17 @@ class Credential:
 
     certificate_chain: tuple[bytes, ...]
     private_key: PrivateKey
+    #: The TLS 1.3 schemes the key signs with, best first (from the key, once: negotiation reads
+    #: it on every ClientHello).
+    signature_schemes: tuple[SignatureScheme, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.certificate_chain:
             raise ValueError("a Credential needs at least one certificate")
-        if not self.signature_schemes:
+        schemes = signature_schemes_for(self.private_key)
+        if not schemes:
             raise ValueError("unsupported private key type for TLS 1.3")
-
-    @property
-    def signature_schemes(self) -> tuple[SignatureScheme, ...]:
-        return signature_schemes_for(self.private_key)
+        object.__setattr__(self, "signature_schemes", schemes)
 
     @property
     def fingerprint(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ _FLAG_KEY_SHARE_REQUESTED = 0x01
 _DIGEST_SIZE = 32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every HelloRetryRequest, and never shared
 class CookieState:
     """What the server needs from ClientHello1 to finish the handshake from ClientHello2."""
 
@@ -53,16 +54,23 @@ class CookieState:
     app_payload: bytes = b""  # the application's own bytes, returned with Accepted
 
 
+#: issued_at u32 | cipher_suite u16 | group u16 | flags u8 | hash length u8 (the format above).
+_STATE_HEADER = struct.Struct(">IHHBB")
+
+
 def encode_cookie_state(state: CookieState) -> bytes:
     if len(state.app_payload) > MAX_APP_PAYLOAD:
         raise ValueError(f"cookie payload over {MAX_APP_PAYLOAD} bytes")
     flags = _FLAG_KEY_SHARE_REQUESTED if state.key_share_requested else 0
     return b"".join(
         (
-            state.issued_at.to_bytes(4, "big"),
-            state.cipher_suite.to_bytes(2, "big"),
-            state.group.to_bytes(2, "big"),
-            bytes((flags, len(state.client_hello_hash))),
+            _STATE_HEADER.pack(
+                state.issued_at,
+                state.cipher_suite,
+                state.group,
+                flags,
+                len(state.client_hello_hash),
+            ),
             state.client_hello_hash,
             state.client_hello_digest,
             bytes((len(state.app_payload),)),
@@ -73,22 +81,23 @@ def encode_cookie_state(state: CookieState) -> bytes:
 
 def decode_cookie_state(data: bytes) -> CookieState:
     # Only ever called on authenticated plaintext we wrote, but still bounds-checked.
-    if len(data) < 10:
+    if len(data) < _STATE_HEADER.size:
         raise DecryptError("cookie plaintext too short")
-    hash_len = data[9]
-    digest_end = 10 + hash_len + _DIGEST_SIZE
+    issued_at, suite, group, flags, hash_len = _STATE_HEADER.unpack_from(data)
+    start = _STATE_HEADER.size
+    digest_end = start + hash_len + _DIGEST_SIZE
     if hash_len not in (32, 48) or len(data) < digest_end + 1:
         raise DecryptError("cookie plaintext malformed")
     payload_len = data[digest_end]
     if len(data) != digest_end + 1 + payload_len:
         raise DecryptError("cookie plaintext malformed")
     return CookieState(
-        issued_at=int.from_bytes(data[0:4], "big"),
-        cipher_suite=int.from_bytes(data[4:6], "big"),
-        group=int.from_bytes(data[6:8], "big"),
-        key_share_requested=bool(data[8] & _FLAG_KEY_SHARE_REQUESTED),
-        client_hello_hash=data[10 : 10 + hash_len],
-        client_hello_digest=data[10 + hash_len : digest_end],
+        issued_at=issued_at,
+        cipher_suite=suite,
+        group=group,
+        key_share_requested=bool(flags & _FLAG_KEY_SHARE_REQUESTED),
+        client_hello_hash=data[start : start + hash_len],
+        client_hello_digest=data[start + hash_len : digest_end],
         app_payload=data[digest_end + 1 :],
     )
 
@@ -102,12 +111,10 @@ def peer_binding(peer: tuple[str, int] | None) -> bytes:
     if peer is None:
         return b""
     host = peer[0].split("%", 1)[0]  # an IPv6 zone id is local; the address is what counts
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            return socket.inet_pton(family, host)
-        except OSError:
-            continue
-    return host.encode("utf-8", "surrogateescape")  # not an IP: e.g. a QUIC path id or a name
+    try:  # an IPv6 address always holds a colon and an IPv4 one never does
+        return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return host.encode("utf-8", "surrogateescape")  # not an IP: e.g. a QUIC path id or a name
 
 
 class _CookieKey:

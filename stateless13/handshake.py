@@ -84,21 +84,23 @@ class Direction(IntEnum):
 
 
 # ---------------------------------------------------------------------------------------------
-# Actions: what the handshake asks its transport to do, in order.
+# Actions: what the handshake asks its transport to do, in order.  Not frozen (a frozen
+# dataclass's __init__ costs several times as much, and a handshake makes a dozen of them);
+# nothing modifies an action once made.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendHandshake:
     epoch: Epoch
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendChangeCipherSpec:
     """Middlebox compatibility (RFC 8446 §D.4): a TLS-record transport sends a dummy CCS here."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InstallSecret:
     direction: Direction
     epoch: Epoch
@@ -106,7 +108,7 @@ class InstallSecret:
     secret: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandshakeSummary:
     """What was agreed; the transport turns it into a HandshakeComplete event."""
 
@@ -120,7 +122,7 @@ class HandshakeSummary:
     cookie_payload: bytes | None  # the application's bytes from the cookie, if resumed from one
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandshakeDone:
     summary: HandshakeSummary
 

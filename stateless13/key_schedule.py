@@ -15,22 +15,21 @@ from .primitives import SuiteParams
 
 
 def hkdf_extract(suite: SuiteParams, salt: bytes, ikm: bytes) -> bytes:
-    return HKDF.extract(suite.hash_algorithm(), salt, ikm)
+    return HKDF.extract(suite.hash_algorithm, salt, ikm)
 
 
 def hkdf_expand_label(
     suite: SuiteParams, secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
     """HKDF-Expand-Label (§7.1): HkdfLabel = length || "tls13 " + label || context."""
+    info = _hkdf_label_prefix(length, label) + bytes((len(context),)) + context
+    return HKDFExpand(suite.hash_algorithm, length, info).derive(secret)
+
+
+@functools.lru_cache(maxsize=256)  # a handful of (length, label) pairs; exporter labels vary
+def _hkdf_label_prefix(length: int, label: bytes) -> bytes:
     full_label = b"tls13 " + label
-    info = (
-        length.to_bytes(2, "big")
-        + bytes((len(full_label),))
-        + full_label
-        + bytes((len(context),))
-        + context
-    )
-    return HKDFExpand(suite.hash_algorithm(), length, info).derive(secret)
+    return length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label
 
 
 def derive_secret(suite: SuiteParams, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:

@@ -1,4 +1,8 @@
-"""TLS 1.3 handshake messages: one frozen dataclass and one ``pull_*``/``push_*`` pair per message.
+"""TLS 1.3 handshake messages: one dataclass and one ``pull_*``/``push_*`` pair per message.
+
+The dataclasses are frozen, except ``ClientHello`` and ``KeyShareEntry``: one of each is built for
+every ClientHello of a flood, and a frozen dataclass's ``__init__`` costs four times as much
+(``object.__setattr__`` per field).  Nothing modifies a parsed ClientHello.
 
 ``pull_*`` functions take the message *body* (without the 4-byte handshake header) and either
 return a complete message or raise :class:`~stateless13.alerts.DecodeError` (malformed) or
@@ -167,13 +171,13 @@ def _push_extensions(writer: Writer, extensions: Extensions) -> None:
 # ClientHello (RFC 8446 §4.1.2)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see the module docstring
 class KeyShareEntry:
     group: int
     key_exchange: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see the module docstring
 class ClientHello:
     legacy_version: int
     random: bytes

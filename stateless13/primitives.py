@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, padding, rsa, x25519
@@ -31,9 +32,8 @@ class SuiteParams:
     hash_len: int
     key_len: int
     aead: Callable[[bytes], AEAD]
-
-    def hash_algorithm(self) -> hashes.HashAlgorithm:
-        return hashes.SHA256() if self.hash_len == 32 else hashes.SHA384()
+    # For HKDF: immutable, so one instance serves every call (not hashable: left out of __hash__).
+    hash_algorithm: hashes.HashAlgorithm = field(compare=False)
 
     def digest(self, data: bytes) -> bytes:
         return hashlib.new(self.hash_name, data).digest()
@@ -41,13 +41,18 @@ class SuiteParams:
 
 SUITES: dict[int, SuiteParams] = {
     CipherSuite.TLS_AES_128_GCM_SHA256: SuiteParams(
-        CipherSuite.TLS_AES_128_GCM_SHA256, "sha256", 32, 16, AESGCM
+        CipherSuite.TLS_AES_128_GCM_SHA256, "sha256", 32, 16, AESGCM, hashes.SHA256()
     ),
     CipherSuite.TLS_AES_256_GCM_SHA384: SuiteParams(
-        CipherSuite.TLS_AES_256_GCM_SHA384, "sha384", 48, 32, AESGCM
+        CipherSuite.TLS_AES_256_GCM_SHA384, "sha384", 48, 32, AESGCM, hashes.SHA384()
     ),
     CipherSuite.TLS_CHACHA20_POLY1305_SHA256: SuiteParams(
-        CipherSuite.TLS_CHACHA20_POLY1305_SHA256, "sha256", 32, 32, ChaCha20Poly1305
+        CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+        "sha256",
+        32,
+        32,
+        ChaCha20Poly1305,
+        hashes.SHA256(),
     ),
 }
 
@@ -76,9 +81,11 @@ class KeyExchange:
     def _x25519(self, client_share: bytes) -> tuple[bytes, bytes]:
         if len(client_share) != 32:
             raise IllegalParameter(f"x25519 key share of {len(client_share)} bytes")
-        private = self._private_key
-        if not isinstance(private, x25519.X25519PrivateKey):
-            private = x25519.X25519PrivateKey.generate()
+        private = (
+            x25519.X25519PrivateKey.generate()
+            if self._private_key is None
+            else cast(x25519.X25519PrivateKey, self._private_key)
+        )
         peer = x25519.X25519PublicKey.from_public_bytes(client_share)
         shared = private.exchange(peer)  # raises ValueError on an all-zero result (RFC 7748 §6.1)
         return private.public_key().public_bytes_raw(), shared
@@ -91,9 +98,11 @@ class KeyExchange:
         if len(client_share) != expected or client_share[0] != 4:
             raise IllegalParameter(f"{self.group.name} key share is not an uncompressed point")
         peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, client_share)
-        private = self._private_key
-        if not isinstance(private, ec.EllipticCurvePrivateKey):
-            private = ec.generate_private_key(curve)
+        private = (
+            ec.generate_private_key(curve)
+            if self._private_key is None
+            else cast(ec.EllipticCurvePrivateKey, self._private_key)
+        )
         shared = private.exchange(ec.ECDH(), peer)
         public = private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
         return public, shared
@@ -140,15 +149,25 @@ def signature_schemes_for(key: PrivateKey) -> tuple[SignatureScheme, ...]:
     return ()
 
 
+_ECDSA: dict[int, ec.ECDSA] = {
+    SignatureScheme.ecdsa_secp256r1_sha256: ec.ECDSA(hashes.SHA256()),
+    SignatureScheme.ecdsa_secp384r1_sha384: ec.ECDSA(hashes.SHA384()),
+}
+
+
 def sign(key: PrivateKey, scheme: int, data: bytes) -> bytes:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        algorithm = (
-            hashes.SHA256() if scheme == SignatureScheme.ecdsa_secp256r1_sha256 else hashes.SHA384()
-        )
-        return key.sign(data, ec.ECDSA(algorithm))
+    """Sign with ``scheme``, one of ``signature_schemes_for(key)`` (negotiation picks it so).
+
+    Dispatches on the scheme, not on the key's type: isinstance against cryptography's abstract
+    key classes costs more than a dict lookup, once per handshake.
+    """
+    if scheme == SignatureScheme.ed25519:
+        return cast(ed25519.Ed25519PrivateKey, key).sign(data)
+    ecdsa = _ECDSA.get(scheme)
+    if ecdsa is not None:
+        return cast(ec.EllipticCurvePrivateKey, key).sign(data, ecdsa)
     hash_type = _PSS_HASHES[scheme]
+    key = cast(rsa.RSAPrivateKey, key)
     return key.sign(
         data,
         padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=padding.PSS.DIGEST_LENGTH),
