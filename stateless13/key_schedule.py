@@ -49,7 +49,7 @@ def early_secret(suite: SuiteParams) -> bytes:
     return hkdf_extract(suite, zeros, zeros)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs more, on every handshake
 class HandshakeSecrets:
     handshake_secret: bytes
     client: bytes  # client_handshake_traffic_secret
@@ -68,7 +68,7 @@ def derive_handshake_secrets(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs more, on every handshake
 class ApplicationSecrets:
     master_secret: bytes
     client: bytes  # client_application_traffic_secret_0

@@ -1,8 +1,8 @@
 """TLS 1.3 handshake messages: one dataclass and one ``pull_*``/``push_*`` pair per message.
 
-The dataclasses are frozen, except ``ClientHello`` and ``KeyShareEntry``: one of each is built for
-every ClientHello of a flood, and a frozen dataclass's ``__init__`` costs four times as much
-(``object.__setattr__`` per field).  Nothing modifies a parsed ClientHello.
+The dataclasses are plain (slots, not frozen), as in aioquic's ``tls.py``: a frozen dataclass's
+``__init__`` costs about four times as much (``object.__setattr__`` per field), and one is built
+for every ClientHello of a flood and several per handshake.  Nothing modifies a message once built.
 
 ``pull_*`` functions take the message *body* (without the 4-byte handshake header) and either
 return a complete message or raise :class:`~stateless13.alerts.DecodeError` (malformed) or
@@ -171,13 +171,13 @@ def _push_extensions(writer: Writer, extensions: Extensions) -> None:
 # ClientHello (RFC 8446 §4.1.2)
 
 
-@dataclass(slots=True)  # not frozen: see the module docstring
+@dataclass(slots=True)
 class KeyShareEntry:
     group: int
     key_exchange: bytes
 
 
-@dataclass(slots=True)  # not frozen: see the module docstring
+@dataclass(slots=True)
 class ClientHello:
     legacy_version: int
     random: bytes
@@ -370,7 +370,7 @@ _CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
 # ServerHello and HelloRetryRequest (RFC 8446 §4.1.3, §4.1.4)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerHello:
     random: bytes
     legacy_session_id_echo: bytes
@@ -437,7 +437,7 @@ def alpn_body(protocol: bytes) -> bytes:
 # EncryptedExtensions (§4.3.1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncryptedExtensions:
     extensions: Extensions
 
@@ -459,7 +459,7 @@ def pull_encrypted_extensions(body: bytes) -> EncryptedExtensions:
 # Certificate (§4.4.2)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Certificate:
     request_context: bytes
     certificate_list: tuple[tuple[bytes, Extensions], ...]
@@ -492,7 +492,7 @@ def pull_certificate(body: bytes) -> Certificate:
 # CertificateVerify (§4.4.3), Finished (§4.4.4), KeyUpdate (§4.6.3)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CertificateVerify:
     algorithm: int
     signature: bytes
@@ -513,7 +513,7 @@ def pull_certificate_verify(body: bytes) -> CertificateVerify:
     return CertificateVerify(algorithm, signature)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finished:
     verify_data: bytes
 
@@ -526,7 +526,7 @@ def pull_finished(body: bytes) -> Finished:
     return Finished(body)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KeyUpdate:
     request_update: bool
 
