@@ -12,15 +12,12 @@ are used as they are; only what the library does not do yet is prototyped here:
   * :func:`slice_digest`: ``client_hello_digest`` fed the wire slices of the ClientHello instead
     of re-packed tuples (P5).  A different digest input, so it would need a new cookie format
     version: timed, not interchangeable with the library's.
-  * :func:`peer_binding_by_colon`: ``peer_binding`` that picks the address family from the
-    text instead of trying IPv4 first (P6).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import struct
 
 from stateless13 import ServerConfig
@@ -31,7 +28,7 @@ from stateless13.alerts import (
     NoApplicationProtocol,
     ProtocolVersion,
 )
-from stateless13.cookie import COOKIE_FORMAT_VERSION
+from stateless13.cookie import COOKIE_FORMAT_VERSION, peer_binding
 from stateless13.handshake import build_hello_retry_request
 from stateless13.messages import GREASE, ClientHello, ExtensionType, pull_client_hello
 from stateless13.negotiation import client_hello_digest
@@ -142,7 +139,7 @@ class HrrTemplate:
         if hello.cookie is not None:
             return None
         suite, group, requested = self.negotiate(hello)
-        binding = peer_binding_by_colon(peer)
+        binding = peer_binding(peer)
         cookie = self.seal(
             now,
             suite,
@@ -215,18 +212,3 @@ def slice_digest(hello: ClientHello, body: bytes) -> bytes:
         pieces.append(_TYPE_AND_LENGTH.pack(ext_type, len(data)))
         pieces.append(data)
     return hashlib.sha256(b"".join(pieces)).digest()
-
-
-# ---------------------------------------------------------------------------------------------
-# P6: the peer binding, family picked from the text
-
-
-def peer_binding_by_colon(peer: tuple[str, int] | None) -> bytes:
-    """``peer_binding`` with the address family chosen by ``":" in host`` (same bytes)."""
-    if peer is None:
-        return b""
-    host = peer[0].split("%", 1)[0]
-    try:
-        return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        return host.encode("utf-8", "surrogateescape")

@@ -1,0 +1,40 @@
+"""The benchmarks still run: ``python -m bench all`` at a tiny scale, every result well formed.
+
+It checks that each benchmark produces a figure for ours and for its anchor (so a broken anchor
+or a renamed library call shows up here, not on the day someone re-measures), never what the
+figures are: timings on a shared machine belong in docs/BENCHMARKS.md, not in assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.__main__ import BENCHMARKS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_benchmark_runs_and_reports_ours_and_the_anchor(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "all", "--scale", "0.05", "--rounds", "1", "--no-chart",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in BENCHMARKS:
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["benchmark"] == name
+        results, tables = report["results"], report["tables"]
+        assert results or tables, f"{name}: no results"
+        for row in results:
+            assert math.isfinite(row["ours_median"]) and row["ours_median"] > 0, (name, row)
+            if row["anchor_name"] and row["anchor_median"] is not None:
+                assert row["anchor_median"] > 0 and row["ratio"] > 0, (name, row)
+    cases = [
+        row["case"] for row in json.loads((tmp_path / "handshake.json").read_text())["results"]
+    ]
+    assert any("cryptography calls" in case for case in cases), cases  # the crypto floor row
