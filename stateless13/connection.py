@@ -128,14 +128,14 @@ class ServerConnection:
         return events
 
     def _handle_record(self, record: Record) -> None:
-        if record.content_type == ContentType.handshake:
-            epoch = self._records.read_epoch
-            self._apply(self._handshake.receive(epoch, record.data))
-        elif record.content_type == ContentType.application_data:
+        if record.content_type == ContentType.application_data:  # the bulk case first
             if self._records.read_epoch != Epoch.ONE_RTT:
                 raise UnexpectedMessage("application data before the handshake completed")
             if record.data:
                 self._events.append(ApplicationData(record.data))
+        elif record.content_type == ContentType.handshake:
+            epoch = self._records.read_epoch
+            self._apply(self._handshake.receive(epoch, record.data))
         elif record.content_type == ContentType.alert:
             self._handle_alert(record.data)
         else:

@@ -157,6 +157,21 @@ class RecordLayer:
     def next_record(self) -> Record | None:
         """The next complete record, decrypted if a read key is installed; None if incomplete."""
         start = self._offset
+        buffer = self._buffer
+        if (  # bulk data: a whole protected record, the header checks split_record would make
+            self._read is not None
+            and len(buffer) - start > HEADER_SIZE
+            and buffer[start] == ContentType.application_data
+            and buffer[start + 1] == 3
+        ):
+            end = start + HEADER_SIZE + ((buffer[start + 3] << 8) | buffer[start + 4])
+            if end - start <= HEADER_SIZE + MAX_CIPHERTEXT and end <= len(buffer):
+                self._offset = end
+                with memoryview(buffer)[start + HEADER_SIZE : end] as sealed:
+                    inner_type, data = self._read.open(buffer[start : start + HEADER_SIZE], sealed)
+                if not data and inner_type != ContentType.application_data:
+                    raise UnexpectedMessage(f"empty {inner_type.name} record")
+                return Record(inner_type, data, protected=True)
         framed = split_record(self._buffer, start)
         if framed is None:
             return None
