@@ -13,6 +13,8 @@ that is what both the wire and the transcript hash want.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,19 +236,19 @@ def pull_client_hello(body: bytes) -> ClientHello:
             raise DecodeError(f"extensions block ends at {block_end}, the ClientHello at {end}")
         extensions = _split_extensions(body[position + 2 : block_end], psk_last=True)
 
-    parsed: dict[str, object] = {}
+    views = list(_NO_VIEWS)  # the parsed extensions, in ClientHello's field order
     for ext_type, ext_data in extensions:
-        entry = _CLIENT_HELLO_EXTENSIONS.get(ext_type)
+        entry = _CLIENT_HELLO_VIEWS.get(ext_type)
         if entry is not None:
-            parsed[entry[0]] = entry[1](ext_data)
+            views[entry[0]] = entry[1](ext_data)
     return ClientHello(
-        legacy_version=(body[0] << 8) | body[1],
-        random=body[2:34],
-        legacy_session_id=body[35 : 35 + session_id_length],
-        cipher_suites=cipher_suites,
-        legacy_compression_methods=compression,
-        extensions=extensions,
-        **parsed,  # type: ignore[arg-type]
+        (body[0] << 8) | body[1],
+        body[2:34],
+        body[35 : 35 + session_id_length],
+        cipher_suites,
+        compression,
+        extensions,
+        *views,  # type: ignore[arg-type]
     )
 
 
@@ -269,9 +271,14 @@ def _uint16_list(length_size: int) -> Callable[[bytes], tuple[int, ...]]:
         length = int.from_bytes(data[:length_size], "big")
         if len(data) < length_size or length < 2 or length % 2 or length_size + length != len(data):
             raise DecodeError("malformed list of 16-bit values")
-        return struct.unpack_from(f">{length // 2}H", data, length_size)
+        return _uint16_struct(length >> 1).unpack_from(data, length_size)
 
     return pull
+
+
+@functools.lru_cache(maxsize=512)  # list lengths repeat from client to client
+def _uint16_struct(count: int) -> struct.Struct:
+    return struct.Struct(f">{count}H")
 
 
 def _vector2(data: bytes, minimum: int) -> bytes:
@@ -363,6 +370,16 @@ _CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
     ExtensionType.early_data: ("early_data", _pull_empty),
     # We do not resume sessions; we only need to know a PSK was offered (and that it is last).
     ExtensionType.pre_shared_key: ("pre_shared_key", lambda data: True),
+}
+
+# The same table by field position, so pull_client_hello fills ClientHello's fields in order.
+_VIEW_FIELDS = [field.name for field in dataclasses.fields(ClientHello)][6:]
+_NO_VIEWS: tuple[object, ...] = tuple(
+    field.default for field in dataclasses.fields(ClientHello)[6:]
+)
+_CLIENT_HELLO_VIEWS = {
+    ext_type: (_VIEW_FIELDS.index(name), parse)
+    for ext_type, (name, parse) in _CLIENT_HELLO_EXTENSIONS.items()
 }
 
 
