@@ -6,6 +6,7 @@ again on ClientHello2 to resume, and compares the two outcomes through the cooki
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -136,14 +137,15 @@ def client_hello_digest(hello: ClientHello) -> bytes:
     or count-prefixed, so no two different ClientHellos feed the hash the same bytes.
     """
     session_id = hello.legacy_session_id
-    digest = hashlib.sha256(
-        hello.legacy_version.to_bytes(2, "big")
-        + hello.random
-        + bytes((len(session_id),))
-        + session_id
-        + bytes((len(hello.legacy_compression_methods),))
-        + hello.legacy_compression_methods
-    )
+    compression = hello.legacy_compression_methods
+    pieces = [
+        hello.legacy_version.to_bytes(2, "big"),
+        hello.random,
+        bytes((len(session_id),)),
+        session_id,
+        bytes((len(compression),)),
+        compression,
+    ]
     for values in (
         hello.cipher_suites,
         hello.supported_versions or (),
@@ -152,12 +154,18 @@ def client_hello_digest(hello: ClientHello) -> bytes:
     ):
         if not GREASE.isdisjoint(values):
             values = tuple(v for v in values if v not in GREASE)
-        digest.update(struct.pack(f">H{len(values)}H", len(values), *values))
+        pieces.append(_counted_uint16s(len(values)).pack(len(values), *values))
     # SNI and ALPN, an absent extension told apart from an empty one.
     alpn = hello.alpn_protocols
     for present, value in (
         (hello.server_name is not None, (hello.server_name or "").encode("ascii")),
         (alpn is not None, b"".join(bytes((len(p),)) + p for p in alpn or ())),
     ):
-        digest.update(bytes((present,)) + len(value).to_bytes(3, "big") + value)
-    return digest.digest()
+        pieces.append(bytes((present,)) + len(value).to_bytes(3, "big") + value)
+    return hashlib.sha256(b"".join(pieces)).digest()
+
+
+@functools.lru_cache(maxsize=512)
+def _counted_uint16s(count: int) -> struct.Struct:
+    """A count, then that many 16-bit values."""
+    return struct.Struct(f">H{count}H")
