@@ -118,7 +118,7 @@ def peer_binding(peer: tuple[str, int] | None) -> bytes:
 
 
 class _CookieKey:
-    __slots__ = ("aead", "key_id")
+    __slots__ = ("aead", "header", "key_id")
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) < MIN_KEY_SIZE:
@@ -128,6 +128,7 @@ class _CookieKey:
         )
         self.key_id = material[0]
         self.aead = AESGCMSIV(material[1:])
+        self.header = bytes((COOKIE_FORMAT_VERSION, self.key_id))  # what starts its cookies
 
 
 class CookieKeyRing:
@@ -175,7 +176,7 @@ class CookieKeyRing:
 
     def seal(self, state: CookieState, peer: bytes, nonce: bytes | None = None) -> bytes:
         key = self._sealing_key
-        header = bytes((COOKIE_FORMAT_VERSION, key.key_id))
+        header = key.header
         nonce = os.urandom(_NONCE_SIZE) if nonce is None else nonce
         sealed = key.aead.encrypt(nonce, encode_cookie_state(state), header + peer)
         return header + nonce + sealed

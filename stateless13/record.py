@@ -30,6 +30,7 @@ class ContentType(IntEnum):
 
 
 _CONTENT_TYPES = {int(t): t for t in ContentType}
+_PLAINTEXT_HEADERS = {t: bytes((t,)) + LEGACY_RECORD_VERSION for t in ContentType}
 
 
 @dataclass(slots=True)  # one per record received: not frozen, which would cost per field
@@ -66,7 +67,7 @@ def split_record(buffer: bytes | bytearray, offset: int = 0) -> tuple[ContentTyp
 def frame_plaintext(content_type: ContentType, data: bytes) -> bytes:
     """Unprotected records (ClientHello/ServerHello/HRR, CCS, early alerts), fragmented at 2^14."""
     if 0 < len(data) <= MAX_PLAINTEXT:  # every HRR: one record
-        return bytes((content_type, 3, 3)) + len(data).to_bytes(2, "big") + data
+        return _PLAINTEXT_HEADERS[content_type] + len(data).to_bytes(2, "big") + data
     out = bytearray()
     for start in range(0, max(len(data), 1), MAX_PLAINTEXT):
         fragment = data[start : start + MAX_PLAINTEXT]

@@ -22,8 +22,8 @@ from .alerts import (
 from .config import ServerConfig
 from .connection import ServerConnection
 from .cookie import MAX_APP_PAYLOAD
-from .handshake import ServerHandshake, hello_retry_request_for, parse_client_hello
-from .messages import HandshakeType
+from .handshake import ServerHandshake, hello_retry_request_for
+from .messages import HandshakeType, pull_client_hello
 from .record import (
     CHANGE_CIPHER_SPEC_RECORD,
     MAX_PLAINTEXT,
@@ -100,7 +100,8 @@ def stateless_accept(
         if extracted is None:
             return _NEED_MORE_DATA
         message, rest = extracted
-        hello = parse_client_hello(message, config.max_client_hello_size)
+        # _extract_client_hello checked the message type and the size limit on either path.
+        hello = pull_client_hello(message[4:])
 
         if hello.cookie is None:
             if after_retry:
@@ -139,12 +140,16 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
     several records.  Refuses as soon as the bytes so far show a wrong message type or announce a
     message over ``max_size``, even inside an incomplete record: nothing is buffered in vain.
     """
-    # The common case first: the whole ClientHello in the first record, sliced without copying
-    # it through a bytearray.
-    if len(data) >= 9 and data[0] == ContentType.handshake and data[1] == 3 and data[5] == 1:
-        record_length = (data[3] << 8) | data[4]
-        whole = 4 + int.from_bytes(data[6:9], "big")
-        if record_length == whole <= min(max_size, MAX_PLAINTEXT) and len(data) >= 5 + whole:
+    # The common case first: the whole ClientHello in the first record (a handshake record
+    # holding exactly one ClientHello), sliced without copying it through a bytearray.
+    if len(data) >= 9 and data[0] == _HANDSHAKE and data[1] == 3 and data[5] == _CLIENT_HELLO:
+        whole = 4 + ((data[6] << 16) | (data[7] << 8) | data[8])
+        if (
+            (data[3] << 8) | data[4] == whole
+            and whole <= max_size
+            and whole <= MAX_PLAINTEXT
+            and len(data) >= 5 + whole
+        ):
             return data[5 : 5 + whole], data[5 + whole :]
     offset = 0
     message = bytearray()
@@ -185,6 +190,10 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
             if len(message) > size:
                 raise UnexpectedMessage("handshake data after the ClientHello in its record")
             return bytes(message), data[offset:]
+
+
+_HANDSHAKE = int(ContentType.handshake)  # plain ints: compared on every ClientHello1
+_CLIENT_HELLO = int(HandshakeType.client_hello)
 
 
 def _check_plaintext_length(length: int) -> None:
