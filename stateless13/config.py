@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from .cookie import CookieKeyRing
-from .messages import CipherSuite, NamedGroup, SignatureScheme
+from .messages import Certificate, CipherSuite, NamedGroup, SignatureScheme, push_certificate
 from .primitives import PrivateKey, signature_schemes_for
 from .replay import ReplayFilter
 
@@ -35,6 +35,9 @@ class Credential:
     #: The TLS 1.3 schemes the key signs with, best first (from the key, once: negotiation reads
     #: it on every ClientHello).
     signature_schemes: tuple[SignatureScheme, ...] = field(init=False)
+    #: The Certificate handshake message (§4.4.2) for this chain: the same bytes in every
+    #: handshake (no request context, no per-certificate extensions), so encoded once.
+    certificate_message: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.certificate_chain:
@@ -43,6 +46,8 @@ class Credential:
         if not schemes:
             raise ValueError("unsupported private key type for TLS 1.3")
         object.__setattr__(self, "signature_schemes", schemes)
+        entries = tuple((der, ()) for der in self.certificate_chain)
+        object.__setattr__(self, "certificate_message", push_certificate(Certificate(b"", entries)))
 
     @property
     def fingerprint(self) -> str:

@@ -38,7 +38,6 @@ from .messages import (
     HELLO_RETRY_REQUEST_RANDOM,
     SUPPORTED_VERSIONS_TLS13_BODY,
     TLS12,
-    Certificate,
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
@@ -55,7 +54,6 @@ from .messages import (
     pull_client_hello,
     pull_finished,
     pull_key_update,
-    push_certificate,
     push_certificate_verify,
     push_encrypted_extensions,
     push_finished,
@@ -553,14 +551,7 @@ class ServerHandshake:
         self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
 
         self._send_encrypted(transcript, self._encrypted_extensions(negotiated))
-        self._send_encrypted(
-            transcript,
-            push_certificate(
-                Certificate(
-                    b"", tuple((der, ()) for der in negotiated.credential.certificate_chain)
-                )
-            ),
-        )
+        self._send_encrypted(transcript, negotiated.credential.certificate_message)
         self._send_certificate_verify(negotiated, transcript)
         self._send_encrypted(
             transcript,
