@@ -52,6 +52,7 @@ def _short_handshake(case: str) -> str:
         case.replace("X25519MLKEM768", "MLKEM")
         .replace("ECDSA P-256", "P-256")
         .replace(", ours through the stateless HRR (CH1+CH2+Finished)", "\nvia HRR")
+        .replace(": the cryptography calls of one of our handshakes, alone", "\ncrypto alone")
         .replace(", ", "\n")
     )
 

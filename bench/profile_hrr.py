@@ -120,7 +120,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
             stateless._extract_client_hello(h, config.max_client_hello_size) for h in hellos
         ]
         messages = [m for m, _ in extracted]  # type: ignore[misc]
-        parsed = [handshake.parse_client_hello(m, config.max_client_hello_size) for m in messages]
+        parsed = [pull_client_hello(m[4:]) for m in messages]
         negotiated = [negotiation.negotiate(config, h) for h in parsed]
         requested = [
             negotiation.group_to_request(config, h, n)
@@ -153,11 +153,8 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
                 ],
             ),
             (
-                "parse it (parse_client_hello -> pull_client_hello)",
-                lambda: [
-                    handshake.parse_client_hello(m, config.max_client_hello_size)
-                    for m in messages
-                ],
+                "parse it (pull_client_hello)",
+                lambda: [pull_client_hello(m[4:]) for m in messages],
             ),
             ("negotiate (checks, suite, group, credential, ALPN)",
              lambda: [negotiation.negotiate(config, h) for h in parsed]),
