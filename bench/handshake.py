@@ -302,37 +302,38 @@ class CryptoFloor:
     def _expand(self, secret: bytes, length: int) -> bytes:
         return HKDFExpand(self._hash, length, b"tls13 label").derive(secret)
 
-    def _server_flight(self, first: bytes) -> tuple[list[bytes], Any]:
+    def _server_flight(self, first: bytes) -> tuple[list[bytes], AESGCM, Any]:
         peer = x25519.X25519PublicKey.from_public_bytes(first[-32:])  # any 32 bytes will do
         private = x25519.X25519PrivateKey.generate()
         shared = private.exchange(peer)
         transcript = hashlib.sha384(first)
         transcript.update(private.public_key().public_bytes_raw() + os.urandom(32))
         handshake_secret = HKDF.extract(self._hash, bytes(48), shared)
-        secrets = [self._expand(handshake_secret, 48) for _ in range(2)]
-        for secret in secrets:  # handshake keys, both directions
-            aead = AESGCM(self._expand(secret, 32))
-            self._expand(secret, 12)
+        transcript.copy().digest()  # the context of the handshake secrets
+        secrets = [self._expand(handshake_secret, 48) for _ in range(2)]  # client, server
+        client_key, server_key = (self._traffic_key(secret) for secret in secrets)
         transcript.update(b"\x08" * 900)  # EncryptedExtensions + Certificate
         self._key.sign(b" " * 98 + transcript.copy().digest(), ec.ECDSA(hashes.SHA256()))
-        finished_key = self._expand(secrets[0], 48)
-        hmac.digest(finished_key, transcript.copy().digest(), "sha384")
-        aead.encrypt(bytes(12), b"\x0b" * 1100, b"\x17\x03\x03\x04\x5c")
-        master = HKDF.extract(self._hash, self._expand(handshake_secret, 48), bytes(48))
-        secrets += [self._expand(master, 48) for _ in range(3)]
-        AESGCM(self._expand(secrets[3], 32))  # application keys, server to client
-        self._expand(secrets[3], 12)
-        return secrets, transcript
-
-    def _client_finished(self, secrets: list[bytes], transcript: Any) -> None:
-        aead = AESGCM(self._expand(secrets[1], 32))
-        self._expand(secrets[1], 12)
-        with contextlib.suppress(InvalidTag):
-            aead.decrypt(bytes(12), bytes(69), b"\x17\x03\x03\x00\x45")
         finished_key = self._expand(secrets[1], 48)
         hmac.digest(finished_key, transcript.copy().digest(), "sha384")
-        AESGCM(self._expand(secrets[2], 32))  # application keys, client to server
-        self._expand(secrets[2], 12)
+        server_key.encrypt(bytes(12), b"\x0b" * 1100, b"\x17\x03\x03\x04\x5c")
+        master = HKDF.extract(self._hash, self._expand(handshake_secret, 48), bytes(48))
+        transcript.copy().digest()  # the context of the application secrets
+        secrets += [self._expand(master, 48) for _ in range(3)]  # client, server, exporter
+        self._traffic_key(secrets[3])  # application data, server to client
+        return secrets, client_key, transcript
+
+    def _client_finished(self, secrets: list[bytes], client_key: AESGCM, transcript: Any) -> None:
+        with contextlib.suppress(InvalidTag):
+            client_key.decrypt(bytes(12), bytes(69), b"\x17\x03\x03\x00\x45")
+        finished_key = self._expand(secrets[0], 48)
+        hmac.digest(finished_key, transcript.copy().digest(), "sha384")
+        self._traffic_key(secrets[2])  # application data, client to server
+
+    def _traffic_key(self, secret: bytes) -> AESGCM:
+        """A record key and IV from a traffic secret (§7.3), as RecordProtection derives them."""
+        self._expand(secret, 12)
+        return AESGCM(self._expand(secret, 32))
 
 
 class AnchorFlightClient:
