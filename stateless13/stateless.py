@@ -145,7 +145,7 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
     if len(data) >= 9 and data[0] == _HANDSHAKE and data[1] == 3 and data[5] == _CLIENT_HELLO:
         whole = 4 + ((data[6] << 16) | (data[7] << 8) | data[8])
         if (
-            (data[3] << 8) | data[4] == whole
+            ((data[3] << 8) | data[4]) == whole  # the record holds exactly the message
             and whole <= max_size
             and whole <= MAX_PLAINTEXT
             and len(data) >= 5 + whole
