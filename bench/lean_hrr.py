@@ -28,7 +28,7 @@ from stateless13.alerts import (
     NoApplicationProtocol,
     ProtocolVersion,
 )
-from stateless13.cookie import COOKIE_FORMAT_VERSION, peer_binding
+from stateless13.cookie import peer_binding
 from stateless13.handshake import build_hello_retry_request
 from stateless13.messages import GREASE, ClientHello, ExtensionType, pull_client_hello
 from stateless13.negotiation import client_hello_digest
@@ -54,7 +54,7 @@ class HrrTemplate:
         self.alpn = config.alpn_protocols
         sealing = config.cookie_keys._sealing_key  # prototype: the library would expose this
         self.aead = sealing.aead
-        self.cookie_header = bytes((COOKIE_FORMAT_VERSION, sealing.key_id))
+        self.cookie_header = sealing.header
         self.max_size = config.max_client_hello_size
 
     def negotiate(self, hello: ClientHello) -> tuple[int, int, int | None]:
