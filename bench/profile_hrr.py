@@ -117,7 +117,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
     steps: list[tuple[str, Callable[[], object]]] = []
     try:
         extracted = [
-            stateless._extract_client_hello(h, config.max_client_hello_size) for h in hellos
+            stateless._extract_client_hello(h, config.max_client_hello_size, 0) for h in hellos
         ]
         messages = [m for m, _ in extracted]  # type: ignore[misc]
         parsed = [pull_client_hello(m[4:]) for m in messages]
@@ -148,7 +148,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
             (
                 "find the ClientHello in the records (_extract_client_hello)",
                 lambda: [
-                    stateless._extract_client_hello(h, config.max_client_hello_size)
+                    stateless._extract_client_hello(h, config.max_client_hello_size, 0)
                     for h in hellos
                 ],
             ),

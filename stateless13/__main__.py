@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         " created with one random key if missing (default: $STATELESS13_COOKIE_KEYS,"
         " comma-separated hex, if set; else a key of this process only)",
     )
+    serve.add_argument(
+        "--max-client-hello-size",
+        type=int,
+        default=ServerConfig.max_client_hello_size,
+        help="largest ClientHello accepted, in bytes (default %(default)s; at least 512)",
+    )
     serve.add_argument("--keylog", type=Path, help="append NSS SSLKEYLOGFILE lines to this file")
     serve.add_argument("--handshake-timeout", type=float, default=10.0)
     serve.add_argument("--idle-timeout", type=float, default=300.0)
@@ -159,9 +165,13 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
     default_alpn = "h3" if args.quic else ("http/1.1" if args.mode == "http" else "")
     alpn = args.alpn if args.alpn is not None else default_alpn
     options["alpn_protocols"] = tuple(p.encode() for p in alpn.split(",") if p)
+    options["max_client_hello_size"] = args.max_client_hello_size
     if args.keylog is not None:
         options["keylog"] = keylog_to_file(args.keylog)
-    config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
+    try:
+        config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise SystemExit(f"stateless13: {error}") from None
     return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
 
 
@@ -201,13 +211,19 @@ PAGE_TEXT = "Hello from stateless13"
 
 
 async def http_page(stream: TLSStream) -> None:
-    """Answer one HTTP/1.x request with a page saying what was negotiated, then close."""
+    """Answer one HTTP/1.x request with a page saying what was negotiated, then close.
+
+    ``GET /keyupdate`` first sends a KeyUpdate that asks the client to update too (the
+    convention of tlsfuzzer's test-tls13-keyupdate-from-server.py; OpenSSL s_server's ``K``).
+    """
     request = b""
     while b"\r\n\r\n" not in request and len(request) < 65536:
         data = await stream.read()
         if not data:
             return
         request += data
+    if request.startswith(b"GET /keyupdate "):
+        stream.update_key(request_peer_update=True)
     info = stream.info
     body = (
         f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"

@@ -14,10 +14,17 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, PublicKeyAlgorithmOID
 
 from .cookie import CookieKeyRing
-from .messages import Certificate, CipherSuite, NamedGroup, SignatureScheme, push_certificate
+from .messages import (
+    MAX_HANDSHAKE_MESSAGE_SIZE,
+    Certificate,
+    CipherSuite,
+    NamedGroup,
+    SignatureScheme,
+    push_certificate,
+)
 from .primitives import PrivateKey, signature_schemes_for
 from .replay import ReplayFilter
 
@@ -42,7 +49,13 @@ class Credential:
     def __post_init__(self) -> None:
         if not self.certificate_chain:
             raise ValueError("a Credential needs at least one certificate")
-        schemes = signature_schemes_for(self.private_key)
+        leaf = x509.load_der_x509_certificate(self.certificate_chain[0])
+        if leaf.public_key() != self.private_key.public_key():
+            raise ValueError("the private key does not belong to the first certificate")
+        schemes = signature_schemes_for(
+            self.private_key,
+            rsassa_pss=leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS,
+        )
         if not schemes:
             raise ValueError("unsupported private key type for TLS 1.3")
         object.__setattr__(self, "signature_schemes", schemes)
@@ -166,6 +179,11 @@ class ServerConfig:
     retry_names_a_group: bool = False
     #: Largest ClientHello accepted (bytes of the handshake message, header included).
     max_client_hello_size: int = 16384
+    #: Early data (0-RTT) we refuse but must skip (RFC 8446 §4.2.10): at most this many bytes of
+    #: record payload per connection, before ClientHello2 or the client's Finished; more is fatal.
+    #: A client resuming a ticket from another server sends up to that server's
+    #: max_early_data_size (OpenSSL's default: 16384) plus 17 bytes of overhead per record.
+    max_early_data_skipped: int = 1 << 15
     #: Called with one NSS SSLKEYLOGFILE line per secret; None (the default) logs nothing.
     keylog: Callable[[str], None] | None = None
     #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
@@ -184,6 +202,13 @@ class ServerConfig:
                 raise ValueError(f"invalid ALPN protocol {protocol!r}")
         if self.max_client_hello_size < 512:
             raise ValueError("max_client_hello_size below 512 bytes would refuse ordinary clients")
+        if self.max_client_hello_size > 4 + MAX_HANDSHAKE_MESSAGE_SIZE:
+            raise ValueError(
+                f"max_client_hello_size above {4 + MAX_HANDSHAKE_MESSAGE_SIZE} bytes: larger"
+                " handshake messages are refused whatever the setting"
+            )
+        if self.max_early_data_skipped < 0:
+            raise ValueError("max_early_data_skipped cannot be negative")
 
     @classmethod
     def self_signed(

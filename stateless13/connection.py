@@ -27,9 +27,11 @@ from .handshake import (
     HandshakeDone,
     HandshakeSummary,
     InstallSecret,
+    LimitRecordSize,
     SendChangeCipherSpec,
     SendHandshake,
     ServerHandshake,
+    SkipEarlyData,
 )
 from .messages import CipherSuite, SignatureScheme
 from .record import CHANGE_CIPHER_SPEC_RECORD, ContentType, Record, RecordLayer
@@ -128,14 +130,19 @@ class ServerConnection:
         return events
 
     def _handle_record(self, record: Record) -> None:
-        if record.content_type == ContentType.application_data:  # the bulk case first
+        if record.content_type == ContentType.handshake:
+            epoch = self._records.read_epoch
+            self._apply(self._handshake.receive(epoch, record.data))
+            return
+        if self._handshake.partial_message:  # §5.1: no record between a message's fragments
+            raise UnexpectedMessage(
+                f"{record.content_type.name} record inside a fragmented handshake message"
+            )
+        if record.content_type == ContentType.application_data:
             if self._records.read_epoch != Epoch.ONE_RTT:
                 raise UnexpectedMessage("application data before the handshake completed")
             if record.data:
                 self._events.append(ApplicationData(record.data))
-        elif record.content_type == ContentType.handshake:
-            epoch = self._records.read_epoch
-            self._apply(self._handshake.receive(epoch, record.data))
         elif record.content_type == ContentType.alert:
             self._handle_alert(record.data)
         else:
@@ -194,6 +201,10 @@ class ServerConnection:
                 self._records.install(
                     action.direction == Direction.DECRYPT, action.epoch, action.suite, action.secret
                 )
+            elif isinstance(action, LimitRecordSize):
+                self._records.limit_record_size(action.limit)
+            elif isinstance(action, SkipEarlyData):
+                self._records.skip_early_data(action.limit)
             elif isinstance(action, HandshakeDone):
                 self.handshake_info = _event_from_summary(action.summary)
                 self._events.append(self.handshake_info)

@@ -27,6 +27,7 @@ from enum import IntEnum
 from . import key_schedule as ks
 from .alerts import (
     AccessDenied,
+    DecodeError,
     DecryptError,
     IllegalParameter,
     LocalProtocolError,
@@ -60,6 +61,7 @@ from .messages import (
     push_handshake,
     push_key_update,
     push_server_hello,
+    record_size_limit_body,
     split_handshake,
 )
 from .negotiation import Negotiated, client_hello_digest, group_to_request, negotiate
@@ -107,6 +109,28 @@ class InstallSecret:
 
 
 @dataclass(slots=True)
+class LimitRecordSize:
+    """The client's record_size_limit (RFC 8449): no protected record we send may carry more
+    than ``limit`` bytes of TLSInnerPlaintext (content, content type and padding).  QUIC has no
+    records and ignores it."""
+
+    limit: int
+
+
+@dataclass(slots=True)
+class SkipEarlyData:
+    """The client offered 0-RTT, which we refuse: its early data records follow and are skipped.
+
+    After a HelloRetryRequest they are the application_data records before ClientHello2; after a
+    ServerHello, the records that do not open under the client's handshake key (RFC 8446
+    §4.2.10).  At most ``limit`` bytes of record payload; the first record that opens ends it.
+    A QUIC transport has nothing to do: its 0-RTT packets are dropped for want of keys.
+    """
+
+    limit: int
+
+
+@dataclass(slots=True)
 class HandshakeSummary:
     """What was agreed; the transport turns it into a HandshakeComplete event."""
 
@@ -125,7 +149,17 @@ class HandshakeDone:
     summary: HandshakeSummary
 
 
-Action = SendHandshake | SendChangeCipherSpec | InstallSecret | HandshakeDone
+Action = (
+    SendHandshake
+    | SendChangeCipherSpec
+    | InstallSecret
+    | LimitRecordSize
+    | SkipEarlyData
+    | HandshakeDone
+)
+
+#: What we accept, told to a client that sent record_size_limit: full-size TLS 1.3 records.
+OUR_RECORD_SIZE_LIMIT = (1 << 14) + 1
 
 
 class Entropy:
@@ -332,6 +366,11 @@ class ServerHandshake:
     def complete(self) -> bool:
         return isinstance(self.state, Connected)
 
+    @property
+    def partial_message(self) -> bool:
+        """Part of a handshake message is buffered: §5.1 forbids any other record until its end."""
+        return bool(self._buffer)
+
     def receive(self, epoch: Epoch, data: bytes) -> list[Action]:
         """Feed handshake bytes that arrived in ``epoch``; return the actions they caused."""
         try:
@@ -364,13 +403,7 @@ class ServerHandshake:
         state = self.state
         if not isinstance(state, Connected):
             raise LocalProtocolError("key update before the handshake completed")
-        self._send(Epoch.ONE_RTT, push_key_update(KeyUpdate(update_requested)))
-        state.server_application_secret = ks.next_traffic_secret(
-            state.suite, state.server_application_secret
-        )
-        self._install(
-            Direction.ENCRYPT, Epoch.ONE_RTT, state.suite, state.server_application_secret
-        )
+        self._send_key_update(state, update_requested)
         return self.take_actions()
 
     def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
@@ -421,10 +454,12 @@ class ServerHandshake:
         negotiated = negotiate(self.config, hello)
         if negotiated.client_share is None:
             self._send_hello_retry_request(hello, message, negotiated)
-            return
-        transcript = Transcript(negotiated.suite)
-        transcript.update(message)
-        self._send_server_flight(hello, negotiated, transcript, hello_retry=False, cookie=None)
+        else:
+            transcript = Transcript(negotiated.suite)
+            transcript.update(message)
+            self._send_server_flight(hello, negotiated, transcript, hello_retry=False, cookie=None)
+        if hello.early_data:  # §4.2.10: we never accept 0-RTT (no tickets), so skip it
+            self._actions.append(SkipEarlyData(self.config.max_early_data_skipped))
 
     def _send_hello_retry_request(
         self, hello: ClientHello, message: bytes, negotiated: Negotiated
@@ -549,6 +584,8 @@ class ServerHandshake:
         self._keylog("CLIENT_HANDSHAKE_TRAFFIC_SECRET", secrets.client)
         self._install(Direction.ENCRYPT, Epoch.HANDSHAKE, suite, secrets.server)
         self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
+        if negotiated.record_size_limit is not None:  # from EncryptedExtensions on
+            self._actions.append(LimitRecordSize(negotiated.record_size_limit))
 
         self._send_encrypted(transcript, self._encrypted_extensions(negotiated))
         self._send_encrypted(transcript, negotiated.credential.certificate_message)
@@ -620,6 +657,10 @@ class ServerHandshake:
                 )
             )
         extensions.extend(self._extra_encrypted_extensions)
+        if negotiated.record_size_limit is not None:  # RFC 8449 §4: answer with ours
+            extensions.append(
+                (ExtensionType.record_size_limit, record_size_limit_body(OUR_RECORD_SIZE_LIMIT))
+            )
         if negotiated.server_name is not None:  # RFC 6066 §3: acknowledge with an empty server_name
             extensions.append((ExtensionType.server_name, b""))
         return push_encrypted_extensions(EncryptedExtensions(tuple(extensions)))
@@ -643,6 +684,8 @@ class ServerHandshake:
         state = self.state
         assert isinstance(state, ExpectFinished)
         finished = pull_finished(message[4:])
+        if len(finished.verify_data) != state.suite.hash_len:  # §4.4.4: Hash.length bytes
+            raise DecodeError(f"Finished of {len(finished.verify_data)} bytes")
         expected = ks.finished_verify_data(
             state.suite, state.client_handshake_secret, state.transcript.digest()
         )
@@ -673,7 +716,18 @@ class ServerHandshake:
             Direction.DECRYPT, Epoch.ONE_RTT, state.suite, state.client_application_secret
         )
         if update.request_update:
-            self._actions.extend(self.request_key_update(False))
+            # §4.6.3: answer with our own KeyUpdate(update_not_requested) before sending more.
+            self._send_key_update(state, False)
+
+    def _send_key_update(self, state: Connected, update_requested: bool) -> None:
+        """Send KeyUpdate under the current key, then switch to the next sending key."""
+        self._send(Epoch.ONE_RTT, push_key_update(KeyUpdate(update_requested)))
+        state.server_application_secret = ks.next_traffic_secret(
+            state.suite, state.server_application_secret
+        )
+        self._install(
+            Direction.ENCRYPT, Epoch.ONE_RTT, state.suite, state.server_application_secret
+        )
 
 
 # §5.1: a message that can precede a key change must end its record.  (Finished is also caught
@@ -701,9 +755,11 @@ __all__ = [
     "HandshakeDone",
     "HandshakeSummary",
     "InstallSecret",
+    "LimitRecordSize",
     "SendChangeCipherSpec",
     "SendHandshake",
     "ServerHandshake",
+    "SkipEarlyData",
     "build_hello_retry_request",
     "hello_retry_request_for",
     "parse_client_hello",

@@ -23,6 +23,7 @@ from enum import IntEnum
 from .alerts import DecodeError, IllegalParameter
 from .buffer import Reader, Writer
 
+SSL3 = 0x0300
 TLS12 = 0x0303
 TLS13 = 0x0304
 
@@ -83,6 +84,9 @@ class SignatureScheme(IntEnum):
     rsa_pss_rsae_sha384 = 0x0805
     rsa_pss_rsae_sha512 = 0x0806
     ed25519 = 0x0807
+    rsa_pss_pss_sha256 = 0x0809
+    rsa_pss_pss_sha384 = 0x080A
+    rsa_pss_pss_sha512 = 0x080B
 
 
 #: RFC 8701 §2: the sixteen GREASE code points, 0x0A0A, 0x1A1A, ..., 0xFAFA.
@@ -198,6 +202,7 @@ class ClientHello:
     key_share: tuple[KeyShareEntry, ...] | None = None
     early_data: bool = False
     pre_shared_key: bool = False
+    record_size_limit: int | None = None  # RFC 8449
 
 
 def pull_client_hello(body: bytes) -> ClientHello:
@@ -352,6 +357,15 @@ def _pull_psk_modes(data: bytes) -> tuple[int, ...]:
     return tuple(data[1:])
 
 
+def _pull_record_size_limit(data: bytes) -> int:
+    if len(data) != 2:
+        raise DecodeError(f"record_size_limit of {len(data)} bytes")
+    limit = (data[0] << 8) | data[1]
+    if limit < 64:  # RFC 8449 §4
+        raise IllegalParameter(f"record_size_limit {limit} is below 64")
+    return limit
+
+
 def _pull_empty(data: bytes) -> bool:
     if data:
         raise DecodeError("early_data in a ClientHello must be empty")
@@ -370,6 +384,7 @@ _CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
     ExtensionType.early_data: ("early_data", _pull_empty),
     # We do not resume sessions; we only need to know a PSK was offered (and that it is last).
     ExtensionType.pre_shared_key: ("pre_shared_key", lambda data: True),
+    ExtensionType.record_size_limit: ("record_size_limit", _pull_record_size_limit),
 }
 
 # The same table by field position, so pull_client_hello fills ClientHello's fields in order.
@@ -444,6 +459,10 @@ def cookie_body(cookie: bytes) -> bytes:
 
 
 SUPPORTED_VERSIONS_TLS13_BODY = TLS13.to_bytes(2, "big")
+
+
+def record_size_limit_body(limit: int) -> bytes:
+    return limit.to_bytes(2, "big")
 
 
 def alpn_body(protocol: bytes) -> bytes:

@@ -19,7 +19,7 @@ from .alerts import (
     ProtocolVersion,
 )
 from .config import Credential, ServerConfig
-from .messages import GREASE, TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
+from .messages import GREASE, SSL3, TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
 from .primitives import SUITES, SuiteParams
 
 
@@ -32,10 +32,13 @@ class Negotiated:
     signature_scheme: SignatureScheme
     alpn_protocol: bytes | None
     server_name: str | None
+    record_size_limit: int | None  # the client's (RFC 8449): the records we send it obey it
 
 
 def check_client_hello(hello: ClientHello) -> None:
     """Rules every TLS 1.3 ClientHello must follow, whatever the server's configuration."""
+    if hello.legacy_version <= SSL3:  # Appendix D.5: SSL 3.0 and anything older
+        raise ProtocolVersion(f"ClientHello.legacy_version 0x{hello.legacy_version:04x}")
     if hello.supported_versions is None or TLS13 not in hello.supported_versions:
         raise ProtocolVersion("client does not offer TLS 1.3 in supported_versions")
     if hello.legacy_compression_methods != b"\x00":
@@ -95,7 +98,16 @@ def negotiate(
         if alpn is None:  # RFC 7301 §3.2
             raise NoApplicationProtocol("no ALPN protocol in common")
 
-    return Negotiated(suite, group, client_share, credential, scheme, alpn, hello.server_name)
+    return Negotiated(
+        suite,
+        group,
+        client_share,
+        credential,
+        scheme,
+        alpn,
+        hello.server_name,
+        hello.record_size_limit,
+    )
 
 
 def group_to_request(
@@ -162,6 +174,8 @@ def client_hello_digest(hello: ClientHello) -> bytes:
         (alpn is not None, b"".join(bytes((len(p),)) + p for p in alpn or ())),
     ):
         pieces.append(bytes((present,)) + len(value).to_bytes(3, "big") + value)
+    if hello.record_size_limit is not None:  # only when present: older digests stay the same
+        pieces.append(b"\x1c" + hello.record_size_limit.to_bytes(2, "big"))
     return hashlib.sha256(b"".join(pieces)).digest()
 
 

@@ -123,15 +123,26 @@ class KeyExchange:
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
+# rsae and pss schemes sign alike (PSS, MGF1 with the same hash, salt of the hash's length);
+# they differ in the key's type in the certificate (§4.2.3).
 _PSS_HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     SignatureScheme.rsa_pss_rsae_sha256: hashes.SHA256,
     SignatureScheme.rsa_pss_rsae_sha384: hashes.SHA384,
     SignatureScheme.rsa_pss_rsae_sha512: hashes.SHA512,
+    SignatureScheme.rsa_pss_pss_sha256: hashes.SHA256,
+    SignatureScheme.rsa_pss_pss_sha384: hashes.SHA384,
+    SignatureScheme.rsa_pss_pss_sha512: hashes.SHA512,
 }
 
 
-def signature_schemes_for(key: PrivateKey) -> tuple[SignatureScheme, ...]:
-    """The TLS 1.3 schemes this key can sign with, in our order of preference."""
+def signature_schemes_for(
+    key: PrivateKey, *, rsassa_pss: bool = False
+) -> tuple[SignatureScheme, ...]:
+    """The TLS 1.3 schemes this key can sign with, in our order of preference.
+
+    ``rsassa_pss``: the certificate's key is an id-RSASSA-PSS key, not rsaEncryption, which only
+    the rsa_pss_pss_* schemes may name (§4.2.3); clients refuse an rsae signature from it.
+    """
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return (SignatureScheme.ed25519,)
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -141,6 +152,12 @@ def signature_schemes_for(key: PrivateKey) -> tuple[SignatureScheme, ...]:
             return (SignatureScheme.ecdsa_secp384r1_sha384,)
         return ()
     if isinstance(key, rsa.RSAPrivateKey):
+        if rsassa_pss:
+            return (
+                SignatureScheme.rsa_pss_pss_sha256,
+                SignatureScheme.rsa_pss_pss_sha384,
+                SignatureScheme.rsa_pss_pss_sha512,
+            )
         return (
             SignatureScheme.rsa_pss_rsae_sha256,
             SignatureScheme.rsa_pss_rsae_sha384,

@@ -11,7 +11,7 @@ from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
 
-from .alerts import BadRecordMac, DecodeError, RecordOverflow, UnexpectedMessage
+from .alerts import AlertError, BadRecordMac, DecodeError, RecordOverflow, UnexpectedMessage
 from .handshake import Epoch
 from .key_schedule import traffic_key_and_iv
 from .primitives import SuiteParams
@@ -90,26 +90,29 @@ class RecordProtection:
         self._iv = int.from_bytes(iv, "big")
         self._seq = 0
 
-    def _nonce(self) -> bytes:
-        nonce = (self._iv ^ self._seq).to_bytes(12, "big")
-        self._seq += 1
-        return nonce
+    def _next_nonce(self) -> bytes:
+        return (self._iv ^ self._seq).to_bytes(12, "big")
 
-    def seal(self, content_type: ContentType, data: bytes) -> bytes:
+    def seal(
+        self, content_type: ContentType, data: bytes, max_fragment: int = MAX_PLAINTEXT
+    ) -> bytes:
         type_byte = bytes((content_type,))
         records = []
-        for start in range(0, max(len(data), 1), MAX_PLAINTEXT):
-            inner = data[start : start + MAX_PLAINTEXT] + type_byte
+        for start in range(0, max(len(data), 1), max_fragment):
+            inner = data[start : start + max_fragment] + type_byte
             header = b"\x17\x03\x03" + (len(inner) + 16).to_bytes(2, "big")
             records.append(header)
-            records.append(self._aead.encrypt(self._nonce(), inner, header))
+            records.append(self._aead.encrypt(self._next_nonce(), inner, header))
+            self._seq += 1
         return b"".join(records)
 
     def open(self, header: bytes, payload: bytes | memoryview) -> tuple[ContentType, bytes]:
         try:
-            inner = self._aead.decrypt(self._nonce(), payload, header)
+            inner = self._aead.decrypt(self._next_nonce(), payload, header)
         except InvalidTag:
+            # The sequence number stays: a skipped 0-RTT record (§4.2.10) is not one of ours.
             raise BadRecordMac("record does not authenticate") from None
+        self._seq += 1
         if len(inner) > MAX_PLAINTEXT + 1:
             raise RecordOverflow(f"inner plaintext of {len(inner)} bytes")
         # §5.4: zeros may pad the plaintext after the content type; find the type without
@@ -135,6 +138,10 @@ class RecordLayer:
         self.read_epoch = Epoch.INITIAL
         self._write: dict[Epoch, RecordProtection] = {}
         self.write_epoch = Epoch.INITIAL
+        # Refused 0-RTT records (skip_early_data): bytes we may still skip, None when not skipping.
+        self._early_data_left: int | None = None
+        self._early_data_skipped = 0
+        self._max_fragment = MAX_PLAINTEXT  # content bytes per protected record we send
 
     @property
     def buffered(self) -> int:
@@ -155,52 +162,99 @@ class RecordLayer:
             self._write[epoch] = protection
             self.write_epoch = max(self.write_epoch, epoch)
 
+    def limit_record_size(self, limit: int) -> None:
+        """The peer's record_size_limit (RFC 8449): its TLSInnerPlaintext, so content + 1 byte."""
+        self._max_fragment = min(limit - 1, MAX_PLAINTEXT)
+
+    def skip_early_data(self, limit: int) -> None:
+        """Skip the client's refused 0-RTT records (RFC 8446 §4.2.10), ``limit`` bytes at most.
+
+        With a read key installed (after our ServerHello): records that do not open, until the
+        first that does.  Without one (after a HelloRetryRequest): application_data records,
+        until the next handshake record (ClientHello2).  Each record counts with its header.
+        """
+        self._early_data_left = limit
+        self._early_data_skipped = 0
+
+    def _skip_early_data_record(self, size: int, error: AlertError) -> None:
+        """Skip a record that ``error`` would otherwise refuse, if it may be refused early data."""
+        left = self._early_data_left
+        if left is None:
+            raise error
+        if size > left:
+            raise type(error)(
+                f"{error.reason}, after {self._early_data_skipped} bytes of early data"
+            )
+        self._early_data_left = left - size
+        self._early_data_skipped += size
+
     def next_record(self) -> Record | None:
         """The next complete record, decrypted if a read key is installed; None if incomplete."""
-        start = self._offset
-        buffer = self._buffer
-        if (  # bulk data: a whole protected record, the header checks split_record would make
-            self._read is not None
-            and len(buffer) - start > HEADER_SIZE
-            and buffer[start] == ContentType.application_data
-            and buffer[start + 1] == 3
-        ):
-            end = start + HEADER_SIZE + ((buffer[start + 3] << 8) | buffer[start + 4])
-            if end - start <= HEADER_SIZE + MAX_CIPHERTEXT and end <= len(buffer):
-                self._offset = end
-                with memoryview(buffer)[start + HEADER_SIZE : end] as sealed:
-                    inner_type, data = self._read.open(buffer[start : start + HEADER_SIZE], sealed)
+        while True:  # only skipped early data records go round again
+            start = self._offset
+            buffer = self._buffer
+            if (  # bulk data: a whole protected record, the header checks split_record would make
+                self._read is not None
+                and len(buffer) - start > HEADER_SIZE
+                and buffer[start] == ContentType.application_data
+                and buffer[start + 1] == 3
+            ):
+                end = start + HEADER_SIZE + ((buffer[start + 3] << 8) | buffer[start + 4])
+                if end - start <= HEADER_SIZE + MAX_CIPHERTEXT and end <= len(buffer):
+                    self._offset = end
+                    try:
+                        with memoryview(buffer)[start + HEADER_SIZE : end] as sealed:
+                            inner_type, data = self._read.open(
+                                buffer[start : start + HEADER_SIZE], sealed
+                            )
+                    except BadRecordMac as error:
+                        self._skip_early_data_record(end - start, error)
+                        continue
+                    self._early_data_left = None
+                    if not data and inner_type != ContentType.application_data:
+                        raise UnexpectedMessage(f"empty {inner_type.name} record")
+                    return Record(inner_type, data, protected=True)
+            framed = split_record(self._buffer, start)
+            if framed is None:
+                return None
+            content_type, length, total = framed
+            header = bytes(self._buffer[start : start + HEADER_SIZE])
+            self._offset = start + total
+            if self._read is not None and content_type == ContentType.application_data:
+                # The AEAD reads the payload in place, through a view of the received bytes.
+                try:
+                    with memoryview(self._buffer)[start + HEADER_SIZE : start + total] as sealed:
+                        inner_type, data = self._read.open(header, sealed)
+                except BadRecordMac as error:
+                    self._skip_early_data_record(total, error)
+                    continue
+                self._early_data_left = None
                 if not data and inner_type != ContentType.application_data:
                     raise UnexpectedMessage(f"empty {inner_type.name} record")
                 return Record(inner_type, data, protected=True)
-        framed = split_record(self._buffer, start)
-        if framed is None:
-            return None
-        content_type, length, total = framed
-        header = bytes(self._buffer[start : start + HEADER_SIZE])
-        self._offset = start + total
-        if self._read is not None and content_type == ContentType.application_data:
-            # The AEAD reads the payload in place, through a view of the received bytes.
-            with memoryview(self._buffer)[start + HEADER_SIZE : start + total] as sealed:
-                inner_type, data = self._read.open(header, sealed)
-            if not data and inner_type != ContentType.application_data:
-                raise UnexpectedMessage(f"empty {inner_type.name} record")
-            return Record(inner_type, data, protected=True)
-        payload = bytes(self._buffer[start + HEADER_SIZE : start + total])
-        if self._read is None or content_type in (
-            ContentType.change_cipher_spec,
-            ContentType.alert,
-        ):
-            # Unprotected: before keys, the compatibility CCS, and a peer's plaintext alert
-            # (a client that cannot read our ServerHello has no keys to encrypt it with).
-            if length > MAX_PLAINTEXT:
-                raise RecordOverflow(f"plaintext record of {length} bytes")
-            if length == 0 and content_type != ContentType.application_data:
-                raise UnexpectedMessage(f"empty {content_type.name} record")
-            if self._read is not None and content_type == ContentType.alert and length != 2:
-                raise UnexpectedMessage("malformed plaintext alert after keys were installed")
-            return Record(content_type, payload, protected=False)
-        raise UnexpectedMessage(f"unprotected {content_type.name} record after keys were set")
+            if self._read is None and content_type == ContentType.application_data:
+                if self._early_data_left is not None:
+                    self._skip_early_data_record(
+                        total, UnexpectedMessage("application data before the handshake")
+                    )
+                    continue
+            elif content_type == ContentType.handshake:
+                self._early_data_left = None  # ClientHello2 ends the early data
+            payload = bytes(self._buffer[start + HEADER_SIZE : start + total])
+            if self._read is None or content_type in (
+                ContentType.change_cipher_spec,
+                ContentType.alert,
+            ):
+                # Unprotected: before keys, the compatibility CCS, and a peer's plaintext alert
+                # (a client that cannot read our ServerHello has no keys to encrypt it with).
+                if length > MAX_PLAINTEXT:
+                    raise RecordOverflow(f"plaintext record of {length} bytes")
+                if length == 0 and content_type != ContentType.application_data:
+                    raise UnexpectedMessage(f"empty {content_type.name} record")
+                if self._read is not None and content_type == ContentType.alert and length != 2:
+                    raise UnexpectedMessage("malformed plaintext alert after keys were installed")
+                return Record(content_type, payload, protected=False)
+            raise UnexpectedMessage(f"unprotected {content_type.name} record after keys were set")
 
     def protect(self, content_type: ContentType, data: bytes, epoch: Epoch | None = None) -> bytes:
         """Records carrying ``data`` in ``epoch`` (default: the newest write epoch)."""
@@ -208,4 +262,4 @@ class RecordLayer:
         protection = self._write.get(epoch)
         if protection is None:
             return frame_plaintext(content_type, data)
-        return protection.seal(content_type, data)
+        return protection.seal(content_type, data, self._max_fragment)

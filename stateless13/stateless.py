@@ -96,18 +96,28 @@ def stateless_accept(
     if len(cookie_payload) > MAX_APP_PAYLOAD:
         raise ValueError(f"cookie_payload is limited to {MAX_APP_PAYLOAD} bytes")
     try:
-        extracted = _extract_client_hello(data, config.max_client_hello_size)
+        # After our HRR the client's refused 0-RTT records may come first (RFC 8446 §4.2.10).
+        skippable = config.max_early_data_skipped if after_retry else 0
+        extracted = _extract_client_hello(data, config.max_client_hello_size, skippable)
         if extracted is None:
             return _NEED_MORE_DATA
-        message, rest = extracted
+        message, end = extracted
         # _extract_client_hello checked the message type and the size limit on either path.
         hello = pull_client_hello(message[4:])
 
         if hello.cookie is None:
             if after_retry:
                 raise MissingExtension("ClientHello2 does not echo the cookie")
-            if rest:
-                raise UnexpectedMessage("data after ClientHello1, before our HelloRetryRequest")
+            # What may follow ClientHello1 before our answer: the compatibility CCS, and the
+            # early data of a client that offered it.  Wait for whole records, then drop them
+            # all with the HRR (the transport keeps nothing after a HelloRetry).
+            if end != len(data):
+                early_data = config.max_early_data_skipped if hello.early_data else 0
+                skipped = _skip_records(data, end, early_data, skipped_change_cipher_spec=False)
+                if skipped is None:
+                    return _NEED_MORE_DATA
+                if skipped[0] != len(data):
+                    raise UnexpectedMessage("data after ClientHello1, before our HelloRetryRequest")
             hrr = hello_retry_request_for(
                 config, hello, message, peer=peer, now=now, cookie_payload=cookie_payload
             )
@@ -115,6 +125,7 @@ def stateless_accept(
             if hello.legacy_session_id:  # the client asked for middlebox compatibility (§D.4)
                 records += CHANGE_CIPHER_SPEC_RECORD
             return HelloRetry(records)
+        rest = data[end:]
 
         handshake = ServerHandshake.resume_from_cookie(config, hello, message, peer=peer, now=now)
     except ClientAborted as error:
@@ -132,13 +143,15 @@ def stateless_accept(
     return Accepted(connection, flight, summary.cookie_payload)
 
 
-def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | None:
-    """(ClientHello message, bytes after its last record), or None if it is not all here yet.
+def _extract_client_hello(data: bytes, max_size: int, early_data: int) -> tuple[bytes, int] | None:
+    """(ClientHello message, offset after its last record), or None if it is not all here yet.
 
-    Skips one change_cipher_spec record (§4.2.2: a stateless server MUST ignore the CCS that a
-    compatibility-mode client sends before ClientHello2).  Reassembles a ClientHello spread over
-    several records.  Refuses as soon as the bytes so far show a wrong message type or announce a
-    message over ``max_size``, even inside an incomplete record: nothing is buffered in vain.
+    Before the ClientHello, skips one change_cipher_spec record (§4.2.2: a stateless server MUST
+    ignore the CCS that a compatibility-mode client sends before ClientHello2) and up to
+    ``early_data`` bytes of application_data records (0-RTT the client sent after ClientHello1).
+    Reassembles a ClientHello spread over several records.  Refuses as soon as the bytes so far
+    show a wrong message type or announce a message over ``max_size``, even inside an incomplete
+    record: nothing is buffered in vain.
     """
     # The common case first: the whole ClientHello in the first record (a handshake record
     # holding exactly one ClientHello), sliced without copying it through a bytearray.
@@ -150,11 +163,16 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
             and whole <= MAX_PLAINTEXT
             and len(data) >= 5 + whole
         ):
-            return data[5 : 5 + whole], data[5 + whole :]
+            return data[5 : 5 + whole], 5 + whole
     offset = 0
     message = bytearray()
     skipped_change_cipher_spec = False
     while True:
+        if not message:
+            skipped = _skip_records(data, offset, early_data, skipped_change_cipher_spec)
+            if skipped is None:
+                return None
+            offset, early_data, skipped_change_cipher_spec = skipped
         framed = split_record(data, offset)
         if framed is None:
             if len(data) >= offset + 5:
@@ -166,14 +184,6 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
         _check_plaintext_length(length)
         payload = data[offset + 5 : offset + total]
         offset += total
-        if (
-            content_type == ContentType.change_cipher_spec
-            and payload == b"\x01"
-            and not message
-            and not skipped_change_cipher_spec  # one is compatibility mode; more is a flood
-        ):
-            skipped_change_cipher_spec = True
-            continue
         if content_type == ContentType.alert and len(payload) == 2:
             try:
                 name = AlertDescription(payload[1]).name
@@ -189,7 +199,45 @@ def _extract_client_hello(data: bytes, max_size: int) -> tuple[bytes, bytes] | N
         if size is not None and len(message) >= size:
             if len(message) > size:
                 raise UnexpectedMessage("handshake data after the ClientHello in its record")
-            return bytes(message), data[offset:]
+            return bytes(message), offset
+
+
+def _skip_records(
+    data: bytes, offset: int, early_data: int, skipped_change_cipher_spec: bool
+) -> tuple[int, int, bool] | None:
+    """Skip what a client may send around ClientHello1 that the stateless front ignores.
+
+    That is one change_cipher_spec of value 1 (compatibility mode, §D.4) and up to
+    ``early_data`` bytes of application_data records (refused 0-RTT, §4.2.10).  Returns (offset of
+    the first other record or the end, early data bytes left, whether a CCS was skipped), or None
+    when a record that may be skipped is not complete yet.
+    """
+    while offset < len(data):
+        content_type = data[offset]
+        if content_type == ContentType.change_cipher_spec and not skipped_change_cipher_spec:
+            if len(data) >= offset + 5 and data[offset + 3 : offset + 5] != b"\x00\x01":
+                break  # not the compatibility CCS: the caller refuses it
+            if len(data) < offset + 6:
+                return None
+            if data[offset + 5] != 1:
+                break
+            skipped_change_cipher_spec = True
+            offset += 6
+        elif content_type == ContentType.application_data and early_data:
+            if len(data) >= offset + 5:
+                size = 5 + int.from_bytes(data[offset + 3 : offset + 5], "big")
+                if size > early_data:
+                    raise UnexpectedMessage(
+                        f"early data over the limit of {early_data} bytes before the ClientHello"
+                    )
+            framed = split_record(data, offset)
+            if framed is None:
+                return None
+            early_data -= framed[2]
+            offset += framed[2]
+        else:
+            break
+    return offset, early_data, skipped_change_cipher_spec
 
 
 _HANDSHAKE = int(ContentType.handshake)  # plain ints: compared on every ClientHello1

@@ -540,6 +540,9 @@ EXTENSION_BODY_CASES = [
     pytest.param(Ext.psk_key_exchange_modes, b"\x00", id="psk_key_exchange_modes-empty"),
     pytest.param(Ext.early_data, b"\x00", id="early_data-with-a-body"),
     pytest.param(Ext.cookie, b"\x00\x00", id="cookie-empty"),
+    pytest.param(Ext.record_size_limit, b"\x40", id="record_size_limit-one-byte"),
+    pytest.param(Ext.record_size_limit, b"\x00\x40\x00", id="record_size_limit-padded"),
+    pytest.param(Ext.record_size_limit, b"", id="record_size_limit-empty"),
 ]  # fmt: skip
 
 
@@ -613,6 +616,13 @@ HELLO_CASES = [
                  CONFIG, A.illegal_parameter, id="compression-methods-null-and-deflate"),
     pytest.param(lambda h: with_cookie(h, bytes(range(80))),
                  CONFIG, A.decrypt_error, id="forged-cookie-in-clienthello1"),
+    # Appendix D.5: SSL 3.0 or older in legacy_version is refused whatever supported_versions says
+    *(pytest.param(lambda h, v=version: dataclasses.replace(h, legacy_version=v),
+                   CONFIG, A.protocol_version, id=f"legacy_version-0x{version:04x}")
+      for version in (0x0300, 0x0200, 0x0103, 0x0002, 0x0000)),
+    # RFC 8449 §4: a record_size_limit below 64 is illegal_parameter
+    pytest.param(lambda h: with_ext(h, Ext.record_size_limit, (63).to_bytes(2, "big")),
+                 CONFIG, A.illegal_parameter, id="record_size_limit-63"),
 ]  # fmt: skip
 
 
@@ -630,6 +640,8 @@ TOLERATED_CASES = [
     pytest.param(lambda h: append_ext(h, Ext.pre_shared_key, bytes(40)), id="pre_shared_key-last"),
     pytest.param(lambda h: dataclasses.replace(h, legacy_version=0x0301),
                  id="legacy_version-tls10"),
+    pytest.param(lambda h: with_ext(h, Ext.record_size_limit, (64).to_bytes(2, "big")),
+                 id="record_size_limit-64"),
 ]  # fmt: skip
 
 
@@ -738,6 +750,8 @@ CH2_CASES = [
          A.illegal_parameter, "clienthello2-changed-signature_algorithms"),
     case(mutate2(lambda h: with_ext(h, Ext.early_data, b"")),
          A.illegal_parameter, "clienthello2-with-early_data"),
+    case(mutate2(lambda h: with_ext(h, Ext.record_size_limit, (64).to_bytes(2, "big"))),
+         A.illegal_parameter, "clienthello2-added-record_size_limit"),
     case(share2(lambda h: (NamedGroup.x25519, X25519_SHARE)),
          A.illegal_parameter, "clienthello2-share-for-another-group-than-hrr-asked", p256_flight),
     case(share2(p256_share(bytes), lambda h: (NamedGroup.x25519, X25519_SHARE)),
@@ -1052,9 +1066,13 @@ def test_stateful_clienthello1_must_end_its_record() -> None:
 WRONG_FINISHED = [
     pytest.param(Epoch.HANDSHAKE, push_finished(Finished(bytes(32))), A.decrypt_error,
                  id="finished-wrong-verify-data"),
-    pytest.param(Epoch.HANDSHAKE, push_finished(Finished(bytes(31))), A.decrypt_error,
+    # §4.4.4: verify_data is Hash.length bytes; any other length is a decode error (the bytes
+    # cannot be a Finished), not a failed verification.
+    pytest.param(Epoch.HANDSHAKE, push_finished(Finished(bytes(31))), A.decode_error,
                  id="finished-verify-data-31-bytes"),
-    pytest.param(Epoch.HANDSHAKE, push_finished(Finished(b"")), A.decrypt_error,
+    pytest.param(Epoch.HANDSHAKE, push_finished(Finished(bytes(33))), A.decode_error,
+                 id="finished-verify-data-33-bytes"),
+    pytest.param(Epoch.HANDSHAKE, push_finished(Finished(b"")), A.decode_error,
                  id="finished-empty"),
     pytest.param(Epoch.INITIAL, push_finished(Finished(bytes(32))), A.unexpected_message,
                  id="finished-in-the-initial-epoch"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import string
 from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from hypothesis import currently_in_test_context, event, given, settings
@@ -207,12 +208,15 @@ key_updates = st.builds(KeyUpdate, st.booleans())
 # Round trips and strict prefixes
 
 
+M = TypeVar("M")
+
+
 @dataclasses.dataclass(frozen=True)
-class Codec:
-    push: Callable[[object], bytes]
-    pull: Callable[[bytes], object]
+class Codec(Generic[M]):
+    push: Callable[[M], bytes]
+    pull: Callable[[bytes], M]
     # Offset of the extensions block in the body when that block may be absent (pre-1.3 hellos).
-    optional_extensions_at: Callable[[object], int] | None = None
+    optional_extensions_at: Callable[[M], int] | None = None
 
 
 def _client_hello_extensions_at(hello: ClientHello) -> int:
@@ -225,7 +229,8 @@ def _server_hello_extensions_at(hello: ServerHello) -> int:
     return 2 + 32 + 1 + len(hello.legacy_session_id_echo) + 2 + 1
 
 
-CODECS = {
+# Each codec is typed for its own message; MESSAGES pairs every value with its codec's name.
+CODECS: dict[str, Codec[Any]] = {
     "ClientHello": Codec(push_client_hello, pull_client_hello, _client_hello_extensions_at),
     "ServerHello": Codec(push_server_hello, pull_server_hello, _server_hello_extensions_at),
     "EncryptedExtensions": Codec(push_encrypted_extensions, pull_encrypted_extensions),
@@ -422,8 +427,8 @@ def _assert_result(data: bytes, config: ServerConfig = CONFIG) -> object:
     result = stateless_accept(config, data, peer=PEER, now=NOW)
     assert isinstance(result, RESULT_TYPES), result
     if currently_in_test_context():  # for --hypothesis-show-statistics
-        rejected = isinstance(result, Rejected)
-        event(type(result).__name__ + (f" {result.error.description.name}" if rejected else ""))
+        detail = f" {result.error.description.name}" if isinstance(result, Rejected) else ""
+        event(type(result).__name__ + detail)
     if isinstance(result, Rejected):
         assert type(result.error) is not AlertError and result.error.reason
         assert result.data_to_send == bytes((0x15, 3, 3, 0, 2, 2, result.error.description))

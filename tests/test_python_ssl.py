@@ -10,6 +10,7 @@ import contextlib
 import os
 import ssl
 import time
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -40,15 +41,23 @@ OPENSSL_SUITE_NAMES = {
 CCS_RECORD = bytes.fromhex("140303000101")
 
 
-def config_pair(**options: object) -> tuple[ServerConfig, ServerConfig]:
+class ConfigOptions(TypedDict, total=False):
+    """The ServerConfig fields these tests vary."""
+
+    cipher_suites: tuple[CipherSuite, ...]
+    groups: tuple[NamedGroup, ...]
+    alpn_protocols: tuple[bytes, ...]
+
+
+def config_pair(**options: Unpack[ConfigOptions]) -> tuple[ServerConfig, ServerConfig]:
     """Two independent configs that share only the cookie key bytes (as two processes would)."""
     key = os.urandom(32)
     first = ServerConfig(
         credentials=(CREDENTIAL,), cookie_keys=CookieKeyRing.from_bytes(key), **options
-    )  # type: ignore[arg-type]
+    )
     second = ServerConfig(
         credentials=(CREDENTIAL,), cookie_keys=CookieKeyRing.from_bytes(key), **options
-    )  # type: ignore[arg-type]
+    )
     return first, second
 
 
@@ -78,7 +87,8 @@ def test_every_suite_statelessly(suite: CipherSuite, compat: bool) -> None:
     accepted = stateless_handshake(config, client, resume_config=fresh)
     event = complete_event(accepted)
     assert event.cipher_suite == suite and event.hello_retry and event.cookie_verified
-    assert client.tls.cipher()[0] == OPENSSL_SUITE_NAMES[suite]
+    cipher = client.tls.cipher()
+    assert cipher is not None and cipher[0] == OPENSSL_SUITE_NAMES[suite]
     exchange_data(accepted, client)
 
 

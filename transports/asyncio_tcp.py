@@ -69,6 +69,12 @@ class TLSStream(StreamState):
         self._connection.send(data)
         self._flush()
 
+    def update_key(self, request_peer_update: bool = True) -> None:
+        """Send a KeyUpdate (RFC 8446 §4.6.3) and move to our next sending key; with
+        ``request_peer_update`` the client must answer with its own."""
+        self._connection.update_key(request_peer_update)
+        self._flush()
+
     async def drain(self) -> None:
         await self._writer.drain()
 

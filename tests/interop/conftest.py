@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +96,7 @@ def tls_server(tmp_path: Path) -> Iterator[ServerFactory]:
     def start(
         *,
         stateless: bool = True,
-        handler: Callable[[TLSStream], object] = http_handler,
+        handler: Callable[[TLSStream], Awaitable[None]] = http_handler,
         limits: Limits | None = None,
         key_type: str = "ecdsa-p256",
         **options: object,
@@ -116,7 +116,7 @@ def tls_server(tmp_path: Path) -> Iterator[ServerFactory]:
                 handler,
                 "127.0.0.1",
                 0,
-                limits=limits,  # type: ignore[arg-type]
+                limits=limits,
                 stateless=stateless,
                 on_report=lambda r: running[0].reports.append(r),
             )

@@ -174,7 +174,8 @@ class UdpRelay:
             selector.register(sock, selectors.EVENT_READ)
         while not self._stop.is_set():
             for key, _ in selector.select(0.05):
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                assert isinstance(key.fileobj, socket.socket)  # we registered only sockets
+                sock = key.fileobj
                 data, addr = sock.recvfrom(65536)
                 to_server = sock is self.listen
                 self.log.append(

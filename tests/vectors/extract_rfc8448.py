@@ -49,6 +49,9 @@ import os
 import re
 import sys
 
+# A printed value: hex dumps become bytes, anything else (e.g. 'salt:  0 ...') stays text.
+Value = bytes | str
+
 HEX_LINE = re.compile(r"^\s{6,}((?:[0-9a-f]{2} )*[0-9a-f]{2})\s*$")
 STEP_LINE = re.compile(r"^   \{(client|server)\}\s+(.*?)\s*$")
 VALUE_LINE = re.compile(r"^\s{3,}([A-Za-z][A-Za-z0-9 ()\-]*?)(?: \((\d+) octets\))?:  (.*?)\s*$")
@@ -58,9 +61,9 @@ PAGE_FOOTER = re.compile(r"^Thomson\s+Informational\s+\[Page \d+\]\s*$")
 PAGE_HEADER = re.compile(r"^RFC 8448\s+TLS 1\.3 Traces\s+January 2019\s*$")
 
 
-def clean_lines(text):
+def clean_lines(text: str) -> list[str]:
     """Drop form feeds, page headers and page footers."""
-    out = []
+    out: list[str] = []
     for line in text.split("\n"):
         line = line.replace("\f", "").rstrip("\r")
         if PAGE_FOOTER.match(line) or PAGE_HEADER.match(line):
@@ -70,28 +73,34 @@ def clean_lines(text):
 
 
 class Step:
-    def __init__(self, who, title):
+    def __init__(self, who: str, title: str) -> None:
         self.who = who
         self.title = title
-        self.values = []  # list of (label, bytes-or-str)
+        self.values: list[tuple[str, Value]] = []
 
-    def get(self, label, nth=0):
+    def get(self, label: str, nth: int = 0) -> Value:
         found = [v for (l, v) in self.values if l == label]
         if len(found) <= nth:
             raise KeyError("%r has no value %r" % (self.describe(), label))
         return found[nth]
 
-    def describe(self):
+    def get_bytes(self, label: str, nth: int = 0) -> bytes:
+        v = self.get(label, nth)
+        if not isinstance(v, bytes):
+            raise ValueError("%s: %s is not hex" % (self.describe(), label))
+        return v
+
+    def describe(self) -> str:
         return "{%s} %s" % (self.who, self.title)
 
 
-def parse(text):
+def parse(text: str) -> dict[int, list[Step]]:
     """Return {section_number: [Step, ...]}; section 2 values go into a
     pseudo-step with who == "preamble"."""
     lines = clean_lines(text)
-    sections = {}
-    current = None
-    steps = None
+    sections: dict[int, list[Step]] = {}
+    current: Step | None = None
+    steps: list[Step] | None = None
     i = 0
     n = len(lines)
     while i < n:
@@ -128,6 +137,7 @@ def parse(text):
         if m and current is not None:
             label, count, rest = m.group(1), m.group(2), m.group(3)
             i += 1
+            value: Value
             if rest == "(empty)":
                 value = b""
             elif HEX_RUN.match(rest):
@@ -158,23 +168,23 @@ def parse(text):
 
 
 class Section:
-    def __init__(self, steps, name):
+    def __init__(self, steps: list[Step], name: str) -> None:
         self.steps = steps
         self.name = name
 
-    def find(self, who, title, nth=0):
+    def find(self, who: str | None, title: str, nth: int = 0) -> Step:
         hits = [s for s in self.steps if (who is None or s.who == who) and s.title == title]
         if len(hits) <= nth:
             raise KeyError("%s: step {%s} %r #%d not found" % (self.name, who, title, nth))
         return hits[nth]
 
-    def value(self, who, title, label, nth=0):
+    def value(self, who: str | None, title: str, label: str, nth: int = 0) -> bytes:
         v = self.find(who, title, nth).get(label)
         if not isinstance(v, bytes):
             raise ValueError("%s: %s/%s is not hex" % (self.name, title, label))
         return v
 
-    def message(self, who, name, nth=0):
+    def message(self, who: str, name: str, nth: int = 0) -> bytes:
         article = "an" if name[0] in "AEIOU" else "a"
         title = "construct %s %s handshake message" % (article, name)
         msg = self.value(who, title, name, nth)
@@ -183,7 +193,7 @@ class Section:
             raise ValueError("%s: %s length field mismatch" % (self.name, name))
         return msg
 
-    def record_carrying(self, who, payload, kind="handshake"):
+    def record_carrying(self, who: str, payload: bytes, kind: str = "handshake") -> bytes:
         """Complete record of the unique 'send <kind> record' step whose
         printed payload equals `payload`."""
         title = "send %s record" % kind
@@ -196,27 +206,27 @@ class Section:
             raise KeyError(
                 "%s: %d {%s} %s steps carry the payload" % (self.name, len(hits), who, title)
             )
-        rec = hits[0].get("complete record")
+        rec = hits[0].get_bytes("complete record")
         if int.from_bytes(rec[3:5], "big") != len(rec) - 5:
             raise ValueError("%s: record length mismatch" % self.name)
         return rec
 
-    def records(self, who, kind):
+    def records(self, who: str, kind: str) -> list[Step]:
         title = "send %s record" % kind
         return [s for s in self.steps if s.who == who and s.title == title]
 
 
-def h(b):
+def h(b: bytes) -> str:
     return b.hex()
 
 
-def extensions(msg, offset):
+def extensions(msg: bytes, offset: int) -> list[tuple[int, bytes]]:
     """Parse an extensions block starting at `offset` (its 2-byte length)."""
     total = int.from_bytes(msg[offset : offset + 2], "big")
     pos, end = offset + 2, offset + 2 + total
     if end != len(msg):
         raise ValueError("extensions block does not end the message")
-    out = []
+    out: list[tuple[int, bytes]] = []
     while pos < end:
         etype = int.from_bytes(msg[pos : pos + 2], "big")
         elen = int.from_bytes(msg[pos + 2 : pos + 4], "big")
@@ -227,13 +237,13 @@ def extensions(msg, offset):
     return out
 
 
-def server_hello_extensions(msg):
+def server_hello_extensions(msg: bytes) -> list[tuple[int, bytes]]:
     # type(1) len(3) version(2) random(32) sid_len(1) sid cipher(2) comp(1)
     sid_len = msg[4 + 2 + 32]
     return extensions(msg, 4 + 2 + 32 + 1 + sid_len + 2 + 1)
 
 
-def key_schedule(sec, out):
+def key_schedule(sec: Section, out: dict[str, str]) -> None:
     out["early_secret"] = h(sec.value("server", 'extract secret "early"', "secret"))
     out["shared_secret"] = h(sec.value("server", 'extract secret "handshake"', "IKM"))
     out["handshake_secret"] = h(sec.value("server", 'extract secret "handshake"', "secret"))
@@ -259,11 +269,11 @@ def key_schedule(sec, out):
         out[prefix + "_iv"] = h(sec.value(who, title, "iv expanded"))
     for who in ("server", "client"):
         st = sec.find(who, 'calculate finished "tls13 finished"')
-        out[who + "_finished_key"] = h(st.get("expanded"))
-        out[who + "_finished_verify_data"] = h(st.get("finished"))
+        out[who + "_finished_key"] = h(st.get_bytes("expanded"))
+        out[who + "_finished_verify_data"] = h(st.get_bytes("finished"))
 
 
-def server_flight(sec, out):
+def server_flight(sec: Section, out: dict[str, str]) -> bytes:
     names = [
         ("encrypted_extensions", "EncryptedExtensions"),
         ("certificate", "Certificate"),
@@ -278,35 +288,35 @@ def server_flight(sec, out):
     return flight
 
 
-def tail_records(sec, out):
+def tail_records(sec: Section, out: dict[str, str]) -> None:
     for who in ("client", "server"):
         for kind in ("application_data", "alert"):
             recs = sec.records(who, kind)
             if len(recs) == 1:
-                out["%s_%s_payload" % (who, kind)] = h(recs[0].get("payload"))
-                out["%s_%s_record" % (who, kind)] = h(recs[0].get("complete record"))
+                out["%s_%s_payload" % (who, kind)] = h(recs[0].get_bytes("payload"))
+                out["%s_%s_record" % (who, kind)] = h(recs[0].get_bytes("complete record"))
 
 
-def extract(text):
+def extract(text: str) -> dict[str, dict[str, str]]:
     sections = parse(text)
-    result = {}
+    result: dict[str, dict[str, str]] = {}
 
     # ---- Section 2: server RSA key -------------------------------------
     pre = sections[2][0]
     result["server_rsa_key"] = {
-        "modulus": h(pre.get("modulus (public)")),
-        "public_exponent": h(pre.get("public exponent")),
-        "private_exponent": h(pre.get("private exponent")),
-        "prime1": h(pre.get("prime1")),
-        "prime2": h(pre.get("prime2")),
-        "exponent1": h(pre.get("exponent1")),
-        "exponent2": h(pre.get("exponent2")),
-        "coefficient": h(pre.get("coefficient")),
+        "modulus": h(pre.get_bytes("modulus (public)")),
+        "public_exponent": h(pre.get_bytes("public exponent")),
+        "private_exponent": h(pre.get_bytes("private exponent")),
+        "prime1": h(pre.get_bytes("prime1")),
+        "prime2": h(pre.get_bytes("prime2")),
+        "exponent1": h(pre.get_bytes("exponent1")),
+        "exponent2": h(pre.get_bytes("exponent2")),
+        "coefficient": h(pre.get_bytes("coefficient")),
     }
 
     # ---- Section 3: simple 1-RTT ---------------------------------------
     s3 = Section(sections[3], "section 3")
-    o = {}
+    o: dict[str, str] = {}
     ch = s3.message("client", "ClientHello")
     sh = s3.message("server", "ServerHello")
     o["client_hello"] = h(ch)
@@ -377,7 +387,7 @@ def extract(text):
     return result
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     repo_root = os.path.dirname(os.path.dirname(here))
     src = (
