@@ -14,7 +14,7 @@ import logging
 import sys
 
 from stateless13 import ServerConfig
-from transports.asyncio_tcp import TLSStream, serve
+from stateless13.transports.asyncio_tcp import TLSStream, serve
 
 
 async def echo(stream: TLSStream) -> None:

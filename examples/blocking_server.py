@@ -14,7 +14,7 @@ import sys
 import threading
 
 from stateless13 import ServerConfig
-from transports.blocking import BlockingTLSStream, serve
+from stateless13.transports.blocking import BlockingTLSStream, serve
 
 
 def main(port: int, once: bool) -> None:

@@ -18,8 +18,13 @@ import logging
 from typing import cast
 
 from stateless13 import ServerConfig
-from transports.quic import VALIDATIONS, QuicOptions, Validation
-from transports.quic_server import QuicConnectionReport, QuicServer, serve_quic, spki_pin
+from stateless13.transports.quic import VALIDATIONS, QuicOptions, Validation
+from stateless13.transports.quic_server import (
+    QuicConnectionReport,
+    QuicServer,
+    serve_quic,
+    spki_pin,
+)
 
 
 async def print_counters(server: QuicServer, every: float) -> None:

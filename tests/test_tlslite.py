@@ -2,7 +2,7 @@
 
 tlslite-ng sends two key shares (secp256r1 and x25519), so it covers what OpenSSL does not: a
 cookie-only HRR after which ClientHello2 repeats several shares, and a group switch on request.
-The client runs in a thread over a socketpair; the server side is ``transports.memory``.
+The client runs in a thread over a socketpair; the server side is ``stateless13.transports.memory``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from tlslite.api import HandshakeSettings, TLSConnection
 
 from stateless13 import NamedGroup, ServerConfig
-from transports.memory import MemoryServer
+from stateless13.transports.memory import MemoryServer
 
 
 def run_tlslite_client(

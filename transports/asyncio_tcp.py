@@ -18,14 +18,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 from stateless13 import ServerConfig
-from transports.common import (
+
+from .common import (
     ConnectionReport,
     HandshakeDriver,
     HandshakeError,
     Limits,
     StreamState,
 )
-from transports.memory import MemoryServer
+from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
 

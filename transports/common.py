@@ -18,7 +18,8 @@ from stateless13 import (
     HandshakeComplete,
     ServerConnection,
 )
-from transports.memory import MemoryServer
+
+from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
 

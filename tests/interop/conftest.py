@@ -1,10 +1,9 @@
 """Our TCP server, run in a background thread, for real clients to connect to.
 
-``tls_server(...)`` starts ``transports.asyncio_tcp.serve`` with the CLI's HTTP handler (or echo)
-on 127.0.0.1 and a free port and collects one ConnectionReport per connection, so a test can
-check from the server's own account that an HRR with a cookie went out, that the cookie was
-verified, and what was negotiated.
-"""
+``tls_server(...)`` starts ``stateless13.transports.asyncio_tcp.serve`` with the CLI's HTTP handler
+(or echo) on 127.0.0.1 and a free port and collects one ConnectionReport per connection, so a test
+can check from the server's own account that an HRR with a cookie went out, that the cookie was
+verified, and what was negotiated."""
 
 from __future__ import annotations
 
@@ -21,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from stateless13 import Credential, ServerConfig
-from stateless13.__main__ import PAGE_TEXT as PAGE_TEXT  # re-exported for the peer tests
-from stateless13.__main__ import echo, http_page
-from transports.asyncio_tcp import TLSStream, serve
-from transports.common import ConnectionReport, Limits
+from stateless13.transports.asyncio_tcp import TLSStream, serve
+from stateless13.transports.cli import PAGE_TEXT as PAGE_TEXT  # re-exported for the peer tests
+from stateless13.transports.cli import echo, http_page
+from stateless13.transports.common import ConnectionReport, Limits
 
 
 def require_peer(program: str) -> str:

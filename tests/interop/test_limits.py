@@ -1,10 +1,9 @@
-"""The socket adapters' limits (``transports.common.Limits``), over real TCP sockets.
+"""The socket adapters' limits (``stateless13.transports.common.Limits``), over real TCP sockets.
 
 Each test runs twice: against the asyncio server (``tls_server``) and against the blocking,
-thread-per-connection server (``transports.blocking.serve``).  The misbehaving clients speak
-through raw sockets with real ClientHello bytes from Python's ssl (``PythonSSLClient``); the
-well-behaved ones are Python's ssl over a socket.
-"""
+thread-per-connection server (``stateless13.transports.blocking.serve``). The misbehaving clients
+speak through raw sockets with real ClientHello bytes from Python's ssl (``PythonSSLClient``); the
+well-behaved ones are Python's ssl over a socket."""
 
 from __future__ import annotations
 
@@ -18,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from stateless13 import AlertDescription, Credential, ServerConfig
+from stateless13.transports import blocking
+from stateless13.transports.common import ConnectionReport, Limits
 from tests.helpers import PythonSSLClient, read_record, read_until_closed
 from tests.interop.conftest import (
     PAGE_TEXT,
@@ -26,8 +27,6 @@ from tests.interop.conftest import (
     echo_handler,
     http_handler,
 )
-from transports import blocking
-from transports.common import ConnectionReport, Limits
 
 SHORT = 0.5  # seconds: every timeout under test
 SLACK = 2.0  # how much later than its limit a cut-off may come (a loaded 2-core machine)

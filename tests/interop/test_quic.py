@@ -47,7 +47,7 @@ from stateless13.messages import (
     pull_server_hello,
     push_client_hello,
 )
-from transports.quic import (
+from stateless13.transports.quic import (
     SERVER_CID_LENGTH,
     Accept,
     ConnectionIds,
@@ -496,7 +496,7 @@ class _SinkTransport(asyncio.DatagramTransport):
 
 
 def test_10000_spoofed_first_initials_leave_nothing_behind() -> None:
-    from transports.quic_server import QuicServer
+    from stateless13.transports.quic_server import QuicServer
 
     async def main() -> tuple[int, int, int, int, int]:
         server = QuicServer(CONFIG)

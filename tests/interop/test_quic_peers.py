@@ -33,15 +33,15 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 from stateless13 import Credential, NamedGroup, ServerConfig
-from tests.interop.conftest import build_go_program, require_peer
-from transports.quic import FrontStats, QuicOptions, Validation
-from transports.quic_server import (
+from stateless13.transports.quic import FrontStats, QuicOptions, Validation
+from stateless13.transports.quic_server import (
     PAGE_TEXT,
     QuicConnectionReport,
     QuicServer,
     serve_quic,
     spki_pin,
 )
+from tests.interop.conftest import build_go_program, require_peer
 
 HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
 GTLS_HRR = re.compile(r"cf 21 +ad 74 +e5 9a +61 11")
