@@ -1,30 +1,99 @@
-"""stateless13: a sans-I/O TLS 1.3 server that can answer with a stateless HelloRetryRequest."""
+"""stateless13: a sans-I/O TLS 1.3 server that can answer with a stateless HelloRetryRequest.
+
+Two tiers of public names, both documented and stable:
+
+* For applications and byte-stream transports: ``ServerConfig``, ``stateless_accept`` and its
+  results, ``ServerConnection`` and its events, the alerts and errors.
+* For transports that frame the handshake themselves (QUIC; a datagram transport): the
+  handshake without records, ``ServerHandshake`` and the actions it returns, and the
+  message-level stateless front, ``answer_client_hello`` and its results.  The adapters in
+  ``stateless13.transports`` use nothing else.
+"""
 
 from .alerts import (
+    AccessDenied,
     AlertDescription,
     AlertError,
+    AlertLevel,
+    BadRecordMac,
     DecodeError,
     DecryptError,
     HandshakeFailure,
     IllegalParameter,
     LocalProtocolError,
     MissingExtension,
+    NoApplicationProtocol,
     ProtocolVersion,
+    RecordOverflow,
     TLSError,
     UnexpectedMessage,
 )
 from .config import Credential, ServerConfig, keylog_to_file
 from .connection import ServerConnection
-from .cookie import CookieKeyRing
+from .cookie import CookieKeyRing, peer_binding
 from .events import AlertReceived, ApplicationData, ConnectionClosed, Event, HandshakeComplete
-from .handshake import Epoch
-from .messages import CipherSuite, NamedGroup, SignatureScheme
+from .handshake import (
+    Action,
+    Direction,
+    Epoch,
+    HandshakeDone,
+    HandshakeSummary,
+    InstallSecret,
+    LimitRecordSize,
+    SendChangeCipherSpec,
+    SendHandshake,
+    ServerHandshake,
+    SkipEarlyData,
+)
+from .messages import (
+    CipherSuite,
+    ClientHello,
+    ExtensionType,
+    HandshakeType,
+    NamedGroup,
+    SignatureScheme,
+)
+from .negotiation import select_alpn
 from .replay import ReplayFilter
+from .retry import (
+    CookieVerified,
+    RetryRequest,
+    answer_client_hello,
+    client_hello_size,
+    parse_client_hello,
+)
 from .stateless import Accepted, AcceptResult, HelloRetry, NeedMoreData, Rejected, stateless_accept
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # the second tier (see the module docstring)
+    "Action",
+    "CookieVerified",
+    "ClientHello",
+    "Direction",
+    "ExtensionType",
+    "HandshakeDone",
+    "HandshakeSummary",
+    "HandshakeType",
+    "InstallSecret",
+    "LimitRecordSize",
+    "RetryRequest",
+    "SendChangeCipherSpec",
+    "SendHandshake",
+    "ServerHandshake",
+    "SkipEarlyData",
+    "answer_client_hello",
+    "client_hello_size",
+    "parse_client_hello",
+    "peer_binding",
+    "select_alpn",
+    # applications and byte-stream transports
+    "AccessDenied",
+    "AlertLevel",
+    "BadRecordMac",
+    "NoApplicationProtocol",
+    "RecordOverflow",
     "Accepted",
     "AcceptResult",
     "AlertDescription",

@@ -9,9 +9,9 @@ Two ways in:
   * ``ServerHandshake(config)``: an ordinary server.  It sends a HelloRetryRequest only when the
     client sent no key share for the group it picked, and then keeps the retry state in memory.
   * ``ServerHandshake.resume_from_cookie(...)``: the stateless path.  ClientHello2 carries a
-    cookie that holds what the server would otherwise have remembered (cookie.py); the handshake
-    is rebuilt from it and ClientHello2 alone.  ``hello_retry_request_for`` builds that cookie and
-    the HelloRetryRequest without creating any object that outlives the call.
+    cookie that holds what the server would otherwise have remembered (cookie.py); retry.py
+    built it with the HelloRetryRequest and opened it again, and the handshake is rebuilt from
+    it and ClientHello2 alone.
 
 Each check raises the AlertError subclass naming the alert to send, with a reason.
 """
@@ -22,11 +22,9 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 
 from . import key_schedule as ks
 from .alerts import (
-    AccessDenied,
     DecodeError,
     DecryptError,
     IllegalParameter,
@@ -34,11 +32,10 @@ from .alerts import (
     UnexpectedMessage,
 )
 from .config import Credential, ServerConfig
-from .cookie import CookieState, check_cookie_age, peer_binding
+from .cookie import CookieState
+from .key_schedule import Direction, Epoch
 from .messages import (
-    HELLO_RETRY_REQUEST_RANDOM,
     SUPPORTED_VERSIONS_TLS13_BODY,
-    TLS12,
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
@@ -50,38 +47,22 @@ from .messages import (
     NamedGroup,
     ServerHello,
     alpn_body,
-    cookie_body,
+    build_hello_retry_request,
     key_share_server_body,
-    pull_client_hello,
     pull_finished,
     pull_key_update,
     push_certificate_verify,
     push_encrypted_extensions,
     push_finished,
-    push_handshake,
     push_key_update,
     push_server_hello,
     record_size_limit_body,
     split_handshake,
 )
-from .negotiation import Negotiated, client_hello_digest, group_to_request, negotiate
+from .negotiation import Negotiated, client_hello_digest, negotiate
 from .primitives import KeyExchange, SuiteParams, sign
+from .retry import CookieVerified, parse_client_hello
 from .transcript import Transcript, rebuild_after_retry
-
-
-class Epoch(IntEnum):
-    """Key epochs, numbered as QUIC and aioquic number them."""
-
-    INITIAL = 0
-    ZERO_RTT = 1
-    HANDSHAKE = 2
-    ONE_RTT = 3
-
-
-class Direction(IntEnum):
-    DECRYPT = 0
-    ENCRYPT = 1
-
 
 # ---------------------------------------------------------------------------------------------
 # Actions: what the handshake asks its transport to do, in order.  Not frozen (a frozen
@@ -179,93 +160,6 @@ class Entropy:
 
 
 _ENTROPY = Entropy()
-
-
-# ---------------------------------------------------------------------------------------------
-# The HelloRetryRequest: one builder, used both to send it and to rebuild it for the transcript.
-
-
-def build_hello_retry_request(
-    session_id: bytes, suite: int, requested_group: int | None, cookie: bytes | None
-) -> bytes:
-    """The HRR handshake message (§4.1.4), deterministic in its inputs.
-
-    Extension order follows RFC 8448 §5: key_share, cookie, supported_versions.  Assembled from
-    constant pieces (it is on the path of every ClientHello1); tests/test_rfc8448.py holds it to
-    the trace byte for byte, and tests/test_codec_properties.py to ``pull_server_hello``.
-    """
-    extensions = b"".join(
-        (
-            b""
-            if requested_group is None
-            else _KEY_SHARE_RETRY_HEADER + requested_group.to_bytes(2, "big"),
-            b""
-            if cookie is None
-            else b"\x00\x2c" + (len(cookie) + 2).to_bytes(2, "big") + cookie_body(cookie),
-            _SUPPORTED_VERSIONS_EXTENSION,
-        )
-    )
-    body = b"".join(
-        (
-            _HRR_PREFIX,
-            bytes((len(session_id),)),
-            session_id,
-            suite.to_bytes(2, "big"),
-            b"\x00",
-            len(extensions).to_bytes(2, "big"),
-            extensions,
-        )
-    )
-    return push_handshake(HandshakeType.server_hello, body)
-
-
-_HRR_PREFIX = TLS12.to_bytes(2, "big") + HELLO_RETRY_REQUEST_RANDOM
-_KEY_SHARE_RETRY_HEADER = ExtensionType.key_share.to_bytes(2, "big") + b"\x00\x02"
-_SUPPORTED_VERSIONS_EXTENSION = (
-    ExtensionType.supported_versions.to_bytes(2, "big")
-    + b"\x00\x02"
-    + SUPPORTED_VERSIONS_TLS13_BODY
-)
-
-
-def parse_client_hello(message: bytes, max_size: int) -> ClientHello:
-    """A whole ClientHello handshake message (header included) → ClientHello."""
-    if len(message) > max_size:
-        raise IllegalParameter(f"ClientHello of {len(message)} bytes exceeds the {max_size} limit")
-    if message[0] != HandshakeType.client_hello:
-        raise UnexpectedMessage(f"expected ClientHello, got handshake type {message[0]}")
-    return pull_client_hello(message[4:])
-
-
-def hello_retry_request_for(
-    config: ServerConfig,
-    hello: ClientHello,
-    raw_hello: bytes,
-    *,
-    peer: tuple[str, int] | None,
-    now: float,
-    cookie_payload: bytes = b"",
-) -> bytes:
-    """The stateless HelloRetryRequest for ClientHello1, with everything to resume in its cookie.
-
-    Always sent, even when the client's key share would do: the point is to make the client prove
-    it receives at its address before the server does any expensive work or keeps anything.
-    """
-    negotiated = negotiate(config, hello)
-    requested_group = group_to_request(config, hello, negotiated)
-    state = CookieState(
-        issued_at=int(now),
-        cipher_suite=negotiated.suite.suite,
-        group=negotiated.group if requested_group is None else requested_group,
-        key_share_requested=requested_group is not None,
-        client_hello_hash=negotiated.suite.digest(raw_hello),
-        client_hello_digest=client_hello_digest(hello),
-        app_payload=cookie_payload,
-    )
-    cookie = config.cookie_keys.seal(state, peer_binding(peer))
-    return build_hello_retry_request(
-        hello.legacy_session_id, negotiated.suite.suite, requested_group, cookie
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,42 +386,29 @@ class ServerHandshake:
     def resume_from_cookie(
         cls,
         config: ServerConfig,
-        hello: ClientHello,
-        message: bytes,
+        verified: CookieVerified,
         *,
         peer: tuple[str, int] | None,
-        now: float,
         encrypted_extensions: Extensions = (),
         entropy: Entropy | None = None,
     ) -> ServerHandshake:
-        """Start from ClientHello2 and its cookie: authenticate, check, rebuild, answer.
+        """Carry on from ClientHello2 and its cookie (``retry.answer_client_hello`` opened and
+        checked it): hold ClientHello2 to ClientHello1, rebuild the transcript, answer.
 
         The actions (the server's first flight) are waiting in ``take_actions()``.
         """
-        assert hello.cookie is not None
         handshake = cls(
             config, peer=peer, encrypted_extensions=encrypted_extensions, entropy=entropy
         )
-        retry = config.cookie_keys.open(hello.cookie, peer_binding(peer))
-        check_cookie_age(retry, now, config.cookie_lifetime, config.cookie_clock_skew)
-        if config.cookie_verifier is not None:
-            refusal = config.cookie_verifier(retry.app_payload, peer)
-            if refusal is not None:
-                raise AccessDenied(f"cookie refused by the application: {refusal}")
-        if config.replay_filter is not None and not config.replay_filter.first_use(
-            hello.cookie, now
-        ):
-            raise IllegalParameter("cookie already used (replay)")
-        # The HRR the client saw, rebuilt from what it echoes (session id, cookie) and the cookie.
-        hrr = build_hello_retry_request(
-            hello.legacy_session_id,
-            retry.cipher_suite,
-            retry.group if retry.key_share_requested else None,
-            hello.cookie,
-        )
-        handshake._remember(hello)
+        handshake._remember(verified.hello)
         handshake._compat_ccs_sent = True  # the CCS, if any, went out with the HRR
-        handshake._continue_after_retry(hello, message, retry, hrr, retry.app_payload)
+        handshake._continue_after_retry(
+            verified.hello,
+            verified.message,
+            verified.retry,
+            verified.hello_retry_request,
+            verified.cookie_payload,
+        )
         return handshake
 
     def _continue_after_retry(
@@ -760,7 +641,4 @@ __all__ = [
     "SendHandshake",
     "ServerHandshake",
     "SkipEarlyData",
-    "build_hello_retry_request",
-    "hello_retry_request_for",
-    "parse_client_hello",
 ]

@@ -8,10 +8,27 @@ from __future__ import annotations
 import functools
 import hmac
 from dataclasses import dataclass
+from enum import IntEnum
 
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from .primitives import SuiteParams
+
+
+class Epoch(IntEnum):
+    """Key epochs (the secrets in use), numbered as QUIC and aioquic number them."""
+
+    INITIAL = 0
+    ZERO_RTT = 1
+    HANDSHAKE = 2
+    ONE_RTT = 3
+
+
+class Direction(IntEnum):
+    """Which way a traffic secret protects: what we receive, or what we send."""
+
+    DECRYPT = 0
+    ENCRYPT = 1
 
 
 def hkdf_extract(suite: SuiteParams, salt: bytes, ikm: bytes) -> bytes:

@@ -469,6 +469,50 @@ def alpn_body(protocol: bytes) -> bytes:
     return (len(protocol) + 1).to_bytes(2, "big") + bytes((len(protocol),)) + protocol
 
 
+def build_hello_retry_request(
+    session_id: bytes, suite: int, requested_group: int | None, cookie: bytes | None
+) -> bytes:
+    """The HRR handshake message (§4.1.4), deterministic in its inputs.
+
+    Extension order follows RFC 8448 §5: key_share, cookie, supported_versions.  Assembled from
+    constant pieces (it is on the path of every ClientHello1); tests/test_rfc8448.py holds it to
+    the trace byte for byte, and tests/test_codec_properties.py to ``pull_server_hello``.  Used
+    both to send an HRR and to rebuild the one a client saw, for the transcript.
+    """
+    extensions = b"".join(
+        (
+            b""
+            if requested_group is None
+            else _KEY_SHARE_RETRY_HEADER + requested_group.to_bytes(2, "big"),
+            b""
+            if cookie is None
+            else b"\x00\x2c" + (len(cookie) + 2).to_bytes(2, "big") + cookie_body(cookie),
+            _SUPPORTED_VERSIONS_EXTENSION,
+        )
+    )
+    body = b"".join(
+        (
+            _HRR_PREFIX,
+            bytes((len(session_id),)),
+            session_id,
+            suite.to_bytes(2, "big"),
+            b"\x00",
+            len(extensions).to_bytes(2, "big"),
+            extensions,
+        )
+    )
+    return push_handshake(HandshakeType.server_hello, body)
+
+
+_HRR_PREFIX = TLS12.to_bytes(2, "big") + HELLO_RETRY_REQUEST_RANDOM
+_KEY_SHARE_RETRY_HEADER = ExtensionType.key_share.to_bytes(2, "big") + b"\x00\x02"
+_SUPPORTED_VERSIONS_EXTENSION = (
+    ExtensionType.supported_versions.to_bytes(2, "big")
+    + b"\x00\x02"
+    + SUPPORTED_VERSIONS_TLS13_BODY
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # EncryptedExtensions (§4.3.1)
 

@@ -94,9 +94,7 @@ def negotiate(
 
     alpn: bytes | None = None
     if config.alpn_protocols and hello.alpn_protocols is not None:
-        alpn = next((p for p in config.alpn_protocols if p in hello.alpn_protocols), None)
-        if alpn is None:  # RFC 7301 §3.2
-            raise NoApplicationProtocol("no ALPN protocol in common")
+        alpn = select_alpn(config, hello)
 
     return Negotiated(
         suite,
@@ -108,6 +106,16 @@ def negotiate(
         hello.server_name,
         hello.record_size_limit,
     )
+
+
+def select_alpn(config: ServerConfig, hello: ClientHello) -> bytes:
+    """Our most preferred ALPN protocol the client offers; no_application_protocol if none
+    (RFC 7301 §3.2; a QUIC client must offer one, RFC 9001 §8.1)."""
+    offered = hello.alpn_protocols or ()
+    chosen = next((p for p in config.alpn_protocols if p in offered), None)
+    if chosen is None:
+        raise NoApplicationProtocol("no ALPN protocol in common")
+    return chosen
 
 
 def group_to_request(

@@ -12,8 +12,7 @@ from enum import IntEnum
 from cryptography.exceptions import InvalidTag
 
 from .alerts import AlertError, BadRecordMac, DecodeError, RecordOverflow, UnexpectedMessage
-from .handshake import Epoch
-from .key_schedule import traffic_key_and_iv
+from .key_schedule import Epoch, traffic_key_and_iv
 from .primitives import SuiteParams
 
 MAX_PLAINTEXT = 1 << 14  # §5.1

@@ -14,16 +14,14 @@ from .alerts import (
     AlertDescription,
     AlertError,
     AlertLevel,
-    IllegalParameter,
-    MissingExtension,
     RecordOverflow,
     UnexpectedMessage,
 )
 from .config import ServerConfig
 from .connection import ServerConnection
 from .cookie import MAX_APP_PAYLOAD
-from .handshake import ServerHandshake, hello_retry_request_for
-from .messages import HandshakeType, pull_client_hello
+from .handshake import ServerHandshake
+from .messages import HandshakeType
 from .record import (
     CHANGE_CIPHER_SPEC_RECORD,
     MAX_PLAINTEXT,
@@ -31,6 +29,7 @@ from .record import (
     frame_plaintext,
     split_record,
 )
+from .retry import RetryRequest, answer_client_hello, client_hello_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,38 +101,37 @@ def stateless_accept(
         if extracted is None:
             return _NEED_MORE_DATA
         message, end = extracted
-        # _extract_client_hello checked the message type and the size limit on either path.
-        hello = pull_client_hello(message[4:])
-
-        if hello.cookie is None:
-            if after_retry:
-                raise MissingExtension("ClientHello2 does not echo the cookie")
+        answer = answer_client_hello(
+            config,
+            message,
+            peer=peer,
+            now=now,
+            cookie_payload=cookie_payload,
+            after_retry=after_retry,
+        )
+        if isinstance(answer, RetryRequest):
             # What may follow ClientHello1 before our answer: the compatibility CCS, and the
             # early data of a client that offered it.  Wait for whole records, then drop them
             # all with the HRR (the transport keeps nothing after a HelloRetry).
             if end != len(data):
-                early_data = config.max_early_data_skipped if hello.early_data else 0
+                early_data = config.max_early_data_skipped if answer.hello.early_data else 0
                 skipped = _skip_records(data, end, early_data, skipped_change_cipher_spec=False)
                 if skipped is None:
                     return _NEED_MORE_DATA
                 if skipped[0] != len(data):
                     raise UnexpectedMessage("data after ClientHello1, before our HelloRetryRequest")
-            hrr = hello_retry_request_for(
-                config, hello, message, peer=peer, now=now, cookie_payload=cookie_payload
-            )
-            records = frame_plaintext(ContentType.handshake, hrr)
-            if hello.legacy_session_id:  # the client asked for middlebox compatibility (§D.4)
-                records += CHANGE_CIPHER_SPEC_RECORD
+            records = frame_plaintext(ContentType.handshake, answer.hello_retry_request)
+            if answer.hello.legacy_session_id:  # the client asked for middlebox compatibility
+                records += CHANGE_CIPHER_SPEC_RECORD  # (§D.4)
             return HelloRetry(records)
-        rest = data[end:]
-
-        handshake = ServerHandshake.resume_from_cookie(config, hello, message, peer=peer, now=now)
+        handshake = ServerHandshake.resume_from_cookie(config, answer, peer=peer)
     except ClientAborted as error:
         return Rejected(error, b"")
     except AlertError as error:
         alert = frame_plaintext(ContentType.alert, bytes((AlertLevel.fatal, error.description)))
         return Rejected(error, alert)
 
+    rest = data[end:]
     connection = ServerConnection._from_resumed_handshake(handshake)
     flight = connection.data_to_send()
     if rest:
@@ -178,7 +176,7 @@ def _extract_client_hello(data: bytes, max_size: int, early_data: int) -> tuple[
             if len(data) >= offset + 5:
                 _check_plaintext_length(int.from_bytes(data[offset + 3 : offset + 5], "big"))
             if len(data) > offset + 5 and data[offset] == ContentType.handshake:
-                _check_client_hello_header(message + data[offset + 5 :], max_size)
+                client_hello_size(message + data[offset + 5 :], max_size)
             return None
         content_type, length, total = framed
         _check_plaintext_length(length)
@@ -195,7 +193,7 @@ def _extract_client_hello(data: bytes, max_size: int, early_data: int) -> tuple[
         if not payload:
             raise UnexpectedMessage("empty handshake record")
         message += payload
-        size = _check_client_hello_header(message, max_size)
+        size = client_hello_size(message, max_size)
         if size is not None and len(message) >= size:
             if len(message) > size:
                 raise UnexpectedMessage("handshake data after the ClientHello in its record")
@@ -248,15 +246,3 @@ def _check_plaintext_length(length: int) -> None:
     """§5.1: a plaintext record carries at most 2^14 bytes (split_record allows 2^14 + 256)."""
     if length > MAX_PLAINTEXT:
         raise RecordOverflow(f"plaintext record of {length} bytes")
-
-
-def _check_client_hello_header(prefix: bytes | bytearray, max_size: int) -> int | None:
-    """The ClientHello's total size once its 4-byte header is in ``prefix``; refuse early."""
-    if prefix[0] != HandshakeType.client_hello:
-        raise UnexpectedMessage(f"expected ClientHello, got handshake type {prefix[0]}")
-    if len(prefix) < 4:
-        return None
-    size = 4 + int.from_bytes(prefix[1:4], "big")
-    if size > max_size:
-        raise IllegalParameter(f"ClientHello of {size} bytes exceeds the {max_size} limit")
-    return size

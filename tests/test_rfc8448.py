@@ -29,11 +29,12 @@ from stateless13.config import Credential, ServerConfig
 from stateless13.connection import ServerConnection
 from stateless13.cookie import CookieState
 from stateless13.events import ApplicationData, ConnectionClosed, HandshakeComplete
-from stateless13.handshake import Entropy, ServerHandshake, build_hello_retry_request
+from stateless13.handshake import Entropy, ServerHandshake
 from stateless13.messages import (
     CipherSuite,
     ExtensionType,
     NamedGroup,
+    build_hello_retry_request,
     pull_certificate,
     pull_certificate_verify,
     pull_client_hello,
@@ -43,6 +44,7 @@ from stateless13.messages import (
 from stateless13.negotiation import client_hello_digest
 from stateless13.primitives import SUITES, KeyExchange
 from stateless13.record import ContentType, frame_plaintext
+from stateless13.retry import CookieVerified
 from stateless13.transcript import Transcript, rebuild_after_retry
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "rfc8448.json").read_text())
@@ -302,7 +304,8 @@ def test_simple_1rtt_server_flight() -> None:
 
 
 def test_hello_retry_server_flight_stateless() -> None:
-    """The code path ``resume_from_cookie`` takes once it has opened a cookie."""
+    """``resume_from_cookie`` with the trace's ClientHello2 and what its cookie would hold (the
+    trace's cookie is the trace server's, so the opening is left out)."""
     config = server_config(S5, (NamedGroup.secp256r1, NamedGroup.x25519))
     ch1 = pull_client_hello(S5["client_hello_1"][4:])
     ch2 = pull_client_hello(S5["client_hello_2"][4:])
@@ -316,11 +319,13 @@ def test_hello_retry_server_flight_stateless() -> None:
         client_hello_digest=client_hello_digest(ch1),
     )
     entropy = TraceEntropy(S5)
-    handshake = ServerHandshake(
-        config, encrypted_extensions=extra_encrypted_extensions(S5), entropy=entropy
-    )
-    handshake._continue_after_retry(
-        ch2, S5["client_hello_2"], retry, S5["hello_retry_request"], None
+    verified = CookieVerified(ch2, S5["client_hello_2"], retry, S5["hello_retry_request"])
+    handshake = ServerHandshake.resume_from_cookie(
+        config,
+        verified,
+        peer=None,
+        encrypted_extensions=extra_encrypted_extensions(S5),
+        entropy=entropy,
     )
     conn = ServerConnection._from_resumed_handshake(handshake)
     assert entropy.signed_content is not None

@@ -106,9 +106,10 @@ the Handshake and 1-RTT spaces also start above the HRR's number rather than at 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -140,30 +141,31 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509 import load_der_x509_certificate
 
-from stateless13.alerts import (
-    AlertError,
-    DecryptError,
-    IllegalParameter,
-    MissingExtension,
-    NoApplicationProtocol,
-    TLSError,
-    UnexpectedMessage,
-)
-from stateless13.config import ServerConfig
-from stateless13.cookie import check_cookie_age, peer_binding
-from stateless13.handshake import (
+from stateless13 import (
     Action,
+    AlertError,
+    ClientHello,
+    CookieVerified,
+    DecryptError,
     Epoch,
+    ExtensionType,
     HandshakeDone,
     HandshakeSummary,
+    IllegalParameter,
     InstallSecret,
+    MissingExtension,
+    RetryRequest,
     SendHandshake,
+    ServerConfig,
     ServerHandshake,
-    build_hello_retry_request,
-    hello_retry_request_for,
+    TLSError,
+    UnexpectedMessage,
+    answer_client_hello,
+    client_hello_size,
     parse_client_hello,
+    peer_binding,
+    select_alpn,
 )
-from stateless13.messages import ClientHello, ExtensionType, HandshakeType
 
 Validation = Literal["hrr", "retry", "both", "none"]
 VALIDATIONS: tuple[Validation, ...] = ("hrr", "retry", "both", "none")
@@ -385,17 +387,10 @@ def _aioquic_alert(error: AlertError) -> tls.Alert:
     return alert
 
 
-def choose_alpn(config: ServerConfig, hello: ClientHello) -> bytes:
-    """The ALPN protocol the core will pick (negotiation.py's rule); QUIC requires one."""
-    offered = hello.alpn_protocols or ()
-    chosen = next((p for p in config.alpn_protocols if p in offered), None)
-    if chosen is None:
-        raise NoApplicationProtocol("QUIC needs an ALPN protocol in common (RFC 9001 §8.1)")
-    return chosen
-
-
 def check_quic_client_hello(config: ServerConfig, hello: ClientHello) -> None:
-    """What QUIC adds to a ClientHello's rules; raises QuicConnectionError or AlertError."""
+    """What QUIC adds to a ClientHello's rules; raises QuicConnectionError or AlertError.
+
+    Among them an ALPN protocol in common, which QUIC requires (RFC 9001 §8.1)."""
     if hello.legacy_session_id:
         raise QuicConnectionError(
             error_code=QuicErrorCode.PROTOCOL_VIOLATION,
@@ -404,15 +399,15 @@ def check_quic_client_hello(config: ServerConfig, hello: ClientHello) -> None:
         )
     if not any(t == ExtensionType.quic_transport_parameters for t, _ in hello.extensions):
         raise MissingExtension("no quic_transport_parameters extension (RFC 9001 §8.2)")
-    choose_alpn(config, hello)
+    select_alpn(config, hello)
 
 
 class QuicTLS(tls.Context):
     """stateless13's ``ServerHandshake`` behind the interface ``QuicConnection`` expects.
 
-    ``resume=True``: the first ClientHello on this connection must be ClientHello2 with a cookie
-    (the stateless HRR went out before the connection existed).  ``resume=False``: an ordinary
-    handshake, with a stateful HRR only when the client's key shares do not fit.
+    ``verified``: the front already opened ClientHello2's cookie (the stateless HRR went out
+    before the connection existed); the first ClientHello here must be that very message.
+    ``None``: an ordinary handshake, with a stateful HRR only when the key shares do not fit.
     """
 
     def __init__(
@@ -420,14 +415,12 @@ class QuicTLS(tls.Context):
         config: ServerConfig,
         *,
         peer: tuple[str, int],
-        resume: bool,
-        clock: Callable[[], float],
+        verified: CookieVerified | None,
     ) -> None:
         super().__init__(is_client=False)
         self.config = config
         self.peer = peer
-        self.resume = resume
-        self._clock = clock
+        self.verified = verified
         self.handshake: ServerHandshake | None = None
         #: Set by the connection before each call: the epoch of the CRYPTO data passed in.
         self.receive_epoch = tls.Epoch.INITIAL
@@ -455,14 +448,8 @@ class QuicTLS(tls.Context):
         if epoch != Epoch.INITIAL:
             raise UnexpectedMessage("handshake data before the ClientHello")
         self._hello += data
-        if len(self._hello) < 4:
-            return []
-        size = 4 + int.from_bytes(self._hello[1:4], "big")
-        if self._hello[0] != HandshakeType.client_hello:
-            raise UnexpectedMessage(f"expected ClientHello, got handshake type {self._hello[0]}")
-        if size > self.config.max_client_hello_size:
-            raise IllegalParameter(f"ClientHello of {size} bytes exceeds the limit")
-        if len(self._hello) < size:
+        size = client_hello_size(self._hello, self.config.max_client_hello_size)
+        if size is None or len(self._hello) < size:
             return []
         if len(self._hello) > size:
             raise UnexpectedMessage("handshake data after the ClientHello")
@@ -474,18 +461,13 @@ class QuicTLS(tls.Context):
         self.received_extensions = [(t, d) for t, d in hello.extensions]
         check_quic_client_hello(self.config, hello)
         if self.alpn_cb is not None:  # parses the transport parameters; may set ours anew
-            self.alpn_cb(choose_alpn(self.config, hello).decode("ascii", "replace"))
+            self.alpn_cb(select_alpn(self.config, hello).decode("ascii", "replace"))
         extensions = tuple((int(t), bytes(d)) for t, d in self.handshake_extensions)
-        if self.resume:
-            if hello.cookie is None:
-                raise MissingExtension("ClientHello2 does not echo the cookie")
+        if self.verified is not None:
+            if message != self.verified.message:  # the front opened this one's cookie, once
+                raise IllegalParameter("ClientHello2 is not the one whose cookie was opened")
             self.handshake = ServerHandshake.resume_from_cookie(
-                self.config,
-                hello,
-                message,
-                peer=self.peer,
-                now=self._clock(),
-                encrypted_extensions=extensions,
+                self.config, self.verified, peer=self.peer, encrypted_extensions=extensions
             )
             return self.handshake.take_actions()
         self.handshake = ServerHandshake(
@@ -528,6 +510,7 @@ class ResumePoint:
     client_crypto_offset: int  # len(ClientHello1)
     server_crypto_offset: int  # len(HRR)
     next_packet_number: int
+    cookie: CookieVerified  # ClientHello2 and its opened cookie: the handshake resumes from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,7 +538,6 @@ class StatelessQuicConnection(QuicConnection):
         server_config: ServerConfig,
         peer: tuple[str, int],
         start: ConnectionStart,
-        clock: Callable[[], float],
     ) -> None:
         super().__init__(
             configuration=configuration,
@@ -565,7 +547,6 @@ class StatelessQuicConnection(QuicConnection):
         self.start = start
         self.peer = peer
         self.server_config = server_config
-        self._clock = clock
         self.quic_tls: QuicTLS | None = None
         # Our CID is the one the front chose (the HRR's SCID): initial_source_connection_id.
         self._host_cids[0].cid = start.host_cid
@@ -579,8 +560,7 @@ class StatelessQuicConnection(QuicConnection):
         engine = QuicTLS(
             self.server_config,
             peer=self.peer,
-            resume=self.start.resume is not None,
-            clock=self._clock,
+            verified=None if self.start.resume is None else self.start.resume.cookie,
         )
         engine.handshake_extensions = self.tls.handshake_extensions  # our transport parameters
         engine.alpn_cb = self._alpn_handler
@@ -945,55 +925,56 @@ class InitialFront:
         base, stream = _contiguous(fragments)
         if base > 2 * max_hello or any(o + len(d) > 3 * max_hello for o, d in fragments):
             return Drop("CRYPTO data beyond any ClientHello")
-        if stream and stream[0] != HandshakeType.client_hello and base == 0:
-            return self._close(
-                header,
-                key_cid=initials.key_cid,
-                pair=initials.pair,
-                alert=UnexpectedMessage(f"expected ClientHello, got handshake type {stream[0]}"),
-            )
-        size = 4 + int.from_bytes(stream[1:4], "big") if len(stream) >= 4 else None
-        if size is not None and size > max_hello and base == 0:
-            return self._close(
-                header,
-                key_cid=initials.key_cid,
-                pair=initials.pair,
-                alert=IllegalParameter(f"ClientHello of {size} bytes exceeds {max_hello}"),
-            )
-        if size is None or len(stream) < size or stream[0] != HandshakeType.client_hello:
+        try:
+            size = client_hello_size(stream, max_hello)
+        except AlertError as error:
+            if base:  # a later fragment came first: ClientHello2's start may still come
+                return self._hold(key, entry, now, data, initials)
+            return self._close(header, key_cid=initials.key_cid, alert=error, pair=initials.pair)
+        if size is None or len(stream) < size:
             return self._hold(key, entry, now, data, initials)
 
         message = stream[:size]
         try:
             hello = parse_client_hello(message, max_hello)
         except AlertError as error:
-            if base:  # maybe not ClientHello2's start, only a fragment that looked like one
+            if base:
                 return Drop(f"unparsable ClientHello at offset {base}")
             return self._close(header, key_cid=initials.key_cid, alert=error, pair=initials.pair)
-        received = sum(len(d) for d in datagrams)
-        if hello.cookie is None:
-            if base:
-                return self._close(
-                    header,
-                    key_cid=initials.key_cid,
-                    pair=initials.pair,
-                    alert=MissingExtension("ClientHello2 does not echo the cookie"),
-                )
+        packet_number = int(now * _HRR_PACKET_NUMBER_TICKS) % _HRR_PACKET_NUMBER_SPAN
+        try:
+            answer = answer_client_hello(
+                self.config,
+                message,
+                hello=hello,
+                peer=peer,
+                now=now,
+                cookie_payload=QuicCookieState(
+                    original_dcid, retry_scid, packet_number, len(message)
+                ).encode(),
+                after_retry=base > 0,
+                check=functools.partial(check_quic_client_hello, self.config),
+            )
+        except QuicConnectionError as error:
+            return self._close(
+                header,
+                key_cid=initials.key_cid,
+                error_code=error.error_code,
+                reason=error.reason_phrase,
+                pair=initials.pair,
+            )
+        except AlertError as error:
+            return self._close(header, key_cid=initials.key_cid, alert=error, pair=initials.pair)
+        if isinstance(answer, RetryRequest):
             return self._hello_retry(
                 header,
-                peer,
-                now,
-                hello,
-                message,
+                answer.hello_retry_request,
                 initials,
-                original_dcid,
-                retry_scid,
+                packet_number,
                 packet_numbers,
-                received,
+                received=sum(len(d) for d in datagrams),
             )
-        return self._resume(
-            header, peer, now, hello, base, initials, largest_acked, datagrams, retry_scid
-        )
+        return self._resume(header, answer, base, initials, largest_acked, datagrams, retry_scid)
 
     def _hold(
         self,
@@ -1024,44 +1005,22 @@ class InitialFront:
     def _hello_retry(
         self,
         header: QuicHeader,
-        peer: tuple[str, int],
-        now: float,
-        hello: ClientHello,
-        message: bytes,
+        hello_retry_request: bytes,
         initials: _Initials,
-        original_dcid: bytes,
-        retry_scid: bytes | None,
+        packet_number: int,
         packet_numbers: list[int],
         received: int,
     ) -> FrontResult:
-        key_cid, pair = initials.key_cid, initials.pair
-        packet_number = int(now * _HRR_PACKET_NUMBER_TICKS) % _HRR_PACKET_NUMBER_SPAN
-        state = QuicCookieState(original_dcid, retry_scid, packet_number, len(message))
-        try:
-            check_quic_client_hello(self.config, hello)
-            hrr = hello_retry_request_for(
-                self.config, hello, message, peer=peer, now=now, cookie_payload=state.encode()
-            )
-        except QuicConnectionError as error:
-            return self._close(
-                header,
-                key_cid=key_cid,
-                error_code=error.error_code,
-                reason=error.reason_phrase,
-                pair=pair,
-            )
-        except AlertError as error:
-            return self._close(header, key_cid=key_cid, alert=error, pair=pair)
         acks = RangeSet()
         for number in packet_numbers:
             acks.add(number)
         datagram = self._initial_datagram(
             header,
-            key_cid=key_cid,
+            key_cid=initials.key_cid,
             packet_number=packet_number,
             acks=acks,
-            crypto=hrr,
-            pair=pair,
+            crypto=hello_retry_request,
+            pair=initials.pair,
         )
         if len(datagram) > 3 * received:  # RFC 9000 §8.1 (cannot happen: >= 1200 received)
             return Drop("HRR would exceed 3x the bytes received")
@@ -1070,23 +1029,19 @@ class InitialFront:
     def _resume(
         self,
         header: QuicHeader,
-        peer: tuple[str, int],
-        now: float,
-        hello: ClientHello,
+        verified: CookieVerified,
         base: int,
         initials: _Initials,
         largest_acked: int,
         datagrams: tuple[bytes, ...],
         retry_scid: bytes | None,
     ) -> FrontResult:
-        assert hello.cookie is not None
+        """ClientHello2's cookie is good for its IP (the core checked it): check the QUIC state
+        it carries against this packet, and start the connection from it."""
         key_cid = initials.key_cid
-        config = self.config
         try:
-            cookie = config.cookie_keys.open(hello.cookie, peer_binding(peer))
-            check_cookie_age(cookie, now, config.cookie_lifetime, config.cookie_clock_skew)
             try:
-                state = QuicCookieState.decode(cookie.app_payload)
+                state = QuicCookieState.decode(verified.cookie_payload)
             except ValueError as error:
                 raise DecryptError(f"cookie without QUIC state: {error}") from None
             if state.key_cid != key_cid or state.retry_scid != retry_scid:
@@ -1095,12 +1050,6 @@ class InitialFront:
                 raise IllegalParameter("ClientHello2 does not follow ClientHello1 in CRYPTO")
         except AlertError as error:
             return self._close(header, key_cid=key_cid, alert=error, pair=initials.pair)
-        hrr = build_hello_retry_request(
-            hello.legacy_session_id,
-            cookie.cipher_suite,
-            cookie.group if cookie.key_share_requested else None,
-            hello.cookie,
-        )
         return Accept(
             ConnectionStart(
                 key_cid=key_cid,
@@ -1109,8 +1058,9 @@ class InitialFront:
                 retry_scid=state.retry_scid,
                 resume=ResumePoint(
                     client_crypto_offset=base,
-                    server_crypto_offset=len(hrr),
+                    server_crypto_offset=len(verified.hello_retry_request),
                     next_packet_number=max(state.hrr_packet_number, largest_acked) + 1,
+                    cookie=verified,
                 ),
                 address_validated=True,
                 validation="retry+cookie" if state.retry_scid is not None else "cookie",
@@ -1298,6 +1248,5 @@ __all__ = [
     "RetryTokens",
     "StatelessQuicConnection",
     "Validation",
-    "choose_alpn",
     "quic_configuration",
 ]

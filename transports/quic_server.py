@@ -40,9 +40,15 @@ from aioquic.quic.packet import QuicErrorCode, pull_quic_header
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_der_x509_certificate
 
-from stateless13 import Credential, HandshakeComplete, ServerConfig
-from stateless13.handshake import HandshakeSummary
-from stateless13.messages import CipherSuite, NamedGroup, SignatureScheme
+from stateless13 import (
+    CipherSuite,
+    Credential,
+    HandshakeComplete,
+    HandshakeSummary,
+    NamedGroup,
+    ServerConfig,
+    SignatureScheme,
+)
 
 from .quic import (
     SERVER_CID_LENGTH,
@@ -382,7 +388,6 @@ class QuicServer(asyncio.DatagramProtocol):
             server_config=self.config,
             peer=peer,
             start=start,
-            clock=self._clock,
         )
         protocol = self._create_protocol(connection)
         protocol.on_report = self._on_report

@@ -304,7 +304,6 @@ def test_client_hello2_builds_the_connection_from_itself_alone() -> None:
         server_config=CONFIG,
         peer=CLIENT,
         start=start,
-        clock=lambda: NOW,
     )
     for datagram in start.datagrams:
         connection.receive_datagram(datagram, CLIENT, now=0.0)
@@ -620,7 +619,6 @@ def run_in_memory(
                         server_config=front.config,
                         peer=CLIENT,
                         start=result.start,
-                        clock=time.time,
                     )
                     for data in result.start.datagrams:
                         connection.receive_datagram(data, CLIENT, now)
@@ -751,7 +749,7 @@ def test_retry_tokens() -> None:
 
 
 def test_quic_tls_maps_alerts_and_refuses_key_update() -> None:
-    engine = QuicTLS(CONFIG, peer=CLIENT, resume=False, clock=lambda: NOW)
+    engine = QuicTLS(CONFIG, peer=CLIENT, verified=None)
     buffers = {
         e: Buffer(capacity=4096)
         for e in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE, tls.Epoch.ONE_RTT)
@@ -761,7 +759,7 @@ def test_quic_tls_maps_alerts_and_refuses_key_update() -> None:
     assert raised.value.description == tls.AlertDescription.unexpected_message
     assert engine.error is not None
 
-    engine = QuicTLS(CONFIG, peer=CLIENT, resume=True, clock=lambda: NOW)
+    engine = QuicTLS(CONFIG, peer=CLIENT, verified=None)
     engine.handshake = object()  # type: ignore[assignment]  # pretend the handshake is done
     engine.receive_epoch = tls.Epoch.ONE_RTT
     with pytest.raises(tls.Alert) as raised:
