@@ -18,23 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, ROOT, Report
+from .common import BENCHMARKS, RESULTS_DIR, ROOT, Report
 
-#: name -> (what it measures, default seconds per round or None, default rounds or None)
-BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
-    "hrr_rate": ("HRRs/s per captured client vs OpenSSL SSL_stateless (ctypes)", 0.1, 5),
-    "resume": ("CH2 -> Accepted vs SSL_stateless(CH2); cookie opens/s", 0.2, 5),
-    "handshake": ("full handshake, server side, vs Python ssl's server", 0.25, 3),
-    "records": ("16 KiB records MB/s per suite vs ssl.SSLObject", 0.1, 3),
-    "sizes": ("HRR/CH1 bytes per client vs SSL_stateless; cookie size", None, None),
-    "memory": ("bytes per client after the HRR and per handshake vs Python ssl", None, 3),
-    "sockets": ("stateless13 serve on loopback vs an asyncio+ssl server", 1.0, 3),
-    "profile_hrr": ("the HRR path: cProfile, stages, proposals left vs the library", 0.2, 5),
-}
+#: Not benchmarks, but run the same way.
 OTHER = {
     "chart": "draw docs/benchmarks.png from the JSON results",
-    "capture": "capture ClientHello1s from the installed peers",
-    "hrr": "the original quick HRR / cookie / resume figures",
+    "capture": "capture ClientHello1s from the installed peers (tests/data/client_hellos)",
 }
 
 

@@ -1,6 +1,6 @@
 """Capture real ClientHello1s from the installed peers, for benchmarks and the fuzz corpus.
 
-    python -m bench.capture [OUT_DIR] [--peers go,curl]   (default: bench/client_hellos, all)
+    python -m bench.capture [OUT_DIR] [--peers go,curl]   (default: tests/data/client_hellos, all)
 
 A plain TCP listener on 127.0.0.1 records the first ClientHello each peer sends (all of its
 records), then closes the connection; each peer's failure to connect afterwards is expected.
@@ -23,8 +23,9 @@ from pathlib import Path
 
 from stateless13 import NeedMoreData, ServerConfig, stateless_accept
 
-OUT = Path(__file__).resolve().parent / "client_hellos"
-GO_CLIENT = Path(__file__).resolve().parent.parent / "tests" / "interop" / "goclient" / "main.go"
+from .common import CLIENT_HELLOS_DIR, ROOT
+
+GO_CLIENT = ROOT / "tests" / "interop" / "goclient" / "main.go"
 
 
 def _record_one(listener: socket.socket, result: list[bytes]) -> None:
@@ -139,7 +140,9 @@ def peers(user_data_dir: str) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", nargs="?", type=Path, default=OUT, help="output directory")
+    parser.add_argument(
+        "out", nargs="?", type=Path, default=CLIENT_HELLOS_DIR, help="output directory"
+    )
     parser.add_argument("--peers", help="comma-separated peers to capture (default: all)")
     args = parser.parse_args(argv)
     out: Path = args.out

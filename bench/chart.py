@@ -32,8 +32,6 @@ class Panel:
     label: Callable[[str], str]
     log: bool = False
     reference: tuple[float, str] | None = None
-    ours_label: str = "stateless13"
-    anchor_label: str | None = None  # default: the anchors' names from the results
 
 
 def _short_client(case: str) -> str:
@@ -110,15 +108,6 @@ PANELS = (
         log=True,
     ),
     Panel(
-        "profile_hrr",
-        "HRR path: what is left (P2 + P4, bench/lean_hrr.py) vs the library",
-        "HelloRetryRequests/s",
-        lambda row: row["anchor_name"] is not None,
-        lambda case: "HrrTemplate.answer\ntable negotiation + direct cookie seal",
-        ours_label="prototype",
-        anchor_label="library stateless_accept today",
-    ),
-    Panel(
         "sockets",
         "Loopback server, per server CPU-second",
         "per CPU-second",
@@ -155,10 +144,10 @@ def draw(results: dict[str, dict[str, Any]], out: Path) -> None:
         width = 0.38
         ours = [row["ours_median"] for row in rows]
         anchors = [row["anchor_median"] or 0.0 for row in rows]
-        axis.bar([p - width / 2 for p in positions], ours, width, label=panel.ours_label,
+        axis.bar([p - width / 2 for p in positions], ours, width, label="stateless13",
                  color=OURS_COLOR)  # fmt: skip
         axis.bar([p + width / 2 for p in positions], anchors, width,
-                 label=panel.anchor_label or _anchor_label(rows), color=ANCHOR_COLOR)  # fmt: skip
+                 label=_anchor_label(rows), color=ANCHOR_COLOR)  # fmt: skip
         for position, row in zip(positions, rows, strict=True):
             if row["ratio"] is not None:
                 top = max(row["ours_median"], row["anchor_median"] or 0.0)

@@ -25,8 +25,22 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-CLIENT_HELLOS_DIR = BENCH_DIR / "client_hellos"
+CLIENT_HELLOS_DIR = ROOT / "tests" / "data" / "client_hellos"
 RESULTS_DIR = BENCH_DIR / "results"
+
+#: The benchmarks docs/BENCHMARKS.md publishes: name -> (what it measures, default seconds per
+#: round, default rounds). The one place these defaults are written: ``python -m bench all`` scales
+#: them and each benchmark's options default to them. None: the benchmark takes no such option.
+BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
+    "hrr_rate": ("HRRs/s per captured client vs OpenSSL SSL_stateless (ctypes)", 0.1, 5),
+    "resume": ("CH2 -> Accepted vs SSL_stateless(CH2); cookie opens/s", 0.2, 5),
+    "handshake": ("full handshake, server side, vs Python ssl's server", 0.25, 3),
+    "records": ("16 KiB records MB/s per suite vs ssl.SSLObject", 0.1, 3),
+    "sizes": ("HRR/CH1 bytes per client vs SSL_stateless; cookie size", None, None),
+    "memory": ("bytes per client after the HRR and per handshake vs Python ssl", None, 3),
+    "sockets": ("stateless13 serve on loopback vs an asyncio+ssl server", 1.0, 3),
+    "profile_hrr": ("our HRR path: cProfile, stages timed alone, floors, HRRs/s", 0.2, 5),
+}
 
 #: The simulated client address (TEST-NET-3): ours binds its cookie to it, the anchor's HMAC too.
 PEER = ("203.0.113.7", 4433)
@@ -338,15 +352,21 @@ def emit(report: Report, as_json: bool) -> None:
 # Options and machine
 
 
-def parser(description: str, *, seconds: float, rounds: int) -> argparse.ArgumentParser:
-    """The options every benchmark takes."""
+def parser(benchmark: str, description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes, with its defaults from :data:`BENCHMARKS`."""
+    _, seconds, rounds = BENCHMARKS[benchmark]
     result = argparse.ArgumentParser(description=description)
-    result.add_argument(
-        "--seconds", type=float, default=seconds, help=f"length of one round (default {seconds})"
-    )
-    result.add_argument(
-        "--rounds", type=int, default=rounds, help=f"rounds per measurement (default {rounds})"
-    )
+    if seconds is not None:
+        result.add_argument(
+            "--seconds",
+            type=float,
+            default=seconds,
+            help=f"length of one round (default {seconds})",
+        )
+    if rounds is not None:
+        result.add_argument(
+            "--rounds", type=int, default=rounds, help=f"rounds per measurement (default {rounds})"
+        )
     result.add_argument("--json", action="store_true", help="print JSON instead of tables")
     result.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return result

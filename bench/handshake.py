@@ -1,6 +1,6 @@
 """Full TLS 1.3 handshakes, server side only: ``ServerConnection`` vs Python ``ssl``'s server.
 
-    python -m bench.handshake [--seconds 0.25] [--rounds 3] [--json]
+    python -m bench.handshake [--seconds S] [--rounds N] [--json]
 
 Only the server's calls are timed (creating the server object, feeding it ClientHello, taking its
 flight; feeding it the client's Finished): the client's work happens between the timed parts.
@@ -493,7 +493,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0], seconds=0.25, rounds=3).parse_args(argv)
+    args = parser("handshake", __doc__.splitlines()[0]).parse_args(argv)
     emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
     return 0
 

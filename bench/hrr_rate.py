@@ -1,12 +1,12 @@
 """HelloRetryRequests per second: ``stateless_accept`` vs OpenSSL's ``SSL_stateless()`` (ctypes).
 
-    python -m bench.hrr_rate [--seconds 0.1] [--rounds 5] [--json]
+    python -m bench.hrr_rate [--seconds S] [--rounds N] [--json]
 
-Both answer the same captured ClientHello1s (bench/client_hellos/*.bin) on one core: ours with
-a fresh ``stateless_accept`` call, OpenSSL with a fresh SSL object from one SSL_CTX (ECDSA P-256
-certificate, TLS 1.3 only, our suite order, Python HMAC cookie callbacks).  Before and after the
-rounds every OpenSSL answer is checked to be a real HelloRetryRequest, and every one of ours a
-``HelloRetry``.
+Both answer the same captured ClientHello1s (tests/data/client_hellos/*.bin) on one core: ours
+with a fresh ``stateless_accept`` call, OpenSSL with a fresh SSL object from one SSL_CTX (ECDSA
+P-256 certificate, TLS 1.3 only, our suite order, Python HMAC cookie callbacks).  Before and
+after the rounds every OpenSSL answer is checked to be a real HelloRetryRequest, and every one of
+ours a ``HelloRetry``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0], seconds=0.1, rounds=5).parse_args(argv)
+    args = parser("hrr_rate", __doc__.splitlines()[0]).parse_args(argv)
     emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
     return 0
 

@@ -1,6 +1,6 @@
 """Memory per client: after the HRR (must be 0 in the core) and per in-progress handshake.
 
-    python -m bench.memory [--count 2000] [--rounds 3] [--json]
+    python -m bench.memory [--count N] [--rounds N] [--json]
 
 Two methods, and each number says which:
   * tracemalloc: every Python allocation still alive, exact, but blind to C allocations made
@@ -41,6 +41,7 @@ from .common import (
     Table,
     captured_client_hellos,
     emit,
+    parser,
     python_ssl_client_context,
 )
 from .handshake import server_context
@@ -262,12 +263,8 @@ def run(count: int, rounds: int, *, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options = parser("memory", __doc__.splitlines()[0])
     options.add_argument("--count", type=int, default=2000, help="objects per measurement")
-    options.add_argument("--rounds", type=int, default=3, help="RSS rounds (fresh processes)")
-    options.add_argument("--seconds", type=float, default=0, help=argparse.SUPPRESS)
-    options.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    options.add_argument("--quiet", action="store_true", help="no progress on stderr")
     options.add_argument("--child-rss", choices=RSS_KINDS, help=argparse.SUPPRESS)
     options.add_argument("--child-tracemalloc", action="store_true", help=argparse.SUPPRESS)
     args = options.parse_args(argv)

@@ -1,39 +1,31 @@
-"""Where an HRR's time goes, and what the prototypes left in bench/lean_hrr.py would save.
+"""Where the time of one of our HRRs goes: profile, stages timed alone, floors, whole rate.
 
-    python -m bench.profile_hrr [--count 20000] [--seconds 0.2] [--rounds 5] [--json]
-                                [--pstats FILE]
+    python -m bench.profile_hrr [--count N] [--seconds S] [--rounds N] [--json] [--pstats FILE]
 
 1. cProfile of ``stateless_accept`` over the captured ClientHello1s (all peers in turn): the
    functions with the most own time, per HRR (cProfile inflates small calls: read it for shares).
 2. The stages timed one at a time without a profiler, on the same ClientHellos: µs per call.
 3. Floors: the cryptography and randomness one HRR cannot avoid.
-4. The proposals not yet in the library, stage by stage against the library's stage (P2 table
-   negotiation, P4 direct cookie seal, P5 digest from wire slices), each checked
-   first; then ``HrrTemplate.answer`` (P2 + P4 around the library's parser and HRR builder) timed
-   against ``stateless_accept`` in alternating rounds.
+4. ``stateless_accept`` as a whole, HRRs/s over the rounds (its anchor is bench.hrr_rate's).
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import hashlib
 import os
 import pstats
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from stateless13 import Accepted, HelloRetry, ServerConfig, stateless_accept
-from stateless13.messages import pull_client_hello, pull_server_hello
-from stateless13.negotiation import client_hello_digest, group_to_request, negotiate
+from stateless13 import ServerConfig, stateless_accept
+from stateless13.messages import pull_client_hello
 
 from .common import (
     PEER,
-    MemoryClient,
     Progress,
     Report,
     Row,
@@ -41,11 +33,9 @@ from .common import (
     alternate,
     captured_client_hellos,
     emit,
-    python_ssl_client_context,
+    parser,
     timed_rate,
 )
-from .lean_hrr import HrrTemplate, slice_digest
-from .sizes import hrr_parts
 
 NOW = 2_000_000_000.0
 
@@ -105,7 +95,7 @@ def profile(config: ServerConfig, hellos: list[bytes], count: int, dump: str | N
 
 def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
     """Each step of the HRR path on its own, with the previous steps' outputs precomputed."""
-    from stateless13 import handshake, negotiation, record, stateless
+    from stateless13 import negotiation, record, stateless
     from stateless13.cookie import CookieState, peer_binding
 
     rows: list[list[Any]] = []
@@ -116,6 +106,8 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
     )
     steps: list[tuple[str, Callable[[], object]]] = []
     try:
+        from stateless13.messages import build_hello_retry_request
+
         extracted = [
             stateless._extract_client_hello(h, config.max_client_hello_size, 0) for h in hellos
         ]
@@ -129,7 +121,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
         binding = peer_binding(PEER)
         states = [
             CookieState(
-                int(NOW), n.suite.suite, n.group if r is None else r, r is not None,
+                int(NOW), n.suite.code, n.group if r is None else r, r is not None,
                 n.suite.digest(m), negotiation.client_hello_digest(h),
             )
             for h, m, n, r in zip(parsed, messages, negotiated, requested, strict=True)
@@ -141,7 +133,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
         ]  # fmt: skip
         cookies = [config.cookie_keys.seal(s, binding) for s in states]
         hrrs = [
-            handshake.build_hello_retry_request(h.legacy_session_id, n.suite.suite, r, c)
+            build_hello_retry_request(h.legacy_session_id, n.suite.code, r, c)
             for h, n, r, c in zip(parsed, negotiated, requested, cookies, strict=True)
         ]
         steps = [
@@ -175,7 +167,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
             (
                 "build_hello_retry_request",
                 lambda: [
-                    handshake.build_hello_retry_request(h.legacy_session_id, n.suite.suite, r, c)
+                    build_hello_retry_request(h.legacy_session_id, n.suite.code, r, c)
                     for h, n, r, c in zip(parsed, negotiated, requested, cookies, strict=True)
                 ],
             ),
@@ -221,144 +213,6 @@ def floors(hellos: list[bytes], seconds: float) -> Table:
     return Table("floors (µs per call)", ["operation", "µs"], rows)
 
 
-# ---------------------------------------------------------------------------------------------
-# 4. What is left: check, then time
-
-
-def check_template(config: ServerConfig, template: HrrTemplate, hellos: list[bytes]) -> list[str]:
-    """The template's HRR equals the library's but for the cookie's nonce and ciphertext, its
-    cookie opens to the same state, and a real client's ClientHello2 after it is Accepted."""
-    from stateless13.cookie import peer_binding
-
-    problems = []
-    binding = peer_binding(PEER)
-    for name, hello in captured_client_hellos().items():
-        ours = stateless_accept(config, hello, peer=PEER, now=NOW)
-        lean = template.answer(hello, PEER, NOW)
-        assert isinstance(ours, HelloRetry)
-        if lean is None:
-            problems.append(f"{name}: template declined")
-            continue
-        if len(lean) != len(ours.data_to_send):
-            problems.append(f"{name}: {len(lean)} bytes, library {len(ours.data_to_send)}")
-            continue
-        _, cookie_length, _ = hrr_parts(lean)
-        length = int.from_bytes(lean[3:5], "big")
-        cookies = []
-        for data in (ours.data_to_send, lean):
-            parsed = pull_server_hello(data[9 : 5 + length])
-            cookies.append(dict(parsed.extensions)[44][2:])
-        start = lean.index(cookies[1])  # the cookie's version and key id must agree too
-        if (lean[: start + 2], lean[start + cookie_length :]) != (
-            ours.data_to_send[: start + 2],
-            ours.data_to_send[start + cookie_length :],
-        ):
-            problems.append(f"{name}: bytes outside the cookie differ")
-        states = [config.cookie_keys.open(cookie, binding) for cookie in cookies]
-        if states[0] != states[1]:
-            problems.append(f"{name}: cookie state differs: {states[0]} vs {states[1]}")
-    context = python_ssl_client_context()
-    client = MemoryClient(context)
-    lean = template.answer(client.step(), PEER, time.time())
-    assert lean is not None
-    resumed = stateless_accept(config, client.step(lean), peer=PEER, now=time.time())
-    if not isinstance(resumed, Accepted):
-        problems.append(f"Python ssl's ClientHello2 after the template's HRR: {resumed!r:.80}")
-    return problems
-
-
-def check_p5(config: ServerConfig) -> list[str]:
-    """P5: Python ssl's ClientHello2 (after our HRR) gives the same slice digest as its
-    ClientHello1, and the captured clients all differ."""
-    problems = []
-    client = MemoryClient(python_ssl_client_context())
-    first = client.step()
-    retry = stateless_accept(config, first, peer=PEER, now=NOW)
-    assert isinstance(retry, HelloRetry)
-    second = client.step(retry.data_to_send)
-    second = second[second.index(b"\x16\x03\x03") :]  # after the compatibility-mode CCS
-    digests = [
-        slice_digest(pull_client_hello(record[9:]), record[9:]) for record in (first, second)
-    ]
-    if digests[0] != digests[1]:
-        problems.append("P5: Python ssl's CH1 and CH2 give different slice digests")
-    captured = [h[9:] for h in captured_client_hellos().values()]
-    if len({slice_digest(pull_client_hello(body), body) for body in captured}) != len(captured):
-        problems.append("P5: two captured clients give the same slice digest")
-    return problems
-
-
-def proposals(
-    config: ServerConfig, template: HrrTemplate, hellos: list[bytes], seconds: float
-) -> Table:
-    """Each remaining proposal's stage, the library's stage and the prototype's, µs per call."""
-    from stateless13.cookie import CookieState, peer_binding
-
-    messages = [h[5:] for h in hellos]
-    parsed = [pull_client_hello(m[4:]) for m in messages]
-    negotiated = [negotiate(config, h) for h in parsed]
-    requested = [group_to_request(config, h, n) for h, n in zip(parsed, negotiated, strict=True)]
-    binding = peer_binding(PEER)
-    states = [
-        CookieState(
-            int(NOW), n.suite.suite, n.group if r is None else r, r is not None,
-            n.suite.digest(m), client_hello_digest(h),
-        )
-        for m, h, n, r in zip(messages, parsed, negotiated, requested, strict=True)
-    ]  # fmt: skip
-    cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
-        (
-            "P2 negotiate + group_to_request | HrrTemplate.negotiate (tables)",
-            lambda: [group_to_request(config, h, negotiate(config, h)) for h in parsed],
-            lambda: [template.negotiate(h) for h in parsed],
-        ),
-        (
-            "P4 CookieState + seal (encode, urandom, AES-GCM-SIV) | HrrTemplate.seal",
-            lambda: [
-                config.cookie_keys.seal(
-                    CookieState(
-                        s.issued_at,
-                        s.cipher_suite,
-                        s.group,
-                        s.key_share_requested,
-                        s.client_hello_hash,
-                        s.client_hello_digest,
-                    ),
-                    binding,
-                )
-                for s in states
-            ],
-            lambda: [
-                template.seal(
-                    NOW,
-                    s.cipher_suite,
-                    s.group,
-                    s.key_share_requested,
-                    s.client_hello_hash,
-                    s.client_hello_digest,
-                    binding,
-                )
-                for s in states
-            ],
-        ),
-        (
-            "P5 client_hello_digest | slice_digest (wire slices)",
-            lambda: [client_hello_digest(h) for h in parsed],
-            lambda: [slice_digest(h, m[4:]) for h, m in zip(parsed, messages, strict=True)],
-        ),
-    ]
-    rows = []
-    for label, library, prototype in cases:
-        before = _per_call(library, len(hellos), seconds)
-        after = _per_call(prototype, len(hellos), seconds)
-        rows.append([label, f"{before:.2f}", f"{after:.2f}", f"{before - after:.2f}"])
-    return Table(
-        "remaining proposals, stage by stage (µs per ClientHello1, all peers in turn, best of 3)",
-        ["proposal: library | prototype", "library µs", "prototype µs", "saved µs"],
-        rows,
-    )
-
-
 def run(
     count: int, seconds: float, rounds: int, *, progress: bool = True, dump: str | None = None
 ) -> Report:
@@ -366,10 +220,10 @@ def run(
     hellos = list(captured_client_hellos().values())
     report = Report(
         "profile_hrr",
-        "The HRR path: profile, stages, floors and the proposals left",
+        "Our HRR path: profile, stages, floors",
         {"count": count, "seconds_per_round": seconds, "rounds": rounds},
     )
-    bar = Progress("profile_hrr", 5 + 2 * rounds, enabled=progress)
+    bar = Progress("profile_hrr", 3 + rounds, enabled=progress)
     report.tables.append(profile(config, hellos, count, dump))
     bar.step("cProfile")
     report.tables.append(stages(config, hellos, seconds * 5))
@@ -377,74 +231,25 @@ def run(
     report.tables.append(floors(hellos, seconds * 2))
     bar.step("floors")
 
-    template = HrrTemplate(config)
-    template_problems = check_template(config, template, hellos)
-    other_problems = check_p5(config)
-    bar.step("checks")
-    report.tables.append(
-        Table(
-            "prototype checks",
-            ["check", "result"],
-            [
-                [
-                    "HrrTemplate HRR == library HRR but the cookie's nonce/ciphertext; same "
-                    "cookie state; Python ssl CH2 after it Accepted",
-                    "ok" if not template_problems else "; ".join(template_problems),
-                ],
-                [
-                    "slice_digest: Python ssl CH1 == CH2, captured clients all differ",
-                    "ok" if not other_problems else "; ".join(other_problems),
-                ],
-            ],
-        )
-    )
-    report.tables.append(proposals(config, template, hellos, seconds * 2))
-    bar.step("proposals")
-
     def library() -> int:
         for hello in hellos:
             stateless_accept(config, hello, peer=PEER, now=NOW)
         return len(hellos)
 
-    def templated() -> int:
-        answer = template.answer
-        for hello in hellos:
-            HelloRetry(answer(hello, PEER, NOW) or b"")
-        return len(hellos)
-
-    measured = alternate(
-        {
-            "library": lambda: timed_rate(library, seconds),
-            "template": lambda: timed_rate(templated, seconds),
-        },
-        rounds,
-        bar,
-    )
+    measured = alternate({"library": lambda: timed_rate(library, seconds)}, rounds, bar)
     bar.close()
-    base = measured["library"]
-    report.rows.append(
-        Row(
-            "HrrTemplate.answer (P2 tables + P4 direct seal, library parser and HRR builder)",
-            "HRR/s",
-            measured["template"],
-            "library stateless_accept",
-            base,
-        )
-    )
+    rates = measured["library"]
+    report.rows.append(Row("stateless_accept, all captured clients in turn", "HRR/s", rates))
     report.notes.append(
-        f"library stateless_accept: {statistics.median(base):,.0f} HRR/s "
-        f"({1e6 / statistics.median(base):.1f} µs per HRR), all captured clients in turn."
+        f"stateless_accept: {statistics.median(rates):,.0f} HRR/s "
+        f"({1e6 / statistics.median(rates):.1f} µs per HRR), all captured clients in turn."
     )
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options = parser("profile_hrr", __doc__.splitlines()[0])
     options.add_argument("--count", type=int, default=20000, help="HRRs under cProfile")
-    options.add_argument("--seconds", type=float, default=0.2, help="length of one round")
-    options.add_argument("--rounds", type=int, default=5)
-    options.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    options.add_argument("--quiet", action="store_true", help="no progress on stderr")
     options.add_argument("--pstats", help="also write the cProfile stats to this file")
     args = options.parse_args(argv)
     report = run(args.count, args.seconds, args.rounds, progress=not args.quiet, dump=args.pstats)

@@ -1,6 +1,6 @@
 """Record layer throughput: 16 KiB application-data records, each suite, protect and unprotect.
 
-    python -m bench.records [--seconds 0.1] [--rounds 3] [--json]
+    python -m bench.records [--seconds S] [--rounds N] [--json]
 
 Ours two ways: the bare ``RecordProtection.seal``/``open``, and what an application sees,
 ``ServerConnection.send`` + ``data_to_send`` and ``receive_data`` + ``next_event``.  Anchor: the
@@ -215,7 +215,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0], seconds=0.1, rounds=3).parse_args(argv)
+    args = parser("records", __doc__.splitlines()[0]).parse_args(argv)
     emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
     return 0
 

@@ -1,6 +1,6 @@
 """Cookie verification and resume: ClientHello2 -> ``Accepted`` (with the server's whole flight).
 
-    python -m bench.resume [--seconds 0.2] [--rounds 5] [--json]
+    python -m bench.resume [--seconds S] [--rounds N] [--json]
 
 ClientHello2s come from Python's ``ssl`` (OpenSSL 3 client) over memory BIOs, answering our HRR
 (for ours) or OpenSSL's HRR (for the anchor: OpenSSL's cookie is HMAC'd under a key private to
@@ -144,7 +144,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0], seconds=0.2, rounds=5).parse_args(argv)
+    args = parser("resume", __doc__.splitlines()[0]).parse_args(argv)
     emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
     return 0
 

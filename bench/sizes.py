@@ -123,7 +123,7 @@ def run(*, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0], seconds=0, rounds=1).parse_args(argv)
+    args = parser("sizes", __doc__.splitlines()[0]).parse_args(argv)
     emit(run(progress=not args.quiet), args.json)
     return 0
 

@@ -1,6 +1,6 @@
 """Over real sockets on 127.0.0.1: handshakes/s and HRRs/s of ``python -m stateless13 serve``.
 
-    python -m bench.sockets [--seconds 1] [--rounds 3] [--workers 2] [--threads 4] [--json]
+    python -m bench.sockets [--seconds S] [--rounds N] [--workers N] [--threads N] [--json]
 
 The servers run in their own processes, all on loopback, with the same ECDSA P-256 certificate:
   * ours: ``python -m stateless13 serve --mode echo --quiet`` (stateless HRR front on), and the
@@ -56,7 +56,6 @@ from .common import (
 HOST = "127.0.0.1"  # loopback only, never anything else
 MAX_PER_WORKER = 50_000
 TIMEOUT = 5.0
-SECONDS, ROUNDS = 1.0, 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +321,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parser(__doc__.splitlines()[0], seconds=SECONDS, rounds=ROUNDS)
+    options = parser("sockets", __doc__.splitlines()[0])
     options.add_argument("--workers", type=int, default=2, help="load-generator processes")
     options.add_argument("--threads", type=int, default=4, help="connections at once per worker")
     options.add_argument("--anchor-server", action="store_true", help=argparse.SUPPRESS)

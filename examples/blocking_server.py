@@ -23,7 +23,7 @@ def main(port: int, once: bool) -> None:
 
     def handler(stream: BlockingTLSStream) -> None:
         stream.recv()  # the request; one read is enough for this demo
-        info = stream.info
+        info = stream.handshake
         body = (
             f"hello over {info.cipher_suite.name} with {info.group.name}; "
             f"cookie verified: {info.cookie_verified}\n"

@@ -46,12 +46,22 @@ class AlertDescription(IntEnum):
     no_application_protocol = 120
 
 
+def alert_description(value: int) -> AlertDescription | int:
+    """A received alert's description: the enum member, or the number if we do not know it."""
+    try:
+        return AlertDescription(value)
+    except ValueError:
+        return value
+
+
 class TLSError(Exception):
     """Base of every error this library raises on purpose."""
 
 
-class LocalProtocolError(TLSError):
-    """The application used the API wrongly (e.g. ``send`` before the handshake)."""
+class LocalProtocolError(TLSError, ValueError):
+    """The application used the API wrongly: ``send`` before the handshake, a configuration
+    that cannot work, a cookie payload over its limit.  Never sends anything.  Also a
+    ``ValueError``, as a bad argument is."""
 
 
 class AlertError(TLSError):

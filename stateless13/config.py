@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID, PublicKeyAlgorithmOID
 
+from .alerts import LocalProtocolError
 from .cookie import CookieKeyRing
 from .messages import (
     MAX_HANDSHAKE_MESSAGE_SIZE,
@@ -48,16 +49,16 @@ class Credential:
 
     def __post_init__(self) -> None:
         if not self.certificate_chain:
-            raise ValueError("a Credential needs at least one certificate")
+            raise LocalProtocolError("a Credential needs at least one certificate")
         leaf = x509.load_der_x509_certificate(self.certificate_chain[0])
         if leaf.public_key() != self.private_key.public_key():
-            raise ValueError("the private key does not belong to the first certificate")
+            raise LocalProtocolError("the private key does not belong to the first certificate")
         schemes = signature_schemes_for(
             self.private_key,
             rsassa_pss=leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS,
         )
         if not schemes:
-            raise ValueError("unsupported private key type for TLS 1.3")
+            raise LocalProtocolError("unsupported private key type for TLS 1.3")
         object.__setattr__(self, "signature_schemes", schemes)
         entries = tuple((der, ()) for der in self.certificate_chain)
         object.__setattr__(self, "certificate_message", push_certificate(Certificate(b"", entries)))
@@ -79,7 +80,7 @@ class Credential:
         if not isinstance(
             key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
         ):
-            raise ValueError(f"unsupported private key type {type(key).__name__}")
+            raise LocalProtocolError(f"unsupported private key type {type(key).__name__}")
         return cls(chain, key)
 
     @classmethod
@@ -95,7 +96,7 @@ class Credential:
         elif key_type == "rsa":
             key = rsa.generate_private_key(65537, 2048)
         else:
-            raise ValueError(f"unknown key type {key_type!r}")
+            raise LocalProtocolError(f"unknown key type {key_type!r}")
         names: list[x509.GeneralName] = [x509.DNSName(hostname)]
         if hostname == "localhost":
             names += [
@@ -192,23 +193,25 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if not self.credentials:
-            raise ValueError("ServerConfig needs at least one Credential")
+            raise LocalProtocolError("ServerConfig needs at least one Credential")
         if not self.cipher_suites or not self.groups:
-            raise ValueError("ServerConfig needs at least one cipher suite and one group")
+            raise LocalProtocolError("ServerConfig needs at least one cipher suite and one group")
         object.__setattr__(self, "cipher_suites", tuple(CipherSuite(s) for s in self.cipher_suites))
         object.__setattr__(self, "groups", tuple(NamedGroup(g) for g in self.groups))
         for protocol in self.alpn_protocols:
             if not 0 < len(protocol) < 256:
-                raise ValueError(f"invalid ALPN protocol {protocol!r}")
+                raise LocalProtocolError(f"invalid ALPN protocol {protocol!r}")
         if self.max_client_hello_size < 512:
-            raise ValueError("max_client_hello_size below 512 bytes would refuse ordinary clients")
+            raise LocalProtocolError(
+                "max_client_hello_size below 512 bytes would refuse ordinary clients"
+            )
         if self.max_client_hello_size > 4 + MAX_HANDSHAKE_MESSAGE_SIZE:
-            raise ValueError(
+            raise LocalProtocolError(
                 f"max_client_hello_size above {4 + MAX_HANDSHAKE_MESSAGE_SIZE} bytes: larger"
                 " handshake messages are refused whatever the setting"
             )
         if self.max_early_data_skipped < 0:
-            raise ValueError("max_early_data_skipped cannot be negative")
+            raise LocalProtocolError("max_early_data_skipped cannot be negative")
 
     @classmethod
     def self_signed(

@@ -16,6 +16,7 @@ from .alerts import (
     DecodeError,
     LocalProtocolError,
     UnexpectedMessage,
+    alert_description,
 )
 from .config import ServerConfig
 from .events import AlertReceived, ApplicationData, ConnectionClosed, Event, HandshakeComplete
@@ -81,7 +82,7 @@ class ServerConnection:
         self._we_closed = False
         self._error: AlertError | None = None
         #: The HandshakeComplete event's contents, once the handshake is done.
-        self.handshake_info: HandshakeComplete | None = None
+        self.handshake: HandshakeComplete | None = None
 
     @classmethod
     def _from_resumed_handshake(cls, handshake: ServerHandshake) -> ServerConnection:
@@ -162,10 +163,7 @@ class ServerConnection:
         if len(data) != 2:
             raise DecodeError(f"alert of {len(data)} bytes")
         level, description = data
-        try:
-            description_enum: AlertDescription | int = AlertDescription(description)
-        except ValueError:
-            description_enum = description
+        description_enum = alert_description(description)
         self._peer_closed = True
         if description == AlertDescription.close_notify:
             self._events.append(ConnectionClosed(clean=True))
@@ -206,8 +204,8 @@ class ServerConnection:
             elif isinstance(action, SkipEarlyData):
                 self._records.skip_early_data(action.limit)
             elif isinstance(action, HandshakeDone):
-                self.handshake_info = _event_from_summary(action.summary)
-                self._events.append(self.handshake_info)
+                self.handshake = _event_from_summary(action.summary)
+                self._events.append(self.handshake)
         flush()
 
     def _fail(self, error: AlertError) -> None:
@@ -220,7 +218,7 @@ class ServerConnection:
 
     @property
     def handshake_complete(self) -> bool:
-        return self.handshake_info is not None
+        return self.handshake is not None
 
     def send(self, data: bytes) -> None:
         """Queue application data (allowed once our Finished is out: §4.4.4's 0.5-RTT data)."""

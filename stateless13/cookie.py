@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .alerts import DecryptError, IllegalParameter
+from .alerts import DecryptError, IllegalParameter, LocalProtocolError
 
 COOKIE_FORMAT_VERSION = 1
 MAX_APP_PAYLOAD = 64
@@ -60,7 +60,7 @@ _STATE_HEADER = struct.Struct(">IHHBB")
 
 def encode_cookie_state(state: CookieState) -> bytes:
     if len(state.app_payload) > MAX_APP_PAYLOAD:
-        raise ValueError(f"cookie payload over {MAX_APP_PAYLOAD} bytes")
+        raise LocalProtocolError(f"cookie payload over {MAX_APP_PAYLOAD} bytes")
     flags = _FLAG_KEY_SHARE_REQUESTED if state.key_share_requested else 0
     return b"".join(
         (
@@ -122,7 +122,7 @@ class _CookieKey:
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) < MIN_KEY_SIZE:
-            raise ValueError(f"cookie keys must be at least {MIN_KEY_SIZE} bytes")
+            raise LocalProtocolError(f"cookie keys must be at least {MIN_KEY_SIZE} bytes")
         material = HKDF(hashes.SHA256(), 33, salt=None, info=b"stateless13 cookie key v1").derive(
             secret
         )
@@ -140,7 +140,7 @@ class CookieKeyRing:
 
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
-            raise ValueError("a CookieKeyRing needs at least one key")
+            raise LocalProtocolError("a CookieKeyRing needs at least one key")
         self._keys = tuple(_CookieKey(bytes(k)) for k in keys)
         self._sealing_key = self._keys[0]
 
@@ -163,7 +163,7 @@ class CookieKeyRing:
         """Load hex keys from an environment variable: newest first, separated by commas."""
         value = os.environ.get(variable)
         if not value:
-            raise ValueError(f"environment variable {variable} is not set")
+            raise LocalProtocolError(f"environment variable {variable} is not set")
         return cls(_parse_hex_keys(value.split(","), f"${variable}"))
 
     @staticmethod
@@ -208,7 +208,7 @@ def _parse_hex_keys(lines: list[str], source: str) -> list[bytes]:
         try:
             keys.append(bytes.fromhex(line))
         except ValueError:
-            raise ValueError(f"{source}:{number}: not a hex key") from None
+            raise LocalProtocolError(f"{source}:{number}: not a hex key") from None
     return keys
 
 

@@ -361,14 +361,14 @@ class ServerHandshake:
         """§4.1.4, stateful: keep in memory what the stateless path would put in the cookie."""
         retry = CookieState(
             issued_at=0,
-            cipher_suite=negotiated.suite.suite,
+            cipher_suite=negotiated.suite.code,
             group=negotiated.group,
             key_share_requested=True,
             client_hello_hash=negotiated.suite.digest(message),
             client_hello_digest=client_hello_digest(hello),
         )
         hrr = build_hello_retry_request(
-            hello.legacy_session_id, negotiated.suite.suite, negotiated.group, None
+            hello.legacy_session_id, negotiated.suite.code, negotiated.group, None
         )
         self._send(Epoch.INITIAL, hrr)
         self._send_compat_change_cipher_spec()
@@ -493,7 +493,7 @@ class ServerHandshake:
             client_application_secret=application.client,
             server_application_secret=application.server,
             summary=HandshakeSummary(
-                cipher_suite=suite.suite,
+                cipher_suite=suite.code,
                 group=negotiated.group,
                 signature_scheme=negotiated.signature_scheme,
                 alpn_protocol=negotiated.alpn_protocol,
@@ -514,7 +514,7 @@ class ServerHandshake:
             ServerHello(
                 random=self._entropy.random(32),
                 legacy_session_id_echo=hello.legacy_session_id,
-                cipher_suite=negotiated.suite.suite,
+                cipher_suite=negotiated.suite.code,
                 extensions=(
                     (
                         ExtensionType.key_share,

@@ -27,7 +27,7 @@ AEAD = AESGCM | ChaCha20Poly1305
 
 @dataclass(frozen=True, slots=True)
 class SuiteParams:
-    suite: CipherSuite
+    code: CipherSuite  # the code point
     hash_name: str  # hashlib name
     hash_len: int
     key_len: int

@@ -20,13 +20,17 @@ import hashlib
 import math
 import threading
 
+from .alerts import LocalProtocolError
+
 
 class ReplayFilter:
     """Two rotating Bloom filters over the cookies seen in the last one to two lifetimes."""
 
     def __init__(self, bits: int = 1 << 23, hashes: int = 7, window: float = 30.0) -> None:
         if bits < 64 or not 1 <= hashes <= 16 or window <= 0:
-            raise ValueError("ReplayFilter needs bits >= 64, 1..16 hashes and a positive window")
+            raise LocalProtocolError(
+                "ReplayFilter needs bits >= 64, 1..16 hashes and a positive window"
+            )
         self.bits = bits
         self.hashes = hashes
         self.window = window  # seconds per generation: set it to the cookie lifetime
@@ -41,7 +45,7 @@ class ReplayFilter:
     ) -> ReplayFilter:
         """Size the filter: optimal m = -n ln p / (ln 2)^2 bits and k = (m / n) ln 2 hashes."""
         if cookies_per_window < 1 or not 0 < false_positive_rate < 1:
-            raise ValueError("need a positive capacity and a rate in (0, 1)")
+            raise LocalProtocolError("need a positive capacity and a rate in (0, 1)")
         bits = math.ceil(-cookies_per_window * math.log(false_positive_rate) / math.log(2) ** 2)
         hashes = max(1, min(16, round(bits / cookies_per_window * math.log(2))))
         return cls(bits=max(64, bits), hashes=hashes, window=window)

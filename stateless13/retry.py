@@ -137,7 +137,7 @@ def hello_retry_request_for(
     requested_group = group_to_request(config, hello, negotiated)
     state = CookieState(
         issued_at=int(now),
-        cipher_suite=negotiated.suite.suite,
+        cipher_suite=negotiated.suite.code,
         group=negotiated.group if requested_group is None else requested_group,
         key_share_requested=requested_group is not None,
         client_hello_hash=negotiated.suite.digest(raw_hello),
@@ -146,7 +146,7 @@ def hello_retry_request_for(
     )
     cookie = config.cookie_keys.seal(state, peer_binding(peer))
     return build_hello_retry_request(
-        hello.legacy_session_id, negotiated.suite.suite, requested_group, cookie
+        hello.legacy_session_id, negotiated.suite.code, requested_group, cookie
     )
 
 

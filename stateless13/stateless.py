@@ -11,15 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .alerts import (
-    AlertDescription,
     AlertError,
     AlertLevel,
+    LocalProtocolError,
     RecordOverflow,
     UnexpectedMessage,
+    alert_description,
 )
 from .config import ServerConfig
 from .connection import ServerConnection
 from .cookie import MAX_APP_PAYLOAD
+from .events import AlertReceived
 from .handshake import ServerHandshake
 from .messages import HandshakeType
 from .record import (
@@ -55,21 +57,21 @@ class NeedMoreData:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Send ``data_to_send`` and close; ``error`` says which alert and why.
-
-    ``data_to_send`` is our alert record, or empty when the client itself sent a fatal alert
-    (one does not answer an alert with an alert).
-    """
+    """Send ``data_to_send`` (our alert record) and close; ``error`` says which alert and why."""
 
     error: AlertError
     data_to_send: bytes
 
 
-AcceptResult = HelloRetry | Accepted | NeedMoreData | Rejected
+AcceptResult = HelloRetry | Accepted | NeedMoreData | Rejected | AlertReceived
 
 
-class ClientAborted(UnexpectedMessage):
-    """The client sent an alert where a ClientHello belongs (e.g. it refused our HRR)."""
+class _ClientAlert(Exception):
+    """The client sent an alert where a ClientHello belongs: reported, never answered."""
+
+    def __init__(self, description: int) -> None:
+        super().__init__(description)
+        self.description = description
 
 
 _NEED_MORE_DATA = NeedMoreData()
@@ -91,9 +93,12 @@ def stateless_accept(
     bytes) rides in the cookie and comes back, authenticated, in ``Accepted.cookie_payload``.
     Pass ``after_retry=True`` when this transport already sent this peer an HRR: a ClientHello
     without a cookie is then refused (missing_extension) instead of getting a second HRR.
+
+    A client that sends an alert instead (it refused our HRR, say) gets ``AlertReceived`` with
+    its alert: close, and send nothing (§6: an alert is not answered).
     """
     if len(cookie_payload) > MAX_APP_PAYLOAD:
-        raise ValueError(f"cookie_payload is limited to {MAX_APP_PAYLOAD} bytes")
+        raise LocalProtocolError(f"cookie_payload is limited to {MAX_APP_PAYLOAD} bytes")
     try:
         # After our HRR the client's refused 0-RTT records may come first (RFC 8446 §4.2.10).
         skippable = config.max_early_data_skipped if after_retry else 0
@@ -125,8 +130,8 @@ def stateless_accept(
                 records += CHANGE_CIPHER_SPEC_RECORD  # (§D.4)
             return HelloRetry(records)
         handshake = ServerHandshake.resume_from_cookie(config, answer, peer=peer)
-    except ClientAborted as error:
-        return Rejected(error, b"")
+    except _ClientAlert as received:  # e.g. it refused our HRR: nothing to answer (§6)
+        return AlertReceived(alert_description(received.description), fatal=True)
     except AlertError as error:
         alert = frame_plaintext(ContentType.alert, bytes((AlertLevel.fatal, error.description)))
         return Rejected(error, alert)
@@ -183,11 +188,7 @@ def _extract_client_hello(data: bytes, max_size: int, early_data: int) -> tuple[
         payload = data[offset + 5 : offset + total]
         offset += total
         if content_type == ContentType.alert and len(payload) == 2:
-            try:
-                name = AlertDescription(payload[1]).name
-            except ValueError:
-                name = str(payload[1])
-            raise ClientAborted(f"the client sent a {name} alert instead of a ClientHello")
+            raise _ClientAlert(payload[1])
         if content_type != ContentType.handshake:
             raise UnexpectedMessage(f"{content_type.name} record where a ClientHello belongs")
         if not payload:

@@ -816,11 +816,11 @@ def test_a_new_preference_order_between_the_hellos_keeps_the_hrr_choice(
     assert isinstance(result, Accepted), result
 
 
-def test_a_client_alert_instead_of_a_clienthello_gets_no_alert_back() -> None:
-    result = accept(alert_record(A.illegal_parameter))
-    assert isinstance(result, Rejected) and result.data_to_send == b""
-    assert result.error.description == A.unexpected_message
-    assert "illegal_parameter alert" in result.error.reason
+def test_a_client_alert_instead_of_a_clienthello_is_reported_as_the_clients() -> None:
+    """Not as an unexpected_message we never sent, and it gets no alert back (§6)."""
+    assert accept(alert_record(A.illegal_parameter)) == AlertReceived(A.illegal_parameter, True)
+    assert accept(CCS + alert_record(A.close_notify)) == AlertReceived(A.close_notify, True)
+    assert accept(b"\x15\x03\x03\x00\x02\x02\xee") == AlertReceived(0xEE, True)
 
 
 def test_cookie_from_the_same_address_on_another_port_is_accepted() -> None:

@@ -1,5 +1,5 @@
 """A flood of 100,000 spoofed ClientHello1s from varied addresses: memory stays flat and real
-clients keep completing handshakes in the middle of it (``python -m bench.flood`` gives the rate).
+clients keep completing handshakes in the middle of it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from pathlib import Path
 from stateless13 import HelloRetry, ServerConfig, ServerConnection, stateless_accept
 from tests.helpers import PythonSSLClient, stateless_handshake
 
-CAPTURED = sorted(
-    (Path(__file__).resolve().parent.parent / "bench" / "client_hellos").glob("*.bin")
-)
+CAPTURED = sorted((Path(__file__).resolve().parent / "data" / "client_hellos").glob("*.bin"))
 FLOOD = 100_000
 
 
@@ -24,7 +22,7 @@ def spoofed_peer(index: int) -> tuple[str, int]:
 
 def test_flood_keeps_memory_flat_and_real_clients_served() -> None:
     hellos = [path.read_bytes() for path in CAPTURED]
-    assert len(hellos) >= 5, "bench/client_hellos should hold the captured peers' ClientHellos"
+    assert len(hellos) >= 5, "tests/data/client_hellos should hold the captured peers' ClientHellos"
     config = ServerConfig.self_signed("localhost")
     now = time.time()
     for hello in hellos:  # warm-up, outside the measurement

@@ -1,4 +1,4 @@
-"""A bounded slice of the coverage-guided fuzzer runs in every CI run (bench/fuzz.py runs long)."""
+"""A bounded slice of the coverage-guided fuzzer runs in CI (`python -m fuzz` runs long)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_fuzz_slice_finds_no_crash(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "bench.fuzz",
+            "fuzz",
             f"-runs={runs}",
             "-max_total_time=120",
             "-timeout=10",
@@ -38,7 +38,7 @@ def test_the_harness_fails_on_an_uncaught_exception(tmp_path: Path) -> None:
     """The control: the harness does report a crash (so the slice above can fail)."""
     crash = tmp_path / "crash.py"
     crash.write_text(
-        "import sys, bench.fuzz as f\n"
+        "import sys, fuzz.__main__ as f\n"
         "import stateless13.stateless as s\n"
         "def boom(*a, **k): raise RuntimeError('planted')\n"
         "f.stateless_accept = boom\n"
@@ -58,8 +58,8 @@ def test_the_harness_fails_on_an_uncaught_exception(tmp_path: Path) -> None:
 
 def test_the_corpus_clienthello2_seeds_still_reach_accepted() -> None:
     """Seeds that stopped verifying (a cookie format change) would quietly shrink coverage:
-    regenerate with ``python -m bench.fuzz --make-corpus tests/fuzz_corpus``."""
-    import bench.fuzz as harness
+    regenerate with ``python -m fuzz --make-corpus tests/fuzz_corpus``."""
+    import fuzz.__main__ as harness
     from stateless13 import Accepted, stateless_accept
 
     seeds = sorted((ROOT / "tests" / "fuzz_corpus").glob("ch2-*"))

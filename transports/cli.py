@@ -229,7 +229,7 @@ async def http_page(stream: TLSStream) -> None:
         request += data
     if request.startswith(b"GET /keyupdate "):
         stream.update_key(request_peer_update=True)
-    info = stream.info
+    info = stream.handshake
     body = (
         f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"
         f"<p>TLS 1.3, {info.cipher_suite.name}, {info.group.name}, "

@@ -16,6 +16,7 @@ from stateless13 import (
     ApplicationData,
     ConnectionClosed,
     HandshakeComplete,
+    LocalProtocolError,
     ServerConnection,
 )
 
@@ -54,9 +55,9 @@ class Limits:
 
     def __post_init__(self) -> None:
         if min(self.handshake_timeout, self.idle_timeout) <= 0:
-            raise ValueError("timeouts must be positive")
+            raise LocalProtocolError("timeouts must be positive")
         if self.max_concurrent_handshakes < 1 or self.read_size < 1:
-            raise ValueError("limits must be positive")
+            raise LocalProtocolError("limits must be positive")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class ConnectionReport:
     """One line of the connection log: what happened to one client, however it ended."""
 
     peer: tuple[str, int]
-    hello_retry_sent: bool
+    hello_retry: bool
     cookie_verified: bool
     handshake: HandshakeComplete | None
     duration: float  # seconds from accept to close
@@ -76,7 +77,7 @@ class ConnectionReport:
 
     def log_line(self) -> str:
         host, port = self.peer[0], self.peer[1]
-        parts = [f"peer={host}:{port}", f"hrr={'yes' if self.hello_retry_sent else 'no'}"]
+        parts = [f"peer={host}:{port}", f"hrr={'yes' if self.hello_retry else 'no'}"]
         parts.append(f"cookie={'verified' if self.cookie_verified else 'none'}")
         if self.handshake is not None:
             h = self.handshake
@@ -108,16 +109,16 @@ class StreamState:
         self._limits = limits
         self._received = driver.application_data
         self._eof = driver.closed  # the client may close in the same flight as its Finished
-        self.info: HandshakeComplete = driver.server.handshake
+        self.handshake: HandshakeComplete = driver.server.handshake
         self.peer = peer
 
     @property
     def alpn_protocol(self) -> str | None:
-        return self.info.alpn_protocol
+        return self.handshake.alpn_protocol
 
     @property
     def server_name(self) -> str | None:
-        return self.info.server_name
+        return self.handshake.server_name
 
     def _absorb(self, data: bytes) -> None:
         chunks, self._eof = absorb(self._connection, data, self.peer)
@@ -170,10 +171,14 @@ class HandshakeDriver:
         self.application_data += [e.data for e in events if isinstance(e, ApplicationData)]
         self.closed = any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events)
         if self.closed and not self.done:
+            alert = next((e for e in events if isinstance(e, AlertReceived)), None)
             raise HandshakeError(
-                "client closed or sent an alert during the handshake", server.data_to_send()
+                "client closed during the handshake"
+                if alert is None
+                else f"client sent {getattr(alert.description, 'name', alert.description)}",
+                server.data_to_send(),
             )
-        if server.hello_retry_sent and server.connection is None:
+        if server.hello_retry and server.connection is None:
             self._buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
         return server.data_to_send()
 
@@ -182,7 +187,7 @@ class HandshakeDriver:
         handshake = server.handshake
         return ConnectionReport(
             peer,
-            server.hello_retry_sent or bool(handshake and handshake.hello_retry),
+            server.hello_retry or bool(handshake and handshake.hello_retry),
             server.cookie_verified,
             handshake,
             duration,

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from stateless13 import (
     Accepted,
     AlertError,
+    AlertReceived,
     ApplicationData,
     Event,
     HandshakeComplete,
     HelloRetry,
+    LocalProtocolError,
     NeedMoreData,
     Rejected,
     ServerConfig,
@@ -38,11 +40,12 @@ class MemoryServer:
         "_clock",
         "_outgoing",
         "_pending",
+        "client_alert",
         "config",
         "connection",
         "cookie_verified",
         "handshake",
-        "hello_retry_sent",
+        "hello_retry",
         "peer",
         "rejected",
     )
@@ -60,20 +63,22 @@ class MemoryServer:
         self._clock = clock
         self._pending = b""  # bytes of a ClientHello still incomplete (stateless front only)
         #: A stateless HelloRetryRequest went out: the one bit kept between ClientHello1 and 2.
-        self.hello_retry_sent = False
+        self.hello_retry = False
         self._outgoing = bytearray()
         self.connection: ServerConnection | None = (
             None if stateless else ServerConnection(config, peer=peer)
         )
         #: Set when the stateless front refused the client (the alert is in data_to_send()).
         self.rejected: AlertError | None = None
+        #: Set when the client sent an alert instead of a ClientHello (nothing is sent back).
+        self.client_alert: AlertReceived | None = None
         #: The stateless front accepted a cookie (known before the handshake completes).
         self.cookie_verified = False
         self.handshake: HandshakeComplete | None = None
 
     def receive(self, data: bytes) -> list[Event]:
         if self.connection is None:
-            if self.rejected is not None:
+            if self.rejected is not None or self.client_alert is not None:
                 return []
             self._pending += data
             result = stateless_accept(
@@ -81,14 +86,18 @@ class MemoryServer:
                 self._pending,
                 peer=self.peer,
                 now=self._clock(),
-                after_retry=self.hello_retry_sent,
+                after_retry=self.hello_retry,
             )
             if isinstance(result, NeedMoreData):
                 return []
+            if isinstance(result, AlertReceived):  # the client gave up (e.g. refused our HRR)
+                self._pending = b""
+                self.client_alert = result
+                return [result]
             self._pending = b""
             self._outgoing += result.data_to_send
             if isinstance(result, HelloRetry):
-                self.hello_retry_sent = True
+                self.hello_retry = True
                 return []
             if isinstance(result, Rejected):
                 self.rejected = result.error
@@ -109,7 +118,7 @@ class MemoryServer:
 
     def send(self, data: bytes) -> None:
         if self.connection is None:
-            raise RuntimeError("handshake not started")
+            raise LocalProtocolError("handshake not started")
         self.connection.send(data)
         self._outgoing += self.connection.data_to_send()
 

@@ -153,6 +153,7 @@ from stateless13 import (
     HandshakeSummary,
     IllegalParameter,
     InstallSecret,
+    LocalProtocolError,
     MissingExtension,
     RetryRequest,
     SendHandshake,
@@ -209,15 +210,17 @@ class QuicOptions:
 
     def __post_init__(self) -> None:
         if len(self.secret) < 16:
-            raise ValueError("QuicOptions.secret needs at least 16 bytes")
+            raise LocalProtocolError("QuicOptions.secret needs at least 16 bytes")
         if min(self.reassembly_entries, self.reassembly_bytes, self.reassembly_datagrams) < 1:
-            raise ValueError("reassembly limits must be positive")
+            raise LocalProtocolError("reassembly limits must be positive")
         if self.reassembly_entry_bytes < SMALLEST_MAX_DATAGRAM_SIZE:
-            raise ValueError("reassembly_entry_bytes must hold at least one Initial datagram")
+            raise LocalProtocolError(
+                "reassembly_entry_bytes must hold at least one Initial datagram"
+            )
         if min(self.handshake_timeout, self.idle_timeout, self.reassembly_timeout) <= 0:
-            raise ValueError("timeouts must be positive")
+            raise LocalProtocolError("timeouts must be positive")
         if not self.supported_versions:
-            raise ValueError("QuicOptions needs at least one QUIC version")
+            raise LocalProtocolError("QuicOptions needs at least one QUIC version")
 
 
 def quic_configuration(config: ServerConfig, options: QuicOptions) -> QuicConfiguration:
@@ -274,7 +277,7 @@ class ConnectionIds:
         if len(key_cid) == SERVER_CID_LENGTH:
             return key_cid
         if not MIN_ORIGINAL_CID_LENGTH <= len(key_cid) < SERVER_CID_LENGTH:
-            raise ValueError(f"cannot encode a {len(key_cid)}-byte connection ID")
+            raise LocalProtocolError(f"cannot encode a {len(key_cid)}-byte connection ID")
         padding = bytes(SERVER_CID_LENGTH - 1 - len(key_cid))
         return self._permute(bytes((len(key_cid),)) + key_cid + padding)
 
@@ -483,7 +486,7 @@ class QuicTLS(tls.Context):
                 self.update_traffic_key_cb(
                     tls.Direction(action.direction.value),
                     tls.Epoch(action.epoch.value),
-                    tls.CipherSuite(int(action.suite.suite)),
+                    tls.CipherSuite(int(action.suite.code)),
                     action.secret,
                 )
             elif isinstance(action, HandshakeDone):
@@ -771,7 +774,7 @@ class InitialFront:
         validation: Validation = "hrr",
     ) -> None:
         if validation not in VALIDATIONS:
-            raise ValueError(f"validation must be one of {VALIDATIONS}")
+            raise LocalProtocolError(f"validation must be one of {VALIDATIONS}")
         self.config = config
         self.options = options or QuicOptions()
         self.validation = validation

@@ -45,6 +45,7 @@ from stateless13 import (
     Credential,
     HandshakeComplete,
     HandshakeSummary,
+    LocalProtocolError,
     NamedGroup,
     ServerConfig,
     SignatureScheme,
@@ -80,7 +81,7 @@ class QuicConnectionReport:
 
     peer: tuple[str, int]
     validation: str  # "cookie", "retry", "retry+cookie", "none"
-    hello_retry_sent: bool
+    hello_retry: bool
     cookie_verified: bool
     handshake: HandshakeComplete | None
     duration: float
@@ -95,7 +96,7 @@ class QuicConnectionReport:
             f"peer={self.peer[0]}:{self.peer[1]}",
             "quic",
             f"validation={self.validation}",
-            f"hrr={'yes' if self.hello_retry_sent else 'no'}",
+            f"hrr={'yes' if self.hello_retry else 'no'}",
             f"cookie={'verified' if self.cookie_verified else 'none'}",
         ]
         if self.handshake is not None:
@@ -243,7 +244,7 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
         report = QuicConnectionReport(
             peer=self._quic.peer,
             validation=start.validation,
-            hello_retry_sent=start.resume is not None or bool(summary and summary.hello_retry),
+            hello_retry=start.resume is not None or bool(summary and summary.hello_retry),
             cookie_verified=bool(summary and summary.cookie_verified),
             handshake=handshake_complete(summary) if summary is not None else None,
             duration=time.monotonic() - self.started,
@@ -440,7 +441,7 @@ class QuicServer(asyncio.DatagramProtocol):
 def _with_h3(config: ServerConfig, create_protocol: ProtocolFactory) -> ServerConfig:
     if config.alpn_protocols:
         if create_protocol is H3PageProtocol and b"h3" not in config.alpn_protocols:
-            raise ValueError("the HTTP/3 page needs b'h3' in ServerConfig.alpn_protocols")
+            raise LocalProtocolError("the HTTP/3 page needs b'h3' in ServerConfig.alpn_protocols")
         return config
     return dataclasses.replace(config, alpn_protocols=(b"h3",))
 

@@ -146,7 +146,7 @@ def assert_chromium_success(server: RunningServer, run: ChromiumRun, group: Name
         assert report.error is None, report
     for report in reports:
         assert report.handshake is not None
-        assert report.hello_retry_sent and report.cookie_verified, report
+        assert report.hello_retry and report.cookie_verified, report
         assert report.handshake.cookie_verified and report.handshake.hello_retry, report
         assert report.handshake.group == group, report
         assert report.handshake.server_name == "localhost", report

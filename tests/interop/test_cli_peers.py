@@ -206,7 +206,7 @@ def assert_stateless(
     """One connection: HRR with a cookie, the cookie verified, the expected suite and group."""
     report = server.only_report()
     assert report.error is None, report
-    assert report.hello_retry_sent and report.cookie_verified, report
+    assert report.hello_retry and report.cookie_verified, report
     assert report.handshake is not None, report
     assert report.handshake.cipher_suite == suite, report
     assert report.handshake.group == group, report
@@ -219,7 +219,7 @@ def assert_stateful(server: RunningServer, group: NamedGroup, retry: bool) -> No
     assert report.error is None, report
     assert report.handshake is not None, report
     assert report.handshake.group == group, report
-    assert report.hello_retry_sent is retry and report.handshake.hello_retry is retry, report
+    assert report.hello_retry is retry and report.handshake.hello_retry is retry, report
     assert not report.cookie_verified and not report.handshake.cookie_verified, report
 
 
@@ -288,7 +288,7 @@ def test_gnutls_refuses_a_cookie_only_hrr(tls_server: ServerFactory) -> None:
     assert run.returncode == 1, run.log
     assert "*** Fatal error: An illegal parameter has been received." in run.output, run.log
     report = server.only_report()
-    assert report.hello_retry_sent and not report.cookie_verified, report
+    assert report.hello_retry and not report.cookie_verified, report
     assert report.handshake is None and report.error is not None, report
 
 

@@ -159,7 +159,7 @@ def test_slow_loris_half_a_client_hello(start: Starter) -> None:
     assert SHORT * 0.8 <= waited < SHORT + SLACK, waited
     report = one_report(server)
     assert report.error is not None and "handshake_timeout" in report.error, report
-    assert not report.hello_retry_sent and report.handshake is None, report
+    assert not report.hello_retry and report.handshake is None, report
 
 
 def test_stall_after_the_hello_retry_request(start: Starter) -> None:
@@ -176,7 +176,7 @@ def test_stall_after_the_hello_retry_request(start: Starter) -> None:
     assert SHORT * 0.8 <= waited < SHORT + SLACK, waited
     report = one_report(server)
     assert report.error is not None and "handshake_timeout" in report.error, report
-    assert report.hello_retry_sent and not report.cookie_verified, report
+    assert report.hello_retry and not report.cookie_verified, report
 
 
 # --- max_concurrent_handshakes -----------------------------------------------------------------
@@ -205,9 +205,9 @@ def test_max_concurrent_handshakes(start: Starter) -> None:
     assert len(reports) == 3, reports
     refused = [r for r in reports if r.error and "refused" in r.error]
     assert len(refused) == 1 and "max_concurrent_handshakes" in str(refused[0].error), reports
-    assert refused[0].handshake is None and not refused[0].hello_retry_sent, reports
+    assert refused[0].handshake is None and not refused[0].hello_retry, reports
     timed_out = [r for r in reports if r.error and "handshake_timeout" in r.error]
-    assert len(timed_out) == 2 and all(r.hello_retry_sent for r in timed_out), reports
+    assert len(timed_out) == 2 and all(r.hello_retry for r in timed_out), reports
 
     assert PAGE_TEXT.encode() in https_get(server)
     report = server.wait_reports(4)[-1]
@@ -254,7 +254,7 @@ def test_client_hello_over_max_client_hello_size(start: Starter) -> None:
         assert read_until_closed(sock) == bytes.fromhex("15 03 03 00 02 02 2f")
     report = one_report(server)
     assert report.error is not None and "illegal_parameter" in report.error, report
-    assert report.handshake is None and not report.hello_retry_sent, report
+    assert report.handshake is None and not report.hello_retry, report
 
 
 def test_garbage_an_http_request_to_the_tls_port(start: Starter) -> None:

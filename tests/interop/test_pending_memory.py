@@ -246,7 +246,7 @@ async def measure(stateless: bool) -> Measurement:
     assert len(reports) == WARM_UP_CLIENTS + CLIENTS
     for report in reports:
         assert report.handshake is None and report.error is not None, report
-        assert report.hello_retry_sent == stateless, report
+        assert report.hello_retry == stateless, report
     return measured
 
 

@@ -443,7 +443,7 @@ def assert_report(
     assert report.handshake.group == group, report
     assert report.handshake.alpn_protocol == "h3", report
     if "cookie" in validation:
-        assert report.hello_retry_sent and report.cookie_verified, report
+        assert report.hello_retry and report.cookie_verified, report
     assert server.server.connections <= 1
     return report
 
@@ -482,7 +482,7 @@ def test_gtlsclient_stateful_hrr_inside_one_connection(quic_server: QuicServerFa
     run = run_gtlsclient(server.port)
     assert run.ok and run.hrr_seen, run.output
     report = assert_report(server, NamedGroup.secp384r1, validation="none")
-    assert report.hello_retry_sent and not report.cookie_verified, report
+    assert report.hello_retry and not report.cookie_verified, report
     assert server.stats.hrr_sent == 0 and server.stats.accepted == 1
 
 
@@ -575,7 +575,7 @@ def test_a_client_that_stops_after_client_hello2_times_out(quic_server: QuicServ
         assert sock.recvfrom(65536)  # the server's flight: the connection exists
         (report,) = server.wait_reports(1)
     assert report.error == "handshake timeout" and report.handshake is None, report
-    assert report.validation == "cookie" and report.hello_retry_sent, report
+    assert report.validation == "cookie" and report.hello_retry, report
     deadline = time.monotonic() + 10
     while server.server.connections and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -632,7 +632,7 @@ def test_validation_modes_measured(
     if validation in ("retry", "both"):
         assert kinds[0] == "Retry" and server_first < 3 * client_first
     if validation in ("hrr", "both"):
-        assert report.hello_retry_sent and report.cookie_verified, report
+        assert report.hello_retry and report.cookie_verified, report
     assert server_first <= 3 * client_first, (client_first, server_first)
     group = report.handshake.group.name if report.handshake else "-"
     print(

@@ -1,8 +1,8 @@
 """Coverage-guided fuzzing (atheris/libFuzzer) of ``stateless_accept`` and ``ServerConnection``.
 
-    python -m bench.fuzz [libFuzzer flags] [CORPUS_DIR ...]
-    python -m bench.fuzz -runs=1000000 tests/fuzz_corpus       # a long run
-    python -m bench.fuzz --make-corpus tests/fuzz_corpus       # (re)build the seed corpus
+    python -m fuzz [libFuzzer flags] [CORPUS_DIR ...]
+    python -m fuzz -runs=1000000 tests/fuzz_corpus       # a long run
+    python -m fuzz --make-corpus tests/fuzz_corpus       # (re)build the seed corpus
 
 The first input byte picks the target: even → ``stateless_accept`` (ClientHello1 and, with the
 fixed cookie key and clock below, ClientHello2 with a valid cookie), odd → an ordinary
@@ -32,7 +32,7 @@ CONFIG = ServerConfig(
     credentials=(Credential.self_signed("localhost"),),
     cookie_keys=CookieKeyRing.from_bytes(FUZZ_KEY),
 )
-CAPTURED = Path(__file__).resolve().parent / "client_hellos"
+CAPTURED = Path(__file__).resolve().parent.parent / "tests" / "data" / "client_hellos"
 
 
 def drain(connection: ServerConnection) -> None:
@@ -63,7 +63,7 @@ def one_input(data: bytes) -> None:
 
 
 def make_corpus(directory: Path) -> None:
-    """Seeds: real ClientHello1s (bench/client_hellos) and real ClientHello2s with valid cookies."""
+    """Seeds: real ClientHello1s (CAPTURED) and real ClientHello2s with valid cookies."""
     import contextlib
     import ssl
 
