@@ -26,7 +26,6 @@ from .handshake import (
     Entropy,
     Epoch,
     HandshakeDone,
-    HandshakeSummary,
     InstallSecret,
     LimitRecordSize,
     SendChangeCipherSpec,
@@ -34,23 +33,7 @@ from .handshake import (
     ServerHandshake,
     SkipEarlyData,
 )
-from .messages import CipherSuite, SignatureScheme
 from .record import CHANGE_CIPHER_SPEC_RECORD, ContentType, Record, RecordLayer
-
-
-def _event_from_summary(summary: HandshakeSummary) -> HandshakeComplete:
-    return HandshakeComplete(
-        cipher_suite=CipherSuite(summary.cipher_suite),
-        group=summary.group,
-        signature_scheme=SignatureScheme(summary.signature_scheme),
-        alpn_protocol=summary.alpn_protocol.decode("ascii", "replace")
-        if summary.alpn_protocol is not None
-        else None,
-        server_name=summary.server_name,
-        hello_retry=summary.hello_retry,
-        cookie_verified=summary.cookie_verified,
-        cookie_payload=summary.cookie_payload,
-    )
 
 
 class ServerConnection:
@@ -204,7 +187,7 @@ class ServerConnection:
             elif isinstance(action, SkipEarlyData):
                 self._records.skip_early_data(action.limit)
             elif isinstance(action, HandshakeDone):
-                self.handshake = _event_from_summary(action.summary)
+                self.handshake = action.summary.event()
                 self._events.append(self.handshake)
         flush()
 

@@ -33,10 +33,12 @@ from .alerts import (
 )
 from .config import Credential, ServerConfig
 from .cookie import CookieState
+from .events import HandshakeComplete
 from .key_schedule import Direction, Epoch
 from .messages import (
     SUPPORTED_VERSIONS_TLS13_BODY,
     CertificateVerify,
+    CipherSuite,
     ClientHello,
     EncryptedExtensions,
     Extensions,
@@ -46,6 +48,7 @@ from .messages import (
     KeyUpdate,
     NamedGroup,
     ServerHello,
+    SignatureScheme,
     alpn_body,
     build_hello_retry_request,
     key_share_server_body,
@@ -123,6 +126,21 @@ class HandshakeSummary:
     hello_retry: bool  # a HelloRetryRequest was sent (statefully or statelessly)
     cookie_verified: bool  # the handshake was resumed from a cookie
     cookie_payload: bytes | None  # the application's bytes from the cookie, if resumed from one
+
+    def event(self) -> HandshakeComplete:
+        """What the application is told: the one conversion, for every transport."""
+        return HandshakeComplete(
+            cipher_suite=CipherSuite(self.cipher_suite),
+            group=self.group,
+            signature_scheme=SignatureScheme(self.signature_scheme),
+            alpn_protocol=None
+            if self.alpn_protocol is None
+            else self.alpn_protocol.decode("ascii", "replace"),
+            server_name=self.server_name,
+            hello_retry=self.hello_retry,
+            cookie_verified=self.cookie_verified,
+            cookie_payload=self.cookie_payload,
+        )
 
 
 @dataclass(slots=True)

@@ -50,7 +50,7 @@ def serve_one(server: MemoryServer, sock: socket.socket) -> bytes:
             sock.sendall(server.data_to_send())
             return received_reply
         sock.sendall(server.data_to_send())
-        if not data or server.rejected is not None:
+        if not data or server.closed:
             return b""
 
 

@@ -6,7 +6,8 @@
 
 ``handler(stream)`` gets a :class:`TLSStream` once the handshake completes. Between the
 HelloRetryRequest and ClientHello2 a client costs the socket, its unread bytes and one bit: the
-per-connection driver is :class:`transports.common.HandshakeDriver`, which keeps nothing else.
+per-connection layer is :class:`~stateless13.transports.memory.MemoryServer`; this module only
+moves bytes between it and asyncio's streams.
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from stateless13 import ServerConfig
 
-from .common import (
-    ConnectionReport,
-    HandshakeDriver,
-    HandshakeError,
-    Limits,
-    StreamState,
-)
+from .common import ConnectionReport, Limits, StreamState, handshake_step
 from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
@@ -42,13 +37,11 @@ class TLSStream(StreamState):
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        driver: HandshakeDriver,
+        session: MemoryServer,
+        received: list[bytes],
         limits: Limits,
     ) -> None:
-        assert driver.server.connection is not None
-        super().__init__(
-            driver.server.connection, driver, limits, writer.get_extra_info("peername")[:2]
-        )
+        super().__init__(session, received, limits, writer.get_extra_info("peername")[:2])
         self._reader = reader
         self._writer = writer
 
@@ -60,20 +53,21 @@ class TLSStream(StreamState):
                     self._reader.read(self._limits.read_size), self._limits.idle_timeout
                 )
             except TimeoutError:
-                self._eof = True
+                self._idle = True
                 break
             self._absorb(data)
             self._flush()
         return self._next_chunk()
 
     def write(self, data: bytes) -> None:
-        self._connection.send(data)
+        self._session.send(data)
         self._flush()
 
     def update_key(self, request_peer_update: bool = True) -> None:
         """Send a KeyUpdate (RFC 8446 §4.6.3) and move to our next sending key; with
         ``request_peer_update`` the client must answer with its own."""
-        self._connection.update_key(request_peer_update)
+        assert self._session.connection is not None
+        self._session.connection.update_key(request_peer_update)
         self._flush()
 
     async def drain(self) -> None:
@@ -81,14 +75,14 @@ class TLSStream(StreamState):
 
     async def close(self) -> None:
         """Send close_notify and close the socket."""
-        self._connection.close()
+        self._session.close()
         self._flush()
         self._writer.close()
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()
 
     def _flush(self) -> None:
-        data = self._connection.data_to_send()
+        data = self._session.data_to_send()
         if data and not self._writer.is_closing():
             self._writer.write(data)
 
@@ -118,42 +112,47 @@ class _Front:
             writer.close()  # refused before reading a byte: nothing is spent on it
             self._report(ConnectionReport.refused(peer))
             return
-        driver = HandshakeDriver(
-            MemoryServer(self.config, stateless=self.stateless, peer=peer), self.limits
+        session = MemoryServer(
+            self.config,
+            stateless=self.stateless,
+            peer=peer,
+            max_handshake_buffer=self.limits.max_handshake_buffer,
         )
         self.handshaking += 1
         error: str | None = None
         try:
             try:
-                stream = await asyncio.wait_for(
-                    self._handshake(driver, reader, writer), self.limits.handshake_timeout
+                received = await asyncio.wait_for(
+                    self._handshake(session, reader, writer), self.limits.handshake_timeout
                 )
             finally:
                 self.handshaking -= 1
-            try:
-                await self.handler(stream)
-            except Exception as exc:  # the application's bug: log it, close this connection only
-                logger.exception("handler failed for %s:%s", *peer)
-                error = f"handler: {exc!r}"
+            if session.handshake is not None:
+                try:
+                    await self.handler(TLSStream(reader, writer, session, received, self.limits))
+                except Exception as exc:  # the application's bug: log it, close this one only
+                    logger.exception("handler failed for %s:%s", *peer)
+                    error = f"handler: {exc!r}"
         except TimeoutError:
             error = f"handshake_timeout ({self.limits.handshake_timeout:g}s)"
-        except HandshakeError as exc:
-            writer.write(exc.data_to_send)
-            error = str(exc)
         except (ConnectionError, OSError) as exc:
             error = f"socket: {exc}"
         finally:
             if not writer.is_closing():
                 writer.close()
-            self._report(driver.report(peer, time.monotonic() - started, error))
+            self._report(ConnectionReport.of(session, peer, time.monotonic() - started, error))
 
     async def _handshake(
-        self, driver: HandshakeDriver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> TLSStream:
-        while not driver.done:
-            writer.write(driver.step(await reader.read(self.limits.read_size)))
+        self, session: MemoryServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> list[bytes]:
+        """Until the handshake is complete or the client is gone; the application data that came
+        with the client's Finished."""
+        received: list[bytes] = []
+        while session.handshake is None and not session.closed:
+            data = await reader.read(self.limits.read_size)
+            writer.write(handshake_step(session, data, received))
             await writer.drain()
-        return TLSStream(reader, writer, driver, self.limits)
+        return received
 
     def _report(self, report: ConnectionReport) -> None:
         logger.info("%s", report.log_line())

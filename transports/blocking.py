@@ -6,8 +6,9 @@
     server = serve(config, handler, "127.0.0.1", 8443)   # handler(stream) runs in a thread
     server.serve_forever()
 
-Like the asyncio adapter, the per-connection driver is :class:`transports.memory.MemoryServer`:
-between the HelloRetryRequest and ClientHello2 a client costs its socket, unread bytes and a bit.
+Like the asyncio adapter, the per-connection layer is
+:class:`~stateless13.transports.memory.MemoryServer`: between the HelloRetryRequest and
+ClientHello2 a client costs its socket, unread bytes and a bit.
 """
 
 from __future__ import annotations
@@ -22,25 +23,20 @@ from stateless13 import (
     ServerConfig,
 )
 
-from .common import (
-    ConnectionReport,
-    HandshakeDriver,
-    HandshakeError,
-    Limits,
-    StreamState,
-)
+from .common import ConnectionReport, HandshakeError, Limits, StreamState, handshake_step
 from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
 
 
 class BlockingTLSStream(StreamState):
-    """A TLS connection over a blocking socket, after its handshake (``info``, ``peer``,
+    """A TLS connection over a blocking socket, after its handshake (``handshake``, ``peer``,
     ``alpn_protocol``, ``server_name`` say what was agreed)."""
 
-    def __init__(self, sock: socket.socket, driver: HandshakeDriver, limits: Limits) -> None:
-        assert driver.server.connection is not None
-        super().__init__(driver.server.connection, driver, limits, sock.getpeername()[:2])
+    def __init__(
+        self, sock: socket.socket, session: MemoryServer, received: list[bytes], limits: Limits
+    ) -> None:
+        super().__init__(session, received, limits, sock.getpeername()[:2])
         self.socket = sock
 
     def recv(self) -> bytes:
@@ -50,20 +46,20 @@ class BlockingTLSStream(StreamState):
             try:
                 data = self.socket.recv(self._limits.read_size)
             except TimeoutError:
-                self._eof = True
+                self._idle = True
                 break
             self._absorb(data)
             self._flush()
         return self._next_chunk()
 
     def sendall(self, data: bytes) -> None:
-        self._connection.send(data)
+        self._session.send(data)
         self._flush()
 
     def close(self) -> None:
         """Send close_notify and close the socket."""
         try:
-            self._connection.close()
+            self._session.close()
             self._flush()
         except OSError:
             pass
@@ -71,7 +67,7 @@ class BlockingTLSStream(StreamState):
             self.socket.close()
 
     def _flush(self) -> None:
-        data = self._connection.data_to_send()
+        data = self._session.data_to_send()
         if data:
             self.socket.sendall(data)
 
@@ -82,30 +78,41 @@ def accept_tls(
     *,
     stateless: bool = True,
     limits: Limits | None = None,
-    driver: HandshakeDriver | None = None,
 ) -> BlockingTLSStream:
-    """Run the handshake on a connected socket; raise HandshakeError if it does not complete."""
+    """Run the handshake on a connected socket; raise HandshakeError if it does not complete
+    (our alert, if any, has been sent)."""
     limits = limits or Limits()
-    if driver is None:
-        peer: tuple[str, int] = sock.getpeername()[:2]
-        driver = HandshakeDriver(MemoryServer(config, stateless=stateless, peer=peer), limits)
+    session = _session(config, sock.getpeername()[:2], stateless, limits)
+    received = _handshake(sock, session, limits)
+    if session.handshake is None:
+        raise HandshakeError(session.error or "the handshake did not complete")
+    return BlockingTLSStream(sock, session, received, limits)
+
+
+def _session(
+    config: ServerConfig, peer: tuple[str, int], stateless: bool, limits: Limits
+) -> MemoryServer:
+    return MemoryServer(
+        config, stateless=stateless, peer=peer, max_handshake_buffer=limits.max_handshake_buffer
+    )
+
+
+def _handshake(sock: socket.socket, session: MemoryServer, limits: Limits) -> list[bytes]:
+    """Until the handshake is complete or the client is gone (HandshakeError after
+    ``handshake_timeout``); the application data that came with the client's Finished."""
     deadline = time.monotonic() + limits.handshake_timeout
-    timeout = HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)")
-    while not driver.done:
+    received: list[bytes] = []
+    while session.handshake is None and not session.closed:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise timeout
-        sock.settimeout(remaining)
         try:
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
             data = sock.recv(limits.read_size)
         except TimeoutError:
-            raise timeout from None
-        try:
-            sock.sendall(driver.step(data))
-        except HandshakeError as exc:
-            sock.sendall(exc.data_to_send)
-            raise
-    return BlockingTLSStream(sock, driver, limits)
+            raise HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)") from None
+        sock.sendall(handshake_step(session, data, received))
+    return received
 
 
 class ThreadedServer:
@@ -161,28 +168,27 @@ class ThreadedServer:
     def _serve_one(self, sock: socket.socket) -> None:
         started = time.monotonic()
         peer: tuple[str, int] = sock.getpeername()[:2]
-        driver = HandshakeDriver(
-            MemoryServer(self.config, stateless=self.stateless, peer=peer), self.limits
-        )
+        session = _session(self.config, peer, self.stateless, self.limits)
         error: str | None = None
         try:
             try:
-                stream = accept_tls(sock, self.config, limits=self.limits, driver=driver)
+                received = _handshake(sock, session, self.limits)
             finally:
                 with self._lock:
                     self._handshaking -= 1
-            try:
-                self.handler(stream)
-            except Exception as exc:  # the application's bug: log it, close this connection only
-                logger.exception("handler failed for %s:%s", *peer)
-                error = f"handler: {exc!r}"
+            if session.handshake is not None:
+                try:
+                    self.handler(BlockingTLSStream(sock, session, received, self.limits))
+                except Exception as exc:  # the application's bug: log it, close this one only
+                    logger.exception("handler failed for %s:%s", *peer)
+                    error = f"handler: {exc!r}"
         except HandshakeError as exc:
             error = str(exc)
         except OSError as exc:
             error = f"socket: {exc}"
         finally:
             sock.close()
-            self._report(driver.report(peer, time.monotonic() - started, error))
+            self._report(ConnectionReport.of(session, peer, time.monotonic() - started, error))
 
     def _report(self, report: ConnectionReport) -> None:
         logger.info("%s", report.log_line())

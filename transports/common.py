@@ -1,8 +1,7 @@
-"""What the socket adapters share: limits, the per-connection handshake step, reports.
+"""What the socket adapters share: limits, the connection report, the stream's state.
 
-The adapters own the sockets and the clock; everything that decides what to do with bytes is
-here, once: :class:`HandshakeDriver` (the stateless front and the handshake, bytes in, bytes out)
-and :func:`absorb` (application bytes in, data and end of stream out).
+The adapters own the sockets and the clock; what to do with the bytes is decided by one
+:class:`~stateless13.transports.memory.MemoryServer` per connection.
 """
 
 from __future__ import annotations
@@ -11,13 +10,9 @@ import logging
 from dataclasses import dataclass
 
 from stateless13 import (
-    AlertError,
-    AlertReceived,
     ApplicationData,
-    ConnectionClosed,
     HandshakeComplete,
     LocalProtocolError,
-    ServerConnection,
 )
 
 from .memory import MemoryServer
@@ -26,14 +21,8 @@ logger = logging.getLogger("stateless13.server")
 
 
 class HandshakeError(Exception):
-    """The handshake did not complete: refused by TLS, timed out, or over a limit.
-
-    ``data_to_send`` (an alert, if any) should still go to the client before closing.
-    """
-
-    def __init__(self, reason: str, data_to_send: bytes = b"") -> None:
-        super().__init__(reason)
-        self.data_to_send = data_to_send
+    """``accept_tls``: the handshake did not complete (refused by TLS, timed out, over a limit,
+    the client left); our alert, if any, was sent."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +64,20 @@ class ConnectionReport:
     def refused(cls, peer: tuple[str, int]) -> ConnectionReport:
         return cls(peer, False, False, None, 0.0, "refused: max_concurrent_handshakes reached")
 
+    @classmethod
+    def of(
+        cls, session: MemoryServer, peer: tuple[str, int], duration: float, error: str | None
+    ) -> ConnectionReport:
+        """The report of ``session``; ``error`` (a timeout, the socket) before the session's own."""
+        return cls(
+            peer,
+            session.hello_retry,
+            session.cookie_verified,
+            session.handshake,
+            duration,
+            error or session.error,
+        )
+
     def log_line(self) -> str:
         host, port = self.peer[0], self.peer[1]
         parts = [f"peer={host}:{port}", f"hrr={'yes' if self.hello_retry else 'no'}"]
@@ -94,22 +97,22 @@ class ConnectionReport:
 
 
 class StreamState:
-    """What both stream classes hold after the handshake: the connection, what was agreed, and
-    the application data not yet handed to the application."""
+    """What both stream classes hold after the handshake: the connection (a MemoryServer), what
+    was agreed, and the application data not yet handed to the application."""
 
     def __init__(
         self,
-        connection: ServerConnection,
-        driver: HandshakeDriver,
+        session: MemoryServer,
+        received: list[bytes],
         limits: Limits,
         peer: tuple[str, int],
     ) -> None:
-        assert driver.server.handshake is not None
-        self._connection = connection
+        assert session.handshake is not None
+        self._session = session
         self._limits = limits
-        self._received = driver.application_data
-        self._eof = driver.closed  # the client may close in the same flight as its Finished
-        self.handshake: HandshakeComplete = driver.server.handshake
+        self._received = received  # came with the client's Finished, if any
+        self._idle = False  # idle_timeout passed: the stream has ended
+        self.handshake: HandshakeComplete = session.handshake
         self.peer = peer
 
     @property
@@ -120,100 +123,20 @@ class StreamState:
     def server_name(self) -> str | None:
         return self.handshake.server_name
 
+    @property
+    def _eof(self) -> bool:
+        return self._session.closed or self._idle
+
     def _absorb(self, data: bytes) -> None:
-        chunks, self._eof = absorb(self._connection, data, self.peer)
-        self._received += chunks
+        self._received += [
+            e.data for e in self._session.receive(data) if isinstance(e, ApplicationData)
+        ]
 
     def _next_chunk(self) -> bytes:
         return self._received.pop(0) if self._received else b""
 
 
-class HandshakeDriver:
-    """One connection's way from its first byte to a completed handshake, without I/O.
-
-    Between the HelloRetryRequest and ClientHello2 it holds the MemoryServer (unread bytes and
-    one bit) and two counters: nothing else about the client.
-    """
-
-    def __init__(self, server: MemoryServer, limits: Limits) -> None:
-        self.server = server
-        self.limits = limits
-        self.application_data: list[bytes] = []  # sent with the client's Finished, if any
-        self.closed = False  # the client closed in the same flight as its Finished
-        self._buffered = 0
-
-    @property
-    def done(self) -> bool:
-        return self.server.handshake is not None
-
-    def step(self, data: bytes) -> bytes:
-        """Feed what the socket read (b"" at EOF); return what to write.
-
-        Raises HandshakeError (with the alert to write in ``data_to_send``) when it fails.
-        """
-        server = self.server
-        if not data:
-            raise HandshakeError("client closed during the handshake")
-        self._buffered += len(data)
-        if self._buffered > self.limits.max_handshake_buffer:
-            raise HandshakeError("max_handshake_buffer exceeded")
-        try:
-            events = server.receive(data)
-        except AlertError as exc:
-            raise HandshakeError(
-                f"{exc.description.name}: {exc.reason}", server.data_to_send()
-            ) from None
-        if server.rejected is not None:
-            raise HandshakeError(
-                f"{server.rejected.description.name}: {server.rejected.reason}",
-                server.data_to_send(),
-            )
-        self.application_data += [e.data for e in events if isinstance(e, ApplicationData)]
-        self.closed = any(isinstance(e, (ConnectionClosed, AlertReceived)) for e in events)
-        if self.closed and not self.done:
-            alert = next((e for e in events if isinstance(e, AlertReceived)), None)
-            raise HandshakeError(
-                "client closed during the handshake"
-                if alert is None
-                else f"client sent {getattr(alert.description, 'name', alert.description)}",
-                server.data_to_send(),
-            )
-        if server.hello_retry and server.connection is None:
-            self._buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
-        return server.data_to_send()
-
-    def report(self, peer: tuple[str, int], duration: float, error: str | None) -> ConnectionReport:
-        server = self.server
-        handshake = server.handshake
-        return ConnectionReport(
-            peer,
-            server.hello_retry or bool(handshake and handshake.hello_retry),
-            server.cookie_verified,
-            handshake,
-            duration,
-            error,
-        )
-
-
-def absorb(
-    connection: ServerConnection, data: bytes, peer: tuple[str, int]
-) -> tuple[list[bytes], bool]:
-    """Application data chunks in ``data`` (b"" = EOF), and whether the stream has ended.
-
-    A protocol error ends the stream too (the alert is then in ``connection.data_to_send()``).
-    """
-    connection.receive_data(data)
-    chunks: list[bytes] = []
-    ended = False
-    try:
-        for event in connection.events():
-            if isinstance(event, ApplicationData):
-                chunks.append(event.data)
-            elif isinstance(event, ConnectionClosed) or (
-                isinstance(event, AlertReceived) and event.fatal
-            ):
-                ended = True
-    except AlertError as exc:
-        logger.info("peer=%s:%s error=%r", *peer, f"{exc.description.name}: {exc.reason}")
-        ended = True
-    return chunks, ended
+def handshake_step(session: MemoryServer, data: bytes, received: list[bytes]) -> bytes:
+    """One read of the handshake: feed it, keep any application data, return what to write."""
+    received += [e.data for e in session.receive(data) if isinstance(e, ApplicationData)]
+    return session.data_to_send()

@@ -1,9 +1,15 @@
-"""A TLS 1.3 server over memory buffers: the reference adapter, and the easy way to test.
+"""One TLS 1.3 server connection over memory buffers: the per-connection layer of every adapter.
 
-It shows everything an adapter does, in a few lines: buffer what the peer sent, ask
+It shows everything an adapter does with bytes, in one place: buffer what the peer sent, ask
 ``stateless_accept`` until it answers, send what it says, then hand over to the
 ``ServerConnection`` and pump its events.  Between the HelloRetryRequest and ClientHello2 it keeps
 exactly one bit (that a retry was sent) and the unread bytes, like a TCP adapter keeps its socket.
+The socket adapters (``asyncio_tcp``, ``blocking``) only move bytes between it and a socket; it is
+also the easy way to run a server in tests.
+
+It never raises for what the client does: a client that breaks the protocol, goes away or goes
+over ``max_handshake_buffer`` ends the connection, ``closed`` turns true and ``error`` says why
+(our alert, if any, waits in ``data_to_send()``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from collections.abc import Callable
 
 from stateless13 import (
     Accepted,
+    AcceptResult,
     AlertError,
     AlertReceived,
     ApplicationData,
+    ConnectionClosed,
     Event,
     HandshakeComplete,
     HelloRetry,
@@ -31,23 +39,25 @@ from stateless13 import (
 class MemoryServer:
     """One server-side TLS connection whose wire is two byte buffers.
 
-    ``receive(bytes)`` takes what the client sent and returns the events it caused;
-    ``data_to_send()`` returns what to deliver to the client.  With ``stateless=False`` the
-    handshake is an ordinary one (HRR only if the client's key shares do not fit).
+    ``receive(bytes)`` takes what the client sent (``b""``: it closed its end) and returns the
+    events it caused; ``data_to_send()`` returns what to deliver to the client.  With
+    ``stateless=False`` the handshake is an ordinary one (HRR only if the key shares do not fit).
     """
 
     __slots__ = (
+        "_buffered",
         "_clock",
+        "_max_handshake_buffer",
         "_outgoing",
         "_pending",
-        "client_alert",
+        "closed",
         "config",
         "connection",
         "cookie_verified",
+        "error",
         "handshake",
         "hello_retry",
         "peer",
-        "rejected",
     )
 
     def __init__(
@@ -57,72 +67,110 @@ class MemoryServer:
         stateless: bool = True,
         peer: tuple[str, int] | None = ("127.0.0.1", 0),
         clock: Callable[[], float] = time.time,
+        max_handshake_buffer: int | None = None,
     ) -> None:
         self.config = config
         self.peer = peer
         self._clock = clock
+        self._max_handshake_buffer = max_handshake_buffer
+        self._buffered = 0  # bytes received toward the current ClientHello (and the handshake)
         self._pending = b""  # bytes of a ClientHello still incomplete (stateless front only)
-        #: A stateless HelloRetryRequest went out: the one bit kept between ClientHello1 and 2.
-        self.hello_retry = False
         self._outgoing = bytearray()
         self.connection: ServerConnection | None = (
             None if stateless else ServerConnection(config, peer=peer)
         )
-        #: Set when the stateless front refused the client (the alert is in data_to_send()).
-        self.rejected: AlertError | None = None
-        #: Set when the client sent an alert instead of a ClientHello (nothing is sent back).
-        self.client_alert: AlertReceived | None = None
+        #: An HRR went out (stateless: the one bit kept between ClientHello1 and 2).
+        self.hello_retry = False
         #: The stateless front accepted a cookie (known before the handshake completes).
         self.cookie_verified = False
+        #: What was agreed, once the handshake is complete.
         self.handshake: HandshakeComplete | None = None
+        #: Nothing more will come from the client: it closed, sent an alert, or failed.
+        self.closed = False
+        #: Why the connection ended badly (the alert and its reason, a limit), if it did.
+        self.error: str | None = None
 
     def receive(self, data: bytes) -> list[Event]:
+        """Take what the client sent (``b""`` when it closed); the events it caused."""
+        if self.closed:
+            return []
+        if self.handshake is None:
+            self._buffered += len(data)
+            limit = self._max_handshake_buffer
+            if limit is not None and self._buffered > limit:
+                return self._end("max_handshake_buffer exceeded")
         if self.connection is None:
-            if self.rejected is not None or self.client_alert is not None:
-                return []
-            self._pending += data
-            result = stateless_accept(
-                self.config,
-                self._pending,
-                peer=self.peer,
-                now=self._clock(),
-                after_retry=self.hello_retry,
-            )
-            if isinstance(result, NeedMoreData):
-                return []
-            if isinstance(result, AlertReceived):  # the client gave up (e.g. refused our HRR)
-                self._pending = b""
-                self.client_alert = result
-                return [result]
-            self._pending = b""
-            self._outgoing += result.data_to_send
-            if isinstance(result, HelloRetry):
-                self.hello_retry = True
-                return []
-            if isinstance(result, Rejected):
-                self.rejected = result.error
-                return []
-            assert isinstance(result, Accepted)
-            self.connection = result.connection
-            self.cookie_verified = True
+            if not data:
+                return self._end("client closed during the handshake")
+            result = self._accept(data)
+            if not isinstance(result, Accepted):
+                return [result] if isinstance(result, AlertReceived) else []
         else:
             self.connection.receive_data(data)
+        return self._events()
+
+    def _accept(self, data: bytes) -> AcceptResult:
+        """The stateless front, on everything buffered so far."""
+        self._pending += data
+        result = stateless_accept(
+            self.config,
+            self._pending,
+            peer=self.peer,
+            now=self._clock(),
+            after_retry=self.hello_retry,
+        )
+        if isinstance(result, NeedMoreData):
+            return result
+        self._pending = b""
+        if isinstance(result, AlertReceived):  # the client gave up (e.g. refused our HRR)
+            self._end(f"client sent {_alert_name(result)}")
+        elif isinstance(result, Rejected):
+            self._outgoing += result.data_to_send
+            self._end(f"{result.error.description.name}: {result.error.reason}")
+        elif isinstance(result, HelloRetry):
+            self._outgoing += result.data_to_send
+            self.hello_retry = True
+            self._buffered = 0  # ClientHello1 is gone; only ClientHello2 counts from here
+        else:
+            self._outgoing += result.data_to_send
+            self.connection = result.connection
+            self.cookie_verified = True
+        return result
+
+    def _events(self) -> list[Event]:
+        assert self.connection is not None
+        events: list[Event] = []
         try:
-            events = self.connection.events()
-        finally:
-            self._outgoing += self.connection.data_to_send()
-        for event in events:
-            if isinstance(event, HandshakeComplete):
-                self.handshake = event
+            while (event := self.connection.next_event()) is not None:
+                events.append(event)
+                if isinstance(event, HandshakeComplete):
+                    self.handshake = event
+                    self.hello_retry = self.hello_retry or event.hello_retry
+                elif isinstance(event, ConnectionClosed):
+                    self._end("client closed during the handshake", fine_after_handshake=True)
+                elif isinstance(event, AlertReceived) and event.fatal:
+                    self._end(f"client sent {_alert_name(event)}", fine_after_handshake=True)
+        except AlertError as error:
+            self._end(f"{error.description.name}: {error.reason}")
+        self._outgoing += self.connection.data_to_send()
         return events
 
+    def _end(self, reason: str, *, fine_after_handshake: bool = False) -> list[Event]:
+        """The client is done.  Closing (or a fatal alert of its own) after the handshake is how
+        connections end, not an error."""
+        self.closed = True
+        if not (fine_after_handshake and self.handshake is not None):
+            self.error = reason
+        return []
+
     def send(self, data: bytes) -> None:
-        if self.connection is None:
-            raise LocalProtocolError("handshake not started")
+        if self.connection is None or self.handshake is None:
+            raise LocalProtocolError("cannot send before the handshake completes")
         self.connection.send(data)
         self._outgoing += self.connection.data_to_send()
 
     def close(self) -> None:
+        """Queue close_notify (once the handshake is done; before it there is nothing to close)."""
         if self.connection is not None:
             self.connection.close()
             self._outgoing += self.connection.data_to_send()
@@ -135,3 +183,7 @@ class MemoryServer:
     @staticmethod
     def application_data(events: list[Event]) -> bytes:
         return b"".join(e.data for e in events if isinstance(e, ApplicationData))
+
+
+def _alert_name(event: AlertReceived) -> str:
+    return getattr(event.description, "name", str(event.description))
