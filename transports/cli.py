@@ -16,7 +16,6 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from stateless13 import (
     CipherSuite,
@@ -27,9 +26,6 @@ from stateless13 import (
     __version__,
     keylog_to_file,
 )
-
-if TYPE_CHECKING:
-    from .asyncio_tcp import TLSStream
 
 GROUP_NAMES = {
     "x25519": NamedGroup.x25519,
@@ -212,51 +208,11 @@ async def _serve_quic(
         print("stateless13: shut down", flush=True)
 
 
-PAGE_TEXT = "Hello from stateless13"
-
-
-async def http_page(stream: TLSStream) -> None:
-    """Answer one HTTP/1.x request with a page saying what was negotiated, then close.
-
-    ``GET /keyupdate`` first sends a KeyUpdate that asks the client to update too (the
-    convention of tlsfuzzer's test-tls13-keyupdate-from-server.py; OpenSSL s_server's ``K``).
-    """
-    request = b""
-    while b"\r\n\r\n" not in request and len(request) < 65536:
-        data = await stream.read()
-        if not data:
-            return
-        request += data
-    if request.startswith(b"GET /keyupdate "):
-        stream.update_key(request_peer_update=True)
-    info = stream.handshake
-    body = (
-        f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"
-        f"<p>TLS 1.3, {info.cipher_suite.name}, {info.group.name}, "
-        f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
-        f"cookie verified: {'yes' if info.cookie_verified else 'no'}</p>\n"
-    ).encode()
-    stream.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-        b"Connection: close\r\n\r\n" + body
-    )
-    await stream.drain()
-    await stream.close()
-
-
-async def echo(stream: TLSStream) -> None:
-    """Send back every byte until the client closes."""
-    while data := await stream.read():
-        stream.write(data)
-        await stream.drain()
-    await stream.close()
-
-
 async def _serve(args: argparse.Namespace, config: ServerConfig, described: str | None) -> None:
     """Serve until SIGINT/SIGTERM; ``described`` is printed by the one process that announces."""
     from .asyncio_tcp import serve
     from .common import Limits
+    from .demo import echo, http_page
 
     limits = Limits(
         handshake_timeout=args.handshake_timeout,

@@ -21,9 +21,9 @@ import pytest
 
 from stateless13 import Credential, ServerConfig
 from stateless13.transports.asyncio_tcp import TLSStream, serve
-from stateless13.transports.cli import PAGE_TEXT as PAGE_TEXT  # re-exported for the peer tests
-from stateless13.transports.cli import echo, http_page
 from stateless13.transports.common import ConnectionReport, Limits
+from stateless13.transports.demo import PAGE_TEXT as PAGE_TEXT  # re-exported for the peer tests
+from stateless13.transports.demo import echo, http_page
 
 
 def require_peer(program: str) -> str:
