@@ -3,4 +3,5 @@
 
 from stateless13.transports.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
