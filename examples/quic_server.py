@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from typing import cast
 
 from stateless13 import ServerConfig
-from stateless13.transports.quic import VALIDATIONS, QuicOptions, Validation
+from stateless13.transports.quic_front import QuicOptions, Validation
 from stateless13.transports.quic_server import (
     QuicConnectionReport,
     QuicServer,
@@ -58,7 +57,7 @@ async def main(port: int, validation: Validation, once: bool) -> None:
         on_report=on_report,
     )
     host, bound = server.address
-    print(f"listening on {host}:{bound} (UDP, HTTP/3, validation={validation})", flush=True)
+    print(f"listening on {host}:{bound} (UDP, HTTP/3, validation={validation.value})", flush=True)
     print(f"SPKI pin {spki_pin(config.credentials[0])}", flush=True)
     counters = asyncio.create_task(print_counters(server, 10.0))
     async with server:
@@ -74,7 +73,7 @@ if __name__ == "__main__":
     logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's own per-packet chatter
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int, nargs="?", default=0)
-    parser.add_argument("--validation", choices=VALIDATIONS, default="hrr")
+    parser.add_argument("--validation", choices=[v.value for v in Validation], default="hrr")
     parser.add_argument("--once", action="store_true")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.port, cast(Validation, arguments.validation), arguments.once))
+    asyncio.run(main(arguments.port, Validation(arguments.validation), arguments.once))

@@ -14,6 +14,17 @@ GCM-SIV keeps a random 96-bit nonce safe far beyond AES-GCM's 2^32 messages per 
 id is derived from the key itself, so every process that loads the same key bytes agrees on it
 without any configuration.  The first key of a :class:`CookieKeyRing` seals; all of them open,
 which is how keys rotate without rejecting cookies in flight.
+
+The same ring seals a transport's own tokens (a QUIC Retry token), so that one set of keys,
+rotated once, covers both:
+
+    version 2 (1) | kind (1) | key_id (1) | nonce (12) | AES-256-GCM-SIV(payload) incl. tag
+
+    associated data = version 2 | kind | key_id | the peer's IP address (packed)
+
+The version byte (2, where a cookie has 1) and the kind are both in the associated data, so a
+token never opens as a cookie, a cookie never opens as a token, and a token of one kind never
+opens as another.
 """
 
 from __future__ import annotations
@@ -33,10 +44,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .alerts import DecryptError, IllegalParameter, LocalProtocolError
 
 COOKIE_FORMAT_VERSION = 1
+TOKEN_FORMAT_VERSION = 2
 MAX_APP_PAYLOAD = 64
 MIN_KEY_SIZE = 16
 _NONCE_SIZE = 12
 _HEADER_SIZE = 2 + _NONCE_SIZE
+_TOKEN_HEADER_SIZE = 3 + _NONCE_SIZE
+_TAG_SIZE = 16
 _FLAG_KEY_SHARE_REQUESTED = 0x01
 _DIGEST_SIZE = 32
 
@@ -132,7 +146,7 @@ class _CookieKey:
 
 
 class CookieKeyRing:
-    """The keys that seal and open cookies: ``keys[0]`` seals, every key opens.
+    """The keys that seal and open cookies (and tokens): ``keys[0]`` seals, every key opens.
 
     Share a ring between processes or machines by giving each the same key bytes (e.g. the same
     key file); rotate by putting a new key first and keeping the old one until its cookies expire.
@@ -183,20 +197,45 @@ class CookieKeyRing:
 
     def open(self, cookie: bytes, peer: bytes) -> CookieState:
         """Authenticate and decrypt; DecryptError for anything we did not seal for this peer."""
-        if len(cookie) < _HEADER_SIZE + 16:
+        if len(cookie) < _HEADER_SIZE + _TAG_SIZE:
             raise DecryptError("cookie truncated")
         if cookie[0] != COOKIE_FORMAT_VERSION:
             raise DecryptError(f"unknown cookie format version {cookie[0]}")
         header, nonce, sealed = cookie[:2], cookie[2:_HEADER_SIZE], cookie[_HEADER_SIZE:]
-        candidates = [k for k in self._keys if k.key_id == cookie[1]]
+        return decode_cookie_state(self._open("cookie", cookie[1], nonce, sealed, header + peer))
+
+    def seal_token(
+        self, kind: int, payload: bytes, peer: bytes, nonce: bytes | None = None
+    ) -> bytes:
+        """Seal a transport's ``payload`` for ``peer`` as a token of ``kind`` (its own byte)."""
+        if not 0 <= kind <= 0xFF:
+            raise LocalProtocolError("a token kind is one byte")
+        key = self._sealing_key
+        header = bytes((TOKEN_FORMAT_VERSION, kind, key.key_id))
+        nonce = os.urandom(_NONCE_SIZE) if nonce is None else nonce
+        return header + nonce + key.aead.encrypt(nonce, payload, header + peer)
+
+    def open_token(self, kind: int, token: bytes, peer: bytes) -> bytes:
+        """The payload of a ``kind`` token sealed for ``peer``; DecryptError for anything else."""
+        if len(token) < _TOKEN_HEADER_SIZE + _TAG_SIZE:
+            raise DecryptError("token truncated")
+        if token[0] != TOKEN_FORMAT_VERSION or token[1] != kind:
+            raise DecryptError(f"not a token of kind {kind}")
+        header, nonce, sealed = token[:3], token[3:_TOKEN_HEADER_SIZE], token[_TOKEN_HEADER_SIZE:]
+        return self._open("token", token[2], nonce, sealed, header + peer)
+
+    def _open(
+        self, what: str, key_id: int, nonce: bytes, sealed: bytes, associated: bytes
+    ) -> bytes:
+        candidates = [k for k in self._keys if k.key_id == key_id]
         if not candidates:
-            raise DecryptError(f"cookie sealed under unknown key id {cookie[1]}")
+            raise DecryptError(f"{what} sealed under unknown key id {key_id}")
         for key in candidates:  # more than one only on a 1-in-256 key id collision
             try:
-                return decode_cookie_state(key.aead.decrypt(nonce, sealed, header + peer))
+                return key.aead.decrypt(nonce, sealed, associated)
             except InvalidTag:
                 continue
-        raise DecryptError("cookie does not authenticate (tampered, or for another address)")
+        raise DecryptError(f"{what} does not authenticate (tampered, or for another address)")
 
 
 def _parse_hex_keys(lines: list[str], source: str) -> list[bytes]:

@@ -10,6 +10,7 @@ import pytest
 from stateless13 import CookieKeyRing, DecryptError, IllegalParameter
 from stateless13.cookie import (
     COOKIE_FORMAT_VERSION,
+    TOKEN_FORMAT_VERSION,
     CookieState,
     check_cookie_age,
     decode_cookie_state,
@@ -164,3 +165,63 @@ def test_fleet_rotation_in_three_phases_never_fails_a_valid_cookie() -> None:
             cookie = minting.seal(STATE, PEER)
             for verifying in nodes:
                 assert verifying.open(cookie, PEER) == STATE, (before, after)
+
+
+# --- tokens: a transport's own sealed bytes (a QUIC Retry token), under the same ring -----------
+
+TOKEN_KIND = 1
+TOKEN_PAYLOAD = b"issued-at|odcid|retry-scid"
+
+
+def test_token_round_trip_and_format() -> None:
+    ring = CookieKeyRing.from_bytes(KEY_A)
+    token = ring.seal_token(TOKEN_KIND, TOKEN_PAYLOAD, PEER, nonce=bytes(range(12)))
+    assert token[:2] == bytes((TOKEN_FORMAT_VERSION, TOKEN_KIND)) != bytes((COOKIE_FORMAT_VERSION,))
+    assert token[2] == ring.seal(STATE, PEER)[1]  # the same key id as the cookies
+    assert len(token) == 3 + 12 + len(TOKEN_PAYLOAD) + 16
+    assert ring.open_token(TOKEN_KIND, token, PEER) == TOKEN_PAYLOAD
+    assert ring.seal_token(TOKEN_KIND, TOKEN_PAYLOAD, PEER) != ring.seal_token(
+        TOKEN_KIND, TOKEN_PAYLOAD, PEER
+    )
+    with pytest.raises(ValueError, match="one byte"):
+        ring.seal_token(256, TOKEN_PAYLOAD, PEER)
+
+
+def test_a_token_never_opens_as_a_cookie_nor_a_cookie_as_a_token() -> None:
+    ring = CookieKeyRing.from_bytes(KEY_A)
+    token = ring.seal_token(TOKEN_KIND, TOKEN_PAYLOAD, PEER)
+    cookie = ring.seal(STATE, PEER)
+    with pytest.raises(DecryptError):
+        ring.open(token, PEER)
+    with pytest.raises(DecryptError):
+        ring.open_token(TOKEN_KIND, cookie, PEER)
+    with pytest.raises(DecryptError):
+        ring.open_token(TOKEN_KIND + 1, token, PEER)  # another kind
+    # Relabelled headers do not help: the version and the kind are associated data.
+    as_cookie = bytes((COOKIE_FORMAT_VERSION,)) + token[2:]
+    with pytest.raises(DecryptError, match="authenticate"):
+        ring.open(as_cookie, PEER)
+    as_other_kind = token[:1] + bytes((TOKEN_KIND + 1,)) + token[2:]
+    with pytest.raises(DecryptError, match="authenticate"):
+        ring.open_token(TOKEN_KIND + 1, as_other_kind, PEER)
+
+
+def test_tokens_rotate_with_the_ring() -> None:
+    old = CookieKeyRing.from_bytes(KEY_A)
+    rotated = CookieKeyRing.from_bytes(KEY_B, KEY_A)  # the new key first
+    assert rotated.open_token(TOKEN_KIND, old.seal_token(TOKEN_KIND, b"x", PEER), PEER) == b"x"
+    with pytest.raises(DecryptError, match="unknown key id"):
+        old.open_token(TOKEN_KIND, rotated.seal_token(TOKEN_KIND, b"x", PEER), PEER)
+
+
+def test_every_token_tampering_is_a_decrypt_error() -> None:
+    ring = CookieKeyRing.from_bytes(KEY_A)
+    token = ring.seal_token(TOKEN_KIND, TOKEN_PAYLOAD, PEER)
+    mutations = [token[:i] + bytes([token[i] ^ 1]) + token[i + 1 :] for i in range(len(token))]
+    mutations += [token[:-1], token[:15], token + b"\x00", b""]
+    for mutated in mutations:
+        with pytest.raises(DecryptError):
+            ring.open_token(TOKEN_KIND, mutated, PEER)
+    with pytest.raises(DecryptError):
+        ring.open_token(TOKEN_KIND, token, peer_binding(("203.0.113.8", 4433)))
+    assert ring.open_token(TOKEN_KIND, token, peer_binding(("203.0.113.7", 1))) == TOKEN_PAYLOAD

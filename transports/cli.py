@@ -184,7 +184,7 @@ async def _serve_quic(
     ``secret`` keys the QUIC connection IDs: workers of one port share it (and the cookie keys),
     so a ClientHello2 may reach another worker than its ClientHello1.
     """
-    from .quic import QuicOptions
+    from .quic_front import QuicOptions
     from .quic_server import serve_quic
 
     options = QuicOptions() if secret is None else QuicOptions(secret=secret)

@@ -2,14 +2,15 @@
 
 ::
 
-    server = await serve_quic(config, "127.0.0.1", 4433, validation="hrr", on_report=print)
+    server = await serve_quic(config, "127.0.0.1", 4433, validation=Validation.HRR, on_report=print)
     async with server:
         await server.serve_forever()
 
 Datagrams for a known connection ID go to that connection's protocol (aioquic's
-``QuicConnectionProtocol``); all others go to the stateless :class:`~transports.quic.InitialFront`,
-which answers, holds a fragment, or hands over a :class:`~transports.quic.ConnectionStart` from
-which the server builds a :class:`~transports.quic.StatelessQuicConnection` and its protocol.
+``QuicConnectionProtocol``); all others go to the stateless :class:`~.quic_front.InitialFront`,
+which answers, holds a fragment, or hands over a :class:`~.quic_tls.ConnectionStart` from which
+the server builds a :class:`~.quic_tls.StatelessQuicConnection` and its protocol.  The design of
+the whole is in docs/QUIC.md.
 
 The default protocol, :class:`H3PageProtocol`, answers every HTTP/3 request with a small page
 saying what was negotiated.  ``create_protocol`` takes any subclass of
@@ -29,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from aioquic._buffer import Buffer, BufferReadError
 from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic import events
@@ -44,25 +45,14 @@ from stateless13 import (
     CipherSuite,
     Credential,
     HandshakeComplete,
-    HandshakeSummary,
     LocalProtocolError,
     NamedGroup,
     ServerConfig,
-    SignatureScheme,
 )
 
-from .quic import (
-    SERVER_CID_LENGTH,
-    Accept,
-    ConnectionStart,
-    FrontStats,
-    InitialFront,
-    QuicOptions,
-    Reply,
-    StatelessQuicConnection,
-    Validation,
-    quic_configuration,
-)
+from .quic_front import Accept, FrontStats, InitialFront, QuicOptions, Reply, Validation
+from .quic_tls import ConnectionStart, StatelessQuicConnection
+from .quic_tokens import SERVER_CID_LENGTH
 
 logger = logging.getLogger("stateless13.server")
 
@@ -117,6 +107,22 @@ class QuicConnectionReport:
         return " ".join(parts)
 
 
+def quic_configuration(config: ServerConfig, options: QuicOptions) -> QuicConfiguration:
+    """The aioquic configuration for our connections (the TLS settings stay in ``config``)."""
+    credential = config.credentials[0]
+    return QuicConfiguration(
+        is_client=False,
+        alpn_protocols=[p.decode("ascii", "replace") for p in config.alpn_protocols],
+        # aioquic insists on a certificate and key for a server; only aioquic's own TLS, which
+        # QuicTLS replaces, would use them.
+        certificate=load_der_x509_certificate(credential.certificate_chain[0]),
+        private_key=credential.private_key,
+        connection_id_length=SERVER_CID_LENGTH,
+        idle_timeout=options.idle_timeout,
+        supported_versions=list(options.supported_versions),
+    )
+
+
 def spki_pin(credential: Credential) -> str:
     """base64(SHA-256(SubjectPublicKeyInfo)) of the leaf certificate: what Chromium needs in
     ``--ignore-certificate-errors-spki-list`` to accept a self-signed certificate over QUIC."""
@@ -125,21 +131,6 @@ def spki_pin(credential: Credential) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
-
-
-def handshake_complete(summary: HandshakeSummary) -> HandshakeComplete:
-    return HandshakeComplete(
-        cipher_suite=CipherSuite(summary.cipher_suite),
-        group=NamedGroup(summary.group),
-        signature_scheme=SignatureScheme(summary.signature_scheme),
-        alpn_protocol=summary.alpn_protocol.decode("ascii", "replace")
-        if summary.alpn_protocol is not None
-        else None,
-        server_name=summary.server_name,
-        hello_retry=summary.hello_retry,
-        cookie_verified=summary.cookie_verified,
-        cookie_payload=summary.cookie_payload,
-    )
 
 
 class _CountingTransport(asyncio.DatagramTransport):
@@ -246,7 +237,7 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
             validation=start.validation,
             hello_retry=start.resume is not None or bool(summary and summary.hello_retry),
             cookie_verified=bool(summary and summary.cookie_verified),
-            handshake=handshake_complete(summary) if summary is not None else None,
+            handshake=summary.event() if summary is not None else None,
             duration=time.monotonic() - self.started,
             error=error,
             datagrams_in=self.datagrams_in,
@@ -284,7 +275,8 @@ class H3PageProtocol(StatelessQuicProtocol):
     def _respond(self, stream_id: int, path: str) -> None:
         assert self._h3 is not None
         engine = self._quic.quic_tls
-        summary = engine.handshake.summary if engine and engine.handshake else None
+        handshake = engine.server_handshake if engine is not None else None
+        summary = handshake.summary if handshake is not None else None
         details = "handshake in progress"
         if summary is not None:
             details = (
@@ -320,7 +312,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self,
         config: ServerConfig,
         *,
-        validation: Validation = "hrr",
+        validation: Validation = Validation.HRR,
         options: QuicOptions | None = None,
         create_protocol: ProtocolFactory = H3PageProtocol,
         on_report: Callable[[QuicConnectionReport], None] | None = None,
@@ -451,7 +443,7 @@ async def serve_quic(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    validation: Validation = "hrr",
+    validation: Validation = Validation.HRR,
     options: QuicOptions | None = None,
     create_protocol: ProtocolFactory = H3PageProtocol,
     on_report: Callable[[QuicConnectionReport], None] | None = None,
@@ -459,9 +451,10 @@ async def serve_quic(
 ) -> QuicServer:
     """Serve QUIC on ``host``:``port`` (UDP; port 0 picks a free one: ``server.address``).
 
-    ``validation``: "hrr" (stateless HelloRetryRequest, the default), "retry" (QUIC Retry),
-    "both" or "none".  ``config.alpn_protocols`` defaults to ``(b"h3",)``.  ``on_report`` gets
-    one :class:`QuicConnectionReport` per connection (also logged on ``stateless13.server``).
+    ``validation``: a :class:`Validation` (or its value, ``"hrr"``): ``HRR`` (stateless
+    HelloRetryRequest, the default), ``RETRY`` (QUIC Retry), ``BOTH`` or ``NONE``.
+    ``config.alpn_protocols`` defaults to ``(b"h3",)``.  ``on_report`` gets one
+    :class:`QuicConnectionReport` per connection (also logged on ``stateless13.server``).
     """
     config = _with_h3(config, create_protocol)
     loop = asyncio.get_running_loop()
@@ -485,7 +478,7 @@ __all__ = [
     "QuicConnectionReport",
     "QuicServer",
     "StatelessQuicProtocol",
-    "handshake_complete",
+    "quic_configuration",
     "serve_quic",
     "spki_pin",
 ]

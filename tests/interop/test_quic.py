@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from aioquic import tls
-from aioquic._buffer import Buffer
+from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -36,7 +36,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
 
-from stateless13 import CookieKeyRing, NamedGroup, ServerConfig
+from stateless13 import CookieKeyRing, DecryptError, NamedGroup, ServerConfig
 from stateless13.alerts import AlertDescription
 from stateless13.cookie import CookieState, peer_binding
 from stateless13.messages import (
@@ -47,20 +47,24 @@ from stateless13.messages import (
     pull_server_hello,
     push_client_hello,
 )
-from stateless13.transports.quic import (
-    SERVER_CID_LENGTH,
+from stateless13.transports.quic_front import (
     Accept,
-    ConnectionIds,
     Drop,
     InitialFront,
     Pending,
-    QuicCookieState,
     QuicOptions,
-    QuicTLS,
     Reply,
+    ReplyKind,
+    Validation,
+)
+from stateless13.transports.quic_server import quic_configuration
+from stateless13.transports.quic_tls import QuicTLS, StatelessQuicConnection
+from stateless13.transports.quic_tokens import (
+    SERVER_CID_LENGTH,
+    ConnectionIds,
+    InvalidToken,
+    QuicCookieState,
     RetryTokens,
-    StatelessQuicConnection,
-    quic_configuration,
 )
 
 CLIENT = ("198.51.100.7", 40000)
@@ -229,7 +233,7 @@ def first_exchange(front: InitialFront | None = None, **config_options: Any) -> 
     _, datagrams = aioquic_client()
     opened = open_initial(datagrams[0], _dcid(datagrams[0]), sent_by_client=True)
     result = front.receive(datagrams[0], CLIENT, NOW)
-    assert isinstance(result, Reply) and result.kind == "hrr", result
+    assert isinstance(result, Reply) and result.kind is ReplyKind.HRR, result
     return Exchange(
         front=front,
         client_hello=opened.crypto_at(0),
@@ -324,14 +328,18 @@ def test_client_hello2_builds_the_connection_from_itself_alone() -> None:
     assert decoded.initial_source_connection_id == exchange.hrr_packet.source_cid
     assert decoded.retry_source_connection_id is None
     assert connection._network_paths[0].is_validated  # the cookie proved the address
-    summary = connection.quic_tls.handshake.summary if connection.quic_tls.handshake else None
+    summary = (
+        connection.quic_tls.server_handshake.summary
+        if connection.quic_tls.server_handshake
+        else None
+    )
     assert summary is not None and summary.cookie_verified and summary.hello_retry
 
 
 def test_client_hello2_from_another_address_is_refused() -> None:
     exchange = first_exchange()
     result = exchange.client_hello2(peer=("203.0.113.99", CLIENT[1]))
-    assert isinstance(result, Reply) and result.kind == "close", result
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE, result
     closed = open_initial(result.datagram, exchange.original_dcid, sent_by_client=False)
     assert closed.close is not None
     assert closed.close[0] == crypto_error(AlertDescription.decrypt_error)
@@ -348,7 +356,7 @@ def test_client_hello2_from_another_port_of_the_same_address_is_accepted() -> No
 def test_expired_cookie_is_refused() -> None:
     exchange = first_exchange()
     result = exchange.client_hello2(now=NOW + 31)
-    assert isinstance(result, Reply) and result.kind == "close"
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE
     closed = open_initial(result.datagram, exchange.original_dcid, sent_by_client=False)
     assert closed.close is not None
     assert closed.close[0] == crypto_error(AlertDescription.illegal_parameter)
@@ -366,7 +374,7 @@ def test_cookie_for_another_connection_id_is_refused() -> None:
         crypto=with_cookie(exchange.client_hello, hrr_cookie(other.hrr)),
     )
     result = exchange.front.receive(datagram, CLIENT, NOW)
-    assert isinstance(result, Reply) and result.kind == "close"
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE
     closed = open_initial(result.datagram, exchange.original_dcid, sent_by_client=False)
     assert closed.close is not None
     assert closed.close[0] == crypto_error(AlertDescription.illegal_parameter)
@@ -377,13 +385,13 @@ def test_tcp_cookie_without_quic_state_is_refused() -> None:
     state = CookieState(int(NOW), 0x1301, 0x1D, False, bytes(32), bytes(32))
     cookie = CONFIG.cookie_keys.seal(state, peer_binding(CLIENT))
     result = exchange.client_hello2(crypto=with_cookie(exchange.client_hello, cookie), ack=False)
-    assert isinstance(result, Reply) and result.kind == "close"
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE
 
 
 def test_client_hello2_without_cookie_is_refused() -> None:
     exchange = first_exchange()
     result = exchange.client_hello2(crypto=exchange.client_hello, ack=False)
-    assert isinstance(result, Reply) and result.kind == "close"
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE
     closed = open_initial(result.datagram, exchange.original_dcid, sent_by_client=False)
     assert closed.close is not None
     assert closed.close[0] == crypto_error(AlertDescription.missing_extension)
@@ -397,7 +405,7 @@ def test_cookie_from_another_key_ring_is_refused() -> None:
     )
     exchange.front = other_front
     result = exchange.client_hello2()
-    assert isinstance(result, Reply) and result.kind == "close"
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE
 
 
 def test_a_fleet_sharing_keys_resumes_anywhere() -> None:
@@ -435,7 +443,7 @@ def _replace_hello(client_hello: bytes, **fields: Any) -> bytes:
 def _refusal(change: Callable[[bytes], bytes]) -> int:
     datagram, dcid = _first_initial_with(change)
     result = InitialFront(CONFIG).receive(datagram, CLIENT, NOW)
-    assert isinstance(result, Reply) and result.kind == "close", result
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE, result
     closed = open_initial(result.datagram, dcid, sent_by_client=False)
     assert closed.close is not None
     return closed.close[0]
@@ -458,7 +466,7 @@ def test_missing_transport_parameters() -> None:
 def test_no_common_alpn() -> None:
     _, datagrams = aioquic_client(alpn="hq-interop")
     result = InitialFront(CONFIG).receive(datagrams[0], CLIENT, NOW)
-    assert isinstance(result, Reply) and result.kind == "close"
+    assert isinstance(result, Reply) and result.kind is ReplyKind.CLOSE
     closed = open_initial(result.datagram, _dcid(datagrams[0]), sent_by_client=False)
     assert closed.close is not None
     assert closed.close[0] == crypto_error(AlertDescription.no_application_protocol)
@@ -471,7 +479,7 @@ def test_small_datagrams_and_unknown_versions() -> None:
     unknown = bytearray(datagrams[0])
     unknown[1:5] = (0x1A2A3A4A).to_bytes(4, "big")
     reply = front.receive(bytes(unknown), CLIENT, NOW)
-    assert isinstance(reply, Reply) and reply.kind == "version_negotiation"
+    assert isinstance(reply, Reply) and reply.kind is ReplyKind.VERSION_NEGOTIATION
     assert len(reply.datagram) < 100
     assert isinstance(front.receive(b"\x40" + bytes(1300), CLIENT, NOW), Drop)  # short header
 
@@ -541,7 +549,7 @@ def test_client_hello1_over_two_datagrams() -> None:
     assert isinstance(front.receive(datagrams[0], CLIENT, NOW), Pending)
     assert len(front.table) == 1 and front.table.bytes == len(datagrams[0])
     reply = front.receive(datagrams[1], CLIENT, NOW + 0.001)
-    assert isinstance(reply, Reply) and reply.kind == "hrr"
+    assert isinstance(reply, Reply) and reply.kind is ReplyKind.HRR
     assert len(front.table) == 0 and front.table.bytes == 0
     packet = open_initial(reply.datagram, dcid, sent_by_client=False)
     assert packet.largest_acked == 1  # both of the client's Initials
@@ -558,7 +566,7 @@ def test_second_fragment_first_also_works() -> None:
     _, datagrams = aioquic_client(big=True)
     assert isinstance(front.receive(datagrams[1], CLIENT, NOW), Pending)
     reply = front.receive(datagrams[0], CLIENT, NOW)
-    assert isinstance(reply, Reply) and reply.kind == "hrr"
+    assert isinstance(reply, Reply) and reply.kind is ReplyKind.HRR
 
 
 def test_partial_client_hello_expires() -> None:
@@ -582,7 +590,7 @@ def test_a_flood_of_partial_client_hellos_is_bounded() -> None:
         if n == 4000:  # a real client's two datagrams, back to back, in the middle of it
             assert isinstance(front.receive(legitimate[0], CLIENT, NOW + n * 1e-4), Pending)
             reply = front.receive(legitimate[1], CLIENT, NOW + n * 1e-4)
-            assert isinstance(reply, Reply) and reply.kind == "hrr"
+            assert isinstance(reply, Reply) and reply.kind is ReplyKind.HRR
     per_fragment = (time.perf_counter() - started) / 5000
     assert front.table.evictions >= 5000 - 256
     assert front.stats.hrr_sent == 1 and front.stats.datagrams_out == 1
@@ -601,7 +609,7 @@ def run_in_memory(
     connection: StatelessQuicConnection | None = None
     counts = {"client_datagrams": 0, "client_bytes": 0, "server_datagrams": 0, "server_bytes": 0}
     outgoing, now = first, NOW
-    replies: list[str] = []
+    replies: list[ReplyKind] = []
     for _ in range(30):
         for datagram in outgoing:
             counts["client_datagrams"] += 1
@@ -639,9 +647,9 @@ def run_in_memory(
     return {"completed": completed, "connection": connection, "replies": replies, **counts}
 
 
-@pytest.mark.parametrize("validation", ["none", "retry"])
-def test_aioquic_client_without_hrr(validation: str) -> None:
-    front = InitialFront(CONFIG, validation=validation)  # type: ignore[arg-type]
+@pytest.mark.parametrize("validation", [Validation.NONE, Validation.RETRY], ids=str)
+def test_aioquic_client_without_hrr(validation: Validation) -> None:
+    front = InitialFront(CONFIG, validation=validation)
     client, first = aioquic_client()
     outcome = run_in_memory(front, client, first)
     assert outcome["completed"], outcome
@@ -652,8 +660,8 @@ def test_aioquic_client_without_hrr(validation: str) -> None:
     (parameters,) = [d for t, d in connection.quic_tls.handshake_extensions if t == 0x39]
     decoded = pull_quic_transport_parameters(Buffer(data=parameters))
     assert decoded.original_destination_connection_id == client.original_destination_connection_id
-    if validation == "retry":
-        assert outcome["replies"] == ["retry"]
+    if validation is Validation.RETRY:
+        assert outcome["replies"] == [ReplyKind.RETRY]
         assert decoded.retry_source_connection_id == connection.start.key_cid
         assert connection.start.address_validated
     else:
@@ -662,17 +670,17 @@ def test_aioquic_client_without_hrr(validation: str) -> None:
 
 
 def test_both_retry_then_stateless_hrr() -> None:
-    front = InitialFront(CONFIG, validation="both")
+    front = InitialFront(CONFIG, validation=Validation.BOTH)
     client, first = aioquic_client()
     original_dcid = _dcid(first[0])
     retry = front.receive(first[0], CLIENT, NOW)
-    assert isinstance(retry, Reply) and retry.kind == "retry" and len(retry.datagram) < 200
+    assert isinstance(retry, Reply) and retry.kind is ReplyKind.RETRY and len(retry.datagram) < 200
     client.receive_datagram(retry.datagram, SERVER, NOW)
     (second, _), *_ = client.datagrams_to_send(NOW)
     header = pull_quic_header(Buffer(data=second), host_cid_length=SERVER_CID_LENGTH)
     assert header.token
     hrr = front.receive(second, CLIENT, NOW)
-    assert isinstance(hrr, Reply) and hrr.kind == "hrr"
+    assert isinstance(hrr, Reply) and hrr.kind is ReplyKind.HRR
     retry_scid = header.destination_cid
     packet = open_initial(hrr.datagram, retry_scid, sent_by_client=False)
     cookie = CONFIG.cookie_keys.open(hrr_cookie(packet.crypto_at(0)), peer_binding(CLIENT))
@@ -696,16 +704,16 @@ def test_both_retry_then_stateless_hrr() -> None:
 
 
 def test_invalid_retry_token() -> None:
-    front = InitialFront(CONFIG, validation="retry")
+    front = InitialFront(CONFIG, validation=Validation.RETRY)
     client, first = aioquic_client()
     retry = front.receive(first[0], CLIENT, NOW)
     assert isinstance(retry, Reply)
     client.receive_datagram(retry.datagram, SERVER, NOW)
     (second, _), *_ = client.datagrams_to_send(NOW)
     refused = front.receive(second, ("203.0.113.5", 40000), NOW)  # another address
-    assert isinstance(refused, Reply) and refused.kind == "close"
+    assert isinstance(refused, Reply) and refused.kind is ReplyKind.CLOSE
     expired = front.receive(second, CLIENT, NOW + 60)
-    assert isinstance(expired, Reply) and expired.kind == "close"
+    assert isinstance(expired, Reply) and expired.kind is ReplyKind.CLOSE
     assert isinstance(front.receive(second, CLIENT, NOW + 1), Accept)
 
 
@@ -735,8 +743,11 @@ def test_cookie_state_round_trip() -> None:
         QuicCookieState.decode(b"app payload of someone else")
 
 
+OLD_KEY, NEW_KEY = b"o" * 32, b"n" * 32
+
+
 def test_retry_tokens() -> None:
-    tokens = RetryTokens(b"s" * 32, lifetime=10)
+    tokens = RetryTokens(CookieKeyRing.from_bytes(OLD_KEY), lifetime=10)
     token = tokens.seal(CLIENT, b"odcid-12", b"r" * 20, NOW)
     assert tokens.open(token, CLIENT, b"r" * 20, NOW + 1) == b"odcid-12"
     for peer, dcid, now in [
@@ -744,8 +755,36 @@ def test_retry_tokens() -> None:
         (CLIENT, b"x" * 20, NOW),
         (CLIENT, b"r" * 20, NOW + 11),
     ]:
-        with pytest.raises(Exception, match="Retry token"):
+        with pytest.raises(InvalidToken, match="Retry token"):
             tokens.open(token, peer, dcid, now)
+    for position in (0, 1, 2, 5, len(token) // 2, len(token) - 1):  # header, nonce, body, tag
+        tampered = bytearray(token)
+        tampered[position] ^= 1
+        with pytest.raises(InvalidToken):
+            tokens.open(bytes(tampered), CLIENT, b"r" * 20, NOW)
+
+
+def test_retry_tokens_rotate_with_the_cookie_keys() -> None:
+    """The Retry token and the cookie share one key ring: rotating it rotates both."""
+    token = RetryTokens(CookieKeyRing.from_bytes(OLD_KEY), 10).seal(
+        CLIENT, b"o" * 8, b"r" * 20, NOW
+    )
+    rotated = RetryTokens(CookieKeyRing.from_bytes(NEW_KEY, OLD_KEY), 10)  # the new key first
+    assert rotated.open(token, CLIENT, b"r" * 20, NOW) == b"o" * 8
+    with pytest.raises(InvalidToken, match="unknown key id"):
+        RetryTokens(CookieKeyRing.from_bytes(NEW_KEY), 10).open(token, CLIENT, b"r" * 20, NOW)
+
+
+def test_a_retry_token_is_never_a_cookie_nor_a_cookie_a_retry_token() -> None:
+    keys = CookieKeyRing.from_bytes(OLD_KEY)
+    token = RetryTokens(keys, 10).seal(CLIENT, b"o" * 8, b"r" * 20, NOW)
+    with pytest.raises(DecryptError):
+        keys.open(token, peer_binding(CLIENT))
+    cookie = keys.seal(
+        CookieState(int(NOW), 0x1301, 0x1D, False, bytes(32), bytes(32)), peer_binding(CLIENT)
+    )
+    with pytest.raises(InvalidToken):
+        RetryTokens(keys, 10).open(cookie, CLIENT, b"r" * 20, NOW)
 
 
 def test_quic_tls_maps_alerts_and_refuses_key_update() -> None:
@@ -760,7 +799,7 @@ def test_quic_tls_maps_alerts_and_refuses_key_update() -> None:
     assert engine.error is not None
 
     engine = QuicTLS(CONFIG, peer=CLIENT, verified=None)
-    engine.handshake = object()  # type: ignore[assignment]  # pretend the handshake is done
+    engine.server_handshake = object()  # type: ignore[assignment]  # pretend the handshake is done
     engine.receive_epoch = tls.Epoch.ONE_RTT
     with pytest.raises(tls.Alert) as raised:
         engine.handle_message(b"\x18\x00\x00\x01\x00", buffers)  # KeyUpdate

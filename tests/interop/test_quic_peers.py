@@ -33,7 +33,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 from stateless13 import Credential, NamedGroup, ServerConfig
-from stateless13.transports.quic import FrontStats, QuicOptions, Validation
+from stateless13.transports.quic_front import FrontStats, QuicOptions, Validation
 from stateless13.transports.quic_server import (
     PAGE_TEXT,
     QuicConnectionReport,
@@ -85,11 +85,13 @@ QuicServerFactory = Callable[..., QuicTestServer]
 
 @pytest.fixture
 def quic_server() -> Iterator[QuicServerFactory]:
-    """``quic_server(validation="hrr", options=None, **config_options)``, on 127.0.0.1."""
+    """``quic_server(Validation.HRR, options=None, **config_options)``, on 127.0.0.1."""
     running: list[tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Event]] = []
 
     def start(
-        validation: Validation = "hrr", options: QuicOptions | None = None, **config: Any
+        validation: Validation = Validation.HRR,
+        options: QuicOptions | None = None,
+        **config: Any,
     ) -> QuicTestServer:
         credential = Credential.self_signed("localhost")
         server_config = ServerConfig(credentials=(credential,), alpn_protocols=(b"h3",), **config)
@@ -476,9 +478,9 @@ def test_gtlsclient_switches_from_p256_to_p384(quic_server: QuicServerFactory) -
 
 
 def test_gtlsclient_stateful_hrr_inside_one_connection(quic_server: QuicServerFactory) -> None:
-    # validation="none": a connection from the first Initial, and the core's ordinary HRR (no
+    # Validation.NONE: a connection from the first Initial, and the core's ordinary HRR (no
     # cookie) when the key shares do not fit; ClientHello2 arrives on the same CRYPTO stream.
-    server = quic_server("none", groups=(NamedGroup.secp384r1, NamedGroup.x25519))
+    server = quic_server(Validation.NONE, groups=(NamedGroup.secp384r1, NamedGroup.x25519))
     run = run_gtlsclient(server.port)
     assert run.ok and run.hrr_seen, run.output
     report = assert_report(server, NamedGroup.secp384r1, validation="none")
@@ -586,24 +588,15 @@ def test_a_client_that_stops_after_client_hello2_times_out(quic_server: QuicServ
 # Every validation mode, every peer that can do it, through the counting relay.
 
 PEER_MODES = [
-    ("gtlsclient", "hrr"),
-    ("gtlsclient", "retry"),
-    ("gtlsclient", "both"),
-    ("gtlsclient", "none"),
-    ("quic-go", "hrr"),
-    ("quic-go", "retry"),
-    ("quic-go", "both"),
-    ("quic-go", "none"),
-    ("chromium", "hrr"),
-    ("chromium", "retry"),
-    ("chromium", "both"),
-    ("chromium", "none"),
-    ("aioquic", "retry"),
-    ("aioquic", "none"),
+    *((peer, mode) for peer in ("gtlsclient", "quic-go", "chromium") for mode in Validation),
+    ("aioquic", Validation.RETRY),
+    ("aioquic", Validation.NONE),
 ]
 
 
-@pytest.mark.parametrize(("peer", "validation"), PEER_MODES, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("peer", "validation"), PEER_MODES, ids=lambda v: v.value if isinstance(v, Validation) else v
+)
 def test_validation_modes_measured(
     quic_server: QuicServerFactory,
     quicgoclient: Path,
@@ -629,14 +622,14 @@ def test_validation_modes_measured(
     totals = relay.totals()
     client_first, server_first = relay.first_flight()
     kinds = [d.kind for d in relay.log if not d.to_server]
-    if validation in ("retry", "both"):
+    if validation in (Validation.RETRY, Validation.BOTH):
         assert kinds[0] == "Retry" and server_first < 3 * client_first
-    if validation in ("hrr", "both"):
+    if validation in (Validation.HRR, Validation.BOTH):
         assert report.hello_retry and report.cookie_verified, report
     assert server_first <= 3 * client_first, (client_first, server_first)
     group = report.handshake.group.name if report.handshake else "-"
     print(
-        f"\nMEASURE peer={peer} validation={validation} "
+        f"\nMEASURE peer={peer} validation={validation.value} "
         f"c2s={totals['c2s_datagrams']}/{totals['c2s_bytes']}B "
         f"s2c={totals['s2c_datagrams']}/{totals['s2c_bytes']}B "
         f"first_flight={client_first}B->{server_first}B "

@@ -1,0 +1,548 @@
+"""The stateless front of a QUIC server: what to do with a datagram for an unknown connection ID.
+
+With :attr:`Validation.HRR` (the default) it answers a client's first Initial with an Initial
+carrying a stateless HelloRetryRequest and keeps nothing; the connection is only created when
+ClientHello2 brings back a cookie that authenticates for the client's IP address.  The design,
+the limits and the costs are in docs/QUIC.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import os
+from dataclasses import dataclass, field
+
+from aioquic.buffer import Buffer, BufferReadError
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
+from aioquic.quic.connection import QuicConnectionError
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicHeader,
+    QuicPacketType,
+    QuicProtocolVersion,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+
+from stateless13 import (
+    AlertError,
+    CookieVerified,
+    DecryptError,
+    IllegalParameter,
+    LocalProtocolError,
+    RetryRequest,
+    ServerConfig,
+    answer_client_hello,
+    client_hello_size,
+    parse_client_hello,
+)
+
+from .quic_initial import (
+    Initials,
+    MalformedInitial,
+    ReassemblyTable,
+    TableKey,
+    close_initial,
+    contiguous,
+    decrypt_initials,
+    hrr_initial,
+)
+from .quic_tls import ConnectionStart, ResumePoint, check_quic_client_hello
+from .quic_tokens import (
+    MIN_ORIGINAL_CID_LENGTH,
+    SERVER_CID_LENGTH,
+    ConnectionIds,
+    InvalidToken,
+    QuicCookieState,
+    RetryTokens,
+)
+
+# The HRR's packet number comes from the clock (docs/QUIC.md): 4 ms ticks, modulo 8192.
+_HRR_PACKET_NUMBER_TICKS = 250  # per second
+_HRR_PACKET_NUMBER_SPAN = 8192
+
+
+class Validation(enum.Enum):
+    """How a new client proves its address before the server keeps anything for it."""
+
+    HRR = "hrr"  # a stateless HelloRetryRequest; ClientHello2 returns its cookie
+    RETRY = "retry"  # a QUIC Retry with a stateless token, then an ordinary handshake
+    BOTH = "both"  # a Retry, then the stateless HRR
+    NONE = "none"  # not at all: a connection per first Initial, as aioquic does
+
+
+class ReplyKind(enum.Enum):
+    """What a :class:`Reply` holds (the front's counters go by it)."""
+
+    HRR = "hrr"
+    RETRY = "retry"
+    CLOSE = "close"
+    VERSION_NEGOTIATION = "version_negotiation"
+
+
+@dataclass(frozen=True)
+class QuicOptions:
+    """QUIC-side settings and limits of the front and the server (docs/QUIC.md: the table)."""
+
+    #: Keys our connection IDs.  Give every server of a fleet the same bytes, as with the cookie
+    #: keys (which seal the Retry tokens too), so that ClientHello2 may reach any of them.
+    #: Default: random per process.
+    secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    retry_token_lifetime: float = 10.0
+    reassembly_entries: int = 1024
+    reassembly_bytes: int = 4 << 20
+    reassembly_entry_bytes: int = 16 << 10
+    reassembly_datagrams: int = 12
+    reassembly_timeout: float = 2.0
+    #: Connections at once (each created only after its address was validated, except with
+    #: Validation.NONE); a ClientHello2 over the limit is dropped (the client retransmits).
+    max_connections: int = 4096
+    #: Seconds from the connection's creation to a completed handshake.
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    supported_versions: tuple[int, ...] = (QuicProtocolVersion.VERSION_1,)
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < 16:
+            raise LocalProtocolError("QuicOptions.secret needs at least 16 bytes")
+        if min(self.reassembly_entries, self.reassembly_bytes, self.reassembly_datagrams) < 1:
+            raise LocalProtocolError("reassembly limits must be positive")
+        if self.reassembly_entry_bytes < SMALLEST_MAX_DATAGRAM_SIZE:
+            raise LocalProtocolError(
+                "reassembly_entry_bytes must hold at least one Initial datagram"
+            )
+        if min(self.handshake_timeout, self.idle_timeout, self.reassembly_timeout) <= 0:
+            raise LocalProtocolError("timeouts must be positive")
+        if not self.supported_versions:
+            raise LocalProtocolError("QuicOptions needs at least one QUIC version")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send ``datagram`` to the client and forget it."""
+
+    datagram: bytes
+    kind: ReplyKind
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Create a connection from ``start`` and feed it ``start.datagrams``."""
+
+    start: ConnectionStart
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Part of a ClientHello, held in the reassembly table."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str
+
+
+FrontResult = Reply | Accept | Pending | Drop
+
+
+@dataclass
+class FrontStats:
+    """Counters for the whole server: no per-client data."""
+
+    datagrams_in: int = 0
+    bytes_in: int = 0
+    datagrams_out: int = 0
+    bytes_out: int = 0
+    hrr_sent: int = 0
+    retry_sent: int = 0
+    closes_sent: int = 0
+    version_negotiations_sent: int = 0
+    accepted: int = 0
+    pending: int = 0
+    dropped: int = 0
+    reassembly_evictions: int = 0
+
+    def count(self, result: FrontResult) -> None:
+        if isinstance(result, Reply):
+            self.datagrams_out += 1
+            self.bytes_out += len(result.datagram)
+            if result.kind is ReplyKind.HRR:
+                self.hrr_sent += 1
+            elif result.kind is ReplyKind.RETRY:
+                self.retry_sent += 1
+            elif result.kind is ReplyKind.CLOSE:
+                self.closes_sent += 1
+            else:
+                self.version_negotiations_sent += 1
+        elif isinstance(result, Accept):
+            self.accepted += 1
+        elif isinstance(result, Pending):
+            self.pending += 1
+        else:
+            self.dropped += 1
+
+
+@dataclass(slots=True)
+class Datagram:
+    """One datagram for an unknown connection ID, and what the front learns of it step by step.
+
+    The one object the front's steps hand each other (as Go's handshake state), created once the
+    header is known to be a client Initial worth reading."""
+
+    data: bytes
+    header: QuicHeader
+    peer: tuple[str, int]
+    now: float  # wall-clock time: the cookie's and the Retry token's clock
+    #: The client's first DCID: this datagram's, the Retry token's, or the key CID.
+    original_dcid: bytes
+    #: The Retry's SCID, once a Retry token came back valid.
+    retry_scid: bytes | None = None
+    #: The CID the Initial keys derive from (RFC 9001 §5.2), and those keys.
+    key_cid: bytes = b""
+    keys: CryptoPair = field(default_factory=CryptoPair)
+    #: Its decrypted Initials, joined to those held for the same ClientHello.
+    initials: Initials = field(default_factory=Initials)
+
+    @property
+    def version(self) -> int:
+        assert self.header.version is not None  # a long header: checked before
+        return self.header.version
+
+    @property
+    def table_key(self) -> TableKey:
+        return (self.peer[0], self.peer[1], self.header.destination_cid)
+
+    def use_keys(self, key_cid: bytes) -> None:
+        self.key_cid = key_cid
+        self.keys.setup_initial(cid=key_cid, is_client=False, version=self.version)
+
+
+class InitialFront:
+    """Answers datagrams for unknown connection IDs; keeps no per-client state but the table.
+
+    ``receive`` returns what to do: :class:`Reply` (send it and forget), :class:`Accept` (create
+    the connection), :class:`Pending` (part of a ClientHello is in the reassembly table) or
+    :class:`Drop`.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        options: QuicOptions | None = None,
+        *,
+        validation: Validation = Validation.HRR,
+    ) -> None:
+        try:
+            self.validation = Validation(validation)  # also takes the value: "hrr", ...
+        except ValueError:
+            values = ", ".join(v.value for v in Validation)
+            raise LocalProtocolError(f"validation must be one of {values}") from None
+        self.config = config
+        self.options = options = options or QuicOptions()
+        self.cids = ConnectionIds(options.secret)
+        self.tokens = RetryTokens(config.cookie_keys, options.retry_token_lifetime)
+        self.table = ReassemblyTable(
+            max_entries=options.reassembly_entries,
+            max_bytes=options.reassembly_bytes,
+            lifetime=options.reassembly_timeout,
+        )
+        self.stats = FrontStats()
+        self._check_client_hello = functools.partial(check_quic_client_hello, config)
+
+    # -- entry point --------------------------------------------------------------------------
+
+    def receive(
+        self,
+        data: bytes,
+        peer: tuple[str, int],
+        now: float,
+        header: QuicHeader | None = None,
+    ) -> FrontResult:
+        """``now`` is wall-clock time (the cookie's clock); ``header`` if already parsed."""
+        self.stats.datagrams_in += 1
+        self.stats.bytes_in += len(data)
+        result = self._receive(data, peer, now, header)
+        self.stats.count(result)
+        self.stats.reassembly_evictions = self.table.evictions
+        return result
+
+    def _receive(
+        self, data: bytes, peer: tuple[str, int], now: float, header: QuicHeader | None
+    ) -> FrontResult:
+        if header is None:
+            try:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=SERVER_CID_LENGTH)
+            except (ValueError, BufferReadError):
+                return Drop("unparsable header")
+        refusal = self._check_header(data, header)
+        if refusal is not None:
+            return refusal
+        retry_first = self.validation in (Validation.RETRY, Validation.BOTH)
+        if retry_first and not header.token:
+            return self._retry(header, peer, now)  # the cheapest answer: no per-datagram object
+        datagram = Datagram(data, header, peer, now, original_dcid=header.destination_cid)
+        if retry_first:
+            refusal = self._check_retry_token(datagram)
+            if refusal is not None:
+                return refusal
+        if self.validation in (Validation.RETRY, Validation.NONE):
+            return self._accept_at_once(datagram)
+        return self._stateless(datagram)
+
+    def _check_header(self, data: bytes, header: QuicHeader) -> Reply | Drop | None:
+        """Refuse all but a client Initial of a version we speak; None: read on."""
+        if header.packet_type == QuicPacketType.VERSION_NEGOTIATION:
+            return Drop("version negotiation packet")
+        if header.version is None:
+            return Drop("short header packet for an unknown connection ID")
+        if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            return Drop("datagram below 1200 bytes (RFC 9000 §14.1)")
+        if header.version not in self.options.supported_versions:
+            # RFC 9000 §6.1 (and only for datagrams of at least 1200 bytes: §5.2.2).
+            packet = encode_quic_version_negotiation(
+                source_cid=header.destination_cid,
+                destination_cid=header.source_cid,
+                supported_versions=list(self.options.supported_versions),
+            )
+            return Reply(packet, ReplyKind.VERSION_NEGOTIATION)
+        if header.packet_type != QuicPacketType.INITIAL:
+            return Drop("not an Initial packet")
+        if len(header.destination_cid) < MIN_ORIGINAL_CID_LENGTH:
+            return Drop("Destination Connection ID below 8 bytes (RFC 9000 §7.2)")
+        return None
+
+    # -- QUIC Retry, and connections without the stateless HRR ----------------------------------
+
+    def _retry(self, header: QuicHeader, peer: tuple[str, int], now: float) -> Reply:
+        assert header.version is not None
+        retry_scid = os.urandom(SERVER_CID_LENGTH)
+        token = self.tokens.seal(peer, header.destination_cid, retry_scid, now)
+        packet = encode_quic_retry(
+            version=header.version,
+            source_cid=retry_scid,
+            destination_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
+            retry_token=token,
+        )
+        return Reply(packet, ReplyKind.RETRY)
+
+    def _check_retry_token(self, datagram: Datagram) -> Reply | None:
+        """Learn the original DCID from the Retry token; a close if the token is not good."""
+        dcid = datagram.header.destination_cid
+        try:
+            datagram.original_dcid = self.tokens.open(
+                datagram.header.token, datagram.peer, dcid, datagram.now
+            )
+        except InvalidToken as error:
+            datagram.use_keys(dcid)
+            refusal = QuicConnectionError(
+                QuicErrorCode.INVALID_TOKEN, QuicFrameType.PADDING, str(error)
+            )
+            return self._close(datagram, refusal, summary="invalid Retry token")
+        datagram.retry_scid = dcid
+        return None
+
+    def _accept_at_once(self, datagram: Datagram) -> FrontResult:
+        """Validation.RETRY (the token was good) or NONE: a connection from this Initial."""
+        if not self._decrypt(datagram, (datagram.header.destination_cid,)):
+            return Drop("Initial does not decrypt")
+        retried = datagram.retry_scid is not None
+        return Accept(
+            ConnectionStart(
+                key_cid=datagram.key_cid,
+                host_cid=os.urandom(SERVER_CID_LENGTH),
+                original_dcid=datagram.original_dcid,
+                retry_scid=datagram.retry_scid,
+                resume=None,
+                address_validated=retried,
+                validation="retry" if retried else "none",
+                datagrams=(datagram.data,),
+                version=datagram.version,
+            )
+        )
+
+    # -- the stateless HRR path ---------------------------------------------------------------
+
+    def _stateless(self, datagram: Datagram) -> FrontResult:
+        """Validation.HRR or BOTH: decrypt, join what the table holds, read the ClientHello."""
+        if datagram.retry_scid is not None:
+            candidates: tuple[bytes, ...] = (datagram.retry_scid,)
+        else:
+            candidates = self.cids.key_candidates(datagram.header.destination_cid)
+        if not self._decrypt(datagram, candidates):
+            return Drop("Initial does not decrypt")
+        if datagram.initials.client_closed:
+            self.table.pop(datagram.table_key)
+            return Drop("the client closed")
+        if not datagram.initials.fragments:
+            return Drop("no CRYPTO data")
+        if datagram.retry_scid is None:
+            datagram.original_dcid = datagram.key_cid  # no Retry: the keys come from the ODCID
+        held = self.table.take(datagram.table_key, datagram.now)
+        if held is not None:
+            held.extend(datagram.initials)
+            datagram.initials = held
+        return self._read_client_hello(datagram)
+
+    def _read_client_hello(self, datagram: Datagram) -> FrontResult:
+        """Answer the ClientHello the CRYPTO fragments hold, or hold them until it is whole."""
+        max_hello = self.config.max_client_hello_size
+        fragments = datagram.initials.fragments
+        base, stream = contiguous(fragments)
+        if base > 2 * max_hello or any(o + len(d) > 3 * max_hello for o, d in fragments):
+            return Drop("CRYPTO data beyond any ClientHello")
+        try:
+            size = client_hello_size(stream, max_hello)
+        except AlertError as error:
+            if base:  # a later fragment came first: ClientHello2's start may still come
+                return self._hold(datagram)
+            return self._close(datagram, error)
+        if size is None or len(stream) < size:
+            return self._hold(datagram)
+        return self._answer(datagram, stream[:size], crypto_offset=base)
+
+    def _hold(self, datagram: Datagram) -> FrontResult:
+        initials, options = datagram.initials, self.options
+        if (
+            initials.size > options.reassembly_entry_bytes
+            or len(initials.datagrams) > options.reassembly_datagrams
+        ):
+            return Drop("partial ClientHello over the reassembly limits")
+        self.table.put(datagram.table_key, initials)
+        return Pending()
+
+    def _answer(self, datagram: Datagram, message: bytes, crypto_offset: int) -> FrontResult:
+        """ClientHello1 (at CRYPTO offset 0) gets the HRR; ClientHello2 starts the connection."""
+        try:
+            hello = parse_client_hello(message, self.config.max_client_hello_size)
+        except AlertError as error:
+            if crypto_offset:
+                return Drop(f"unparsable ClientHello at offset {crypto_offset}")
+            return self._close(datagram, error)
+        now = datagram.now
+        packet_number = int(now * _HRR_PACKET_NUMBER_TICKS) % _HRR_PACKET_NUMBER_SPAN
+        state = QuicCookieState(
+            datagram.original_dcid, datagram.retry_scid, packet_number, len(message)
+        )
+        try:
+            answer = answer_client_hello(
+                self.config,
+                message,
+                hello=hello,
+                peer=datagram.peer,
+                now=now,
+                cookie_payload=state.encode(),
+                after_retry=crypto_offset > 0,
+                check=self._check_client_hello,
+            )
+        except (QuicConnectionError, AlertError) as error:
+            return self._close(datagram, error)
+        if isinstance(answer, RetryRequest):
+            return self._hello_retry(datagram, answer.hello_retry_request, packet_number)
+        return self._resume(datagram, answer, crypto_offset)
+
+    def _hello_retry(
+        self, datagram: Datagram, hello_retry_request: bytes, packet_number: int
+    ) -> FrontResult:
+        initials = datagram.initials
+        packet = hrr_initial(
+            datagram.header,
+            host_cid=self.cids.encode(datagram.key_cid),
+            keys=datagram.keys,
+            packet_number=packet_number,
+            acknowledge=initials.packet_numbers,
+            hello_retry_request=hello_retry_request,
+        )
+        if len(packet) > 3 * initials.size:  # RFC 9000 §8.1 (cannot happen: >= 1200 received)
+            return Drop("HRR would exceed 3x the bytes received")
+        return Reply(packet, ReplyKind.HRR)
+
+    def _resume(
+        self, datagram: Datagram, verified: CookieVerified, crypto_offset: int
+    ) -> FrontResult:
+        """ClientHello2's cookie is good for its IP (the core checked it): check the QUIC state
+        it carries against this packet, and start the connection from it."""
+        try:
+            try:
+                state = QuicCookieState.decode(verified.cookie_payload)
+            except ValueError as error:
+                raise DecryptError(f"cookie without QUIC state: {error}") from None
+            if state.key_cid != datagram.key_cid or state.retry_scid != datagram.retry_scid:
+                raise IllegalParameter("cookie issued for another connection ID")
+            if state.client_hello_length != crypto_offset:
+                raise IllegalParameter("ClientHello2 does not follow ClientHello1 in CRYPTO")
+        except AlertError as error:
+            return self._close(datagram, error)
+        # Above the HRR's number and anything the client acknowledges (docs/QUIC.md).
+        next_packet_number = max(state.hrr_packet_number, datagram.initials.largest_acked) + 1
+        return Accept(
+            ConnectionStart(
+                key_cid=datagram.key_cid,
+                host_cid=datagram.header.destination_cid,
+                original_dcid=state.original_dcid,
+                retry_scid=state.retry_scid,
+                resume=ResumePoint(
+                    client_crypto_offset=crypto_offset,
+                    server_crypto_offset=len(verified.hello_retry_request),
+                    next_packet_number=next_packet_number,
+                    cookie=verified,
+                ),
+                address_validated=True,
+                validation="retry+cookie" if state.retry_scid is not None else "cookie",
+                datagrams=tuple(datagram.initials.datagrams),
+                version=datagram.version,
+            )
+        )
+
+    # -- packets ------------------------------------------------------------------------------
+
+    def _decrypt(self, datagram: Datagram, candidates: tuple[bytes, ...]) -> bool:
+        """Decrypt the datagram's Initials with the first candidate key CID that works."""
+        for key_cid in candidates:
+            datagram.use_keys(key_cid)
+            try:
+                initials = decrypt_initials(datagram.data, datagram.keys, datagram.now)
+            except MalformedInitial:
+                return False
+            if initials is not None:
+                datagram.initials = initials
+                return True
+        return False
+
+    def _close(
+        self, datagram: Datagram, error: QuicConnectionError | AlertError, summary: str = ""
+    ) -> Reply:
+        """CONNECTION_CLOSE in an Initial under the datagram's keys; an alert as CRYPTO_ERROR."""
+        if isinstance(error, AlertError):
+            error = QuicConnectionError(
+                error_code=QuicErrorCode.CRYPTO_ERROR + int(error.description),
+                frame_type=QuicFrameType.CRYPTO,
+                reason_phrase=str(error),
+            )
+        packet = close_initial(
+            datagram.header,
+            host_cid=self.cids.encode(datagram.key_cid),
+            keys=datagram.keys,
+            error=error,
+        )
+        return Reply(packet, ReplyKind.CLOSE, summary or error.reason_phrase)
+
+
+__all__ = [
+    "Accept",
+    "Datagram",
+    "Drop",
+    "FrontResult",
+    "FrontStats",
+    "InitialFront",
+    "Pending",
+    "QuicOptions",
+    "Reply",
+    "ReplyKind",
+    "Validation",
+]

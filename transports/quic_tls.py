@@ -1,0 +1,266 @@
+"""stateless13's handshake inside aioquic: a TLS engine for ``QuicConnection``, and the connection.
+
+:class:`QuicTLS` stands in for ``aioquic.tls.Context``: CRYPTO bytes of one epoch go in,
+``SendHandshake`` actions become CRYPTO data of their epoch, ``InstallSecret`` actions become
+aioquic packet keys, our ``AlertError`` becomes aioquic's ``tls.Alert`` (so the connection closes
+with CRYPTO_ERROR + the alert).  A ClientHello with a non-empty legacy_session_id is refused with
+PROTOCOL_VIOLATION (RFC 9001 §8.4), so no middlebox CCS is ever asked for; a TLS KeyUpdate is
+refused with unexpected_message (RFC 9001 §6); a client without ALPN gets no_application_protocol
+(RFC 9001 §8.1).
+
+:class:`StatelessQuicConnection` is aioquic's ``QuicConnection`` with that engine, optionally
+picking up after a stateless HRR from a :class:`ConnectionStart` (which private attributes of
+aioquic it sets, and the aioquic versions tested, are in docs/QUIC.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aioquic import tls
+from aioquic.buffer import Buffer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionError, QuicReceiveContext
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+
+from stateless13 import (
+    Action,
+    AlertError,
+    ClientHello,
+    CookieVerified,
+    Epoch,
+    ExtensionType,
+    HandshakeDone,
+    HandshakeSummary,
+    IllegalParameter,
+    InstallSecret,
+    MissingExtension,
+    SendHandshake,
+    ServerConfig,
+    ServerHandshake,
+    TLSError,
+    UnexpectedMessage,
+    client_hello_size,
+    parse_client_hello,
+    select_alpn,
+)
+
+
+def check_quic_client_hello(config: ServerConfig, hello: ClientHello) -> None:
+    """What QUIC adds to a ClientHello's rules; raises QuicConnectionError or AlertError.
+
+    Among them an ALPN protocol in common, which QUIC requires (RFC 9001 §8.1)."""
+    if hello.legacy_session_id:
+        raise QuicConnectionError(
+            error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+            frame_type=QuicFrameType.CRYPTO,
+            reason_phrase="ClientHello has a non-empty legacy_session_id (RFC 9001 §8.4)",
+        )
+    if not any(t == ExtensionType.quic_transport_parameters for t, _ in hello.extensions):
+        raise MissingExtension("no quic_transport_parameters extension (RFC 9001 §8.2)")
+    select_alpn(config, hello)
+
+
+def _aioquic_alert(error: AlertError) -> tls.Alert:
+    alert = tls.Alert(str(error))
+    try:
+        alert.description = tls.AlertDescription(int(error.description))
+    except ValueError:
+        alert.description = tls.AlertDescription.internal_error
+    return alert
+
+
+class QuicTLS(tls.Context):
+    """stateless13's ``ServerHandshake`` behind the interface ``QuicConnection`` expects.
+
+    ``verified``: the front already opened ClientHello2's cookie (the stateless HRR went out
+    before the connection existed); the first ClientHello here must be that very message.
+    ``None``: an ordinary handshake, with a stateful HRR only when the key shares do not fit.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        peer: tuple[str, int],
+        verified: CookieVerified | None,
+    ) -> None:
+        super().__init__(is_client=False)
+        self.config = config
+        self.peer = peer
+        self.verified = verified
+        #: Created from the (whole) ClientHello.
+        self.server_handshake: ServerHandshake | None = None
+        #: Set by the connection before each call: the epoch of the CRYPTO data passed in.
+        self.receive_epoch = tls.Epoch.INITIAL
+        self.summary: HandshakeSummary | None = None
+        self.error: AlertError | None = None
+        self.client_random = b""
+        self.legacy_session_id = b""
+        self._hello = bytearray()
+
+    def handle_message(self, input_data: bytes, output_buf: dict[tls.Epoch, Buffer]) -> None:
+        try:
+            actions = self._receive(Epoch(self.receive_epoch.value), bytes(input_data))
+        except AlertError as error:
+            self.error = error
+            raise _aioquic_alert(error) from error
+        except TLSError as error:  # LocalProtocolError: a bug on our side, not the peer's
+            raise tls.AlertInternalError(str(error)) from error
+        self._apply(actions, output_buf)
+
+    def _receive(self, epoch: Epoch, data: bytes) -> list[Action]:
+        if self.server_handshake is not None:
+            if epoch == Epoch.ONE_RTT:
+                raise UnexpectedMessage("TLS message after the handshake (RFC 9001 §6)")
+            return self.server_handshake.receive(epoch, data)
+        if epoch != Epoch.INITIAL:
+            raise UnexpectedMessage("handshake data before the ClientHello")
+        self._hello += data
+        size = client_hello_size(self._hello, self.config.max_client_hello_size)
+        if size is None or len(self._hello) < size:
+            return []
+        if len(self._hello) > size:
+            raise UnexpectedMessage("handshake data after the ClientHello")
+        message = bytes(self._hello)
+        self._hello.clear()
+        return self._start(message)
+
+    def _start(self, message: bytes) -> list[Action]:
+        """The whole ClientHello is here: check it as QUIC does, then start the handshake."""
+        hello = parse_client_hello(message, self.config.max_client_hello_size)
+        self.client_random = hello.random
+        self.legacy_session_id = hello.legacy_session_id
+        self.received_extensions = [(t, d) for t, d in hello.extensions]
+        check_quic_client_hello(self.config, hello)
+        if self.alpn_cb is not None:  # parses the transport parameters; may set ours anew
+            self.alpn_cb(select_alpn(self.config, hello).decode("ascii", "replace"))
+        extensions = tuple((int(t), bytes(d)) for t, d in self.handshake_extensions)
+        if self.verified is not None:
+            if message != self.verified.message:  # the front opened this one's cookie, once
+                raise IllegalParameter("ClientHello2 is not the one whose cookie was opened")
+            self.server_handshake = ServerHandshake.resume_from_cookie(
+                self.config, self.verified, peer=self.peer, encrypted_extensions=extensions
+            )
+            return self.server_handshake.take_actions()
+        self.server_handshake = ServerHandshake(
+            self.config, peer=self.peer, encrypted_extensions=extensions
+        )
+        return self.server_handshake.receive(Epoch.INITIAL, message)
+
+    def _apply(self, actions: list[Action], output_buf: dict[tls.Epoch, Buffer]) -> None:
+        for action in actions:
+            if isinstance(action, SendHandshake):
+                output_buf[tls.Epoch(action.epoch.value)].push_bytes(action.data)
+            elif isinstance(action, InstallSecret):
+                self.update_traffic_key_cb(
+                    tls.Direction(action.direction.value),
+                    tls.Epoch(action.epoch.value),
+                    tls.CipherSuite(int(action.suite.code)),
+                    action.secret,
+                )
+            elif isinstance(action, HandshakeDone):
+                self.summary = action.summary
+                self.state = tls.State.SERVER_POST_HANDSHAKE
+            # SendChangeCipherSpec: never asked for, as the session id is empty (QUIC has none).
+        handshake = self.server_handshake
+        if handshake is not None and handshake.summary is not None:
+            summary = handshake.summary
+            if summary.alpn_protocol is not None:
+                self.alpn_negotiated = summary.alpn_protocol.decode("ascii", "replace")
+            if self.state == tls.State.SERVER_EXPECT_CLIENT_HELLO:
+                self.state = tls.State.SERVER_EXPECT_FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """Where a connection built from ClientHello2 picks up after the stateless HRR."""
+
+    client_crypto_offset: int  # len(ClientHello1)
+    server_crypto_offset: int  # len(HRR)
+    next_packet_number: int
+    cookie: CookieVerified  # ClientHello2 and its opened cookie: the handshake resumes from it
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStart:
+    """Everything the front learned that a new connection needs (and nothing kept elsewhere)."""
+
+    key_cid: bytes  # the client's Initial keys derive from it
+    host_cid: bytes  # our CID: initial_source_connection_id
+    original_dcid: bytes
+    retry_scid: bytes | None
+    resume: ResumePoint | None  # None: an ordinary handshake on a fresh CRYPTO stream
+    address_validated: bool
+    validation: str  # "cookie", "retry", "retry+cookie" or "none": for reports
+    datagrams: tuple[bytes, ...]  # to feed the connection, in order
+    version: int
+
+
+class StatelessQuicConnection(QuicConnection):
+    """aioquic's QuicConnection with :class:`QuicTLS`, optionally resuming after a stateless HRR."""
+
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        server_config: ServerConfig,
+        peer: tuple[str, int],
+        start: ConnectionStart,
+    ) -> None:
+        super().__init__(
+            configuration=configuration,
+            original_destination_connection_id=start.original_dcid,
+            retry_source_connection_id=start.retry_scid,
+        )
+        self.start = start
+        self.peer = peer
+        self.server_config = server_config
+        self.quic_tls: QuicTLS | None = None
+        # Our CID is the one the front chose (the HRR's SCID): initial_source_connection_id.
+        self._host_cids[0].cid = start.host_cid
+        self.host_cid = start.host_cid
+        self._local_initial_source_connection_id = start.host_cid
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        # Initial keys from the key CID: after a stateless HRR the client sends to our CID, but
+        # keeps the keys of its original DCID (RFC 9001 §5.2).
+        super()._initialize(self.start.key_cid)
+        engine = QuicTLS(
+            self.server_config,
+            peer=self.peer,
+            verified=None if self.start.resume is None else self.start.resume.cookie,
+        )
+        engine.handshake_extensions = self.tls.handshake_extensions  # our transport parameters
+        engine.alpn_cb = self._alpn_handler
+        engine.update_traffic_key_cb = self._update_traffic_key
+        self.tls = engine
+        self.quic_tls = engine
+        resume = self.start.resume
+        if resume is not None:
+            stream = self._crypto_streams[tls.Epoch.INITIAL]
+            stream.receiver._buffer_start = resume.client_crypto_offset
+            stream.receiver.highest_offset = resume.client_crypto_offset
+            stream.sender._buffer_start = resume.server_crypto_offset
+            stream.sender._buffer_stop = resume.server_crypto_offset
+            stream.sender.highest_offset = resume.server_crypto_offset
+            self._packet_number = resume.next_packet_number
+        if self.start.address_validated:
+            for path in self._network_paths:
+                path.is_validated = True
+
+    def _handle_crypto_frame(
+        self, context: QuicReceiveContext, frame_type: int, buf: Buffer
+    ) -> None:
+        if self.quic_tls is not None:
+            self.quic_tls.receive_epoch = context.epoch
+        super()._handle_crypto_frame(context, frame_type, buf)
+
+
+__all__ = [
+    "ConnectionStart",
+    "QuicTLS",
+    "ResumePoint",
+    "StatelessQuicConnection",
+    "check_quic_client_hello",
+]
