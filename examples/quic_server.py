@@ -17,9 +17,9 @@ import asyncio
 import logging
 
 from stateless13 import ServerConfig
+from stateless13.transports.common import ConnectionReport
 from stateless13.transports.quic_front import QuicOptions, Validation
 from stateless13.transports.quic_server import (
-    QuicConnectionReport,
     QuicServer,
     serve_quic,
     spki_pin,
@@ -44,7 +44,7 @@ async def main(port: int, validation: Validation, once: bool) -> None:
     )
     done = asyncio.Event()
 
-    def on_report(report: QuicConnectionReport) -> None:
+    def on_report(report: ConnectionReport) -> None:
         if once:
             done.set()
 

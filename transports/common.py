@@ -51,14 +51,24 @@ class Limits:
 
 @dataclass(frozen=True)
 class ConnectionReport:
-    """One line of the connection log: what happened to one client, however it ended."""
+    """One line of the connection log: what happened to one client, however it ended, over TCP
+    or QUIC (the same report for both)."""
 
     peer: tuple[str, int]
     hello_retry: bool
     cookie_verified: bool
     handshake: HandshakeComplete | None
-    duration: float  # seconds from accept to close
+    duration: float  # seconds from accept (QUIC: from the connection's creation) to close
     error: str | None = None  # the alert (or timeout/limit) and its reason, if it failed
+    transport: str = "tcp"  # or "quic"
+    #: QUIC: how the address was validated ("cookie", "retry", "retry+cookie", "none").
+    validation: str | None = None
+    #: QUIC: the connection's own datagrams (the stateless HRR and the ClientHello1 it answered
+    #: belong to no connection: they are counted in the server's stats).
+    datagrams_in: int | None = None
+    bytes_in: int | None = None
+    datagrams_out: int | None = None
+    bytes_out: int | None = None
 
     @classmethod
     def refused(cls, peer: tuple[str, int]) -> ConnectionReport:
@@ -80,7 +90,12 @@ class ConnectionReport:
 
     def log_line(self) -> str:
         host, port = self.peer[0], self.peer[1]
-        parts = [f"peer={host}:{port}", f"hrr={'yes' if self.hello_retry else 'no'}"]
+        parts = [f"peer={host}:{port}"]
+        if self.transport != "tcp":
+            parts.append(self.transport)
+        if self.validation is not None:
+            parts.append(f"validation={self.validation}")
+        parts.append(f"hrr={'yes' if self.hello_retry else 'no'}")
         parts.append(f"cookie={'verified' if self.cookie_verified else 'none'}")
         if self.handshake is not None:
             h = self.handshake
@@ -90,6 +105,10 @@ class ConnectionReport:
                 f"alpn={h.alpn_protocol or '-'}",
                 f"sni={h.server_name or '-'}",
             ]
+        if self.datagrams_in is not None:
+            parts.append(f"in={self.datagrams_in}/{self.bytes_in}B")
+        if self.datagrams_out is not None:
+            parts.append(f"out={self.datagrams_out}/{self.bytes_out}B")
         parts.append(f"duration={self.duration * 1000:.1f}ms")
         if self.error is not None:
             parts.append(f"error={self.error!r}")

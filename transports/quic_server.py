@@ -15,7 +15,7 @@ the whole is in docs/QUIC.md.
 The default protocol, :class:`H3PageProtocol`, answers every HTTP/3 request with a small page
 saying what was negotiated.  ``create_protocol`` takes any subclass of
 :class:`StatelessQuicProtocol` (the aioquic ``QuicConnectionProtocol`` API, plus one
-:class:`QuicConnectionReport` per connection and a handshake timeout).
+:class:`ConnectionReport` per connection and a handshake timeout).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -44,12 +43,12 @@ from cryptography.x509 import load_der_x509_certificate
 from stateless13 import (
     CipherSuite,
     Credential,
-    HandshakeComplete,
     LocalProtocolError,
     NamedGroup,
     ServerConfig,
 )
 
+from .common import ConnectionReport
 from .quic_front import Accept, FrontStats, InitialFront, QuicOptions, Reply, Validation
 from .quic_tls import ConnectionStart, StatelessQuicConnection
 from .quic_tokens import SERVER_CID_LENGTH
@@ -59,52 +58,6 @@ logger = logging.getLogger("stateless13.server")
 PAGE_TEXT = "Hello from stateless13"
 #: aioquic's "no error" for HTTP/3 (H3_NO_ERROR) and for QUIC.
 _CLEAN_CLOSE_CODES = (QuicErrorCode.NO_ERROR, 0x100)
-
-
-@dataclass(frozen=True)
-class QuicConnectionReport:
-    """One line of the connection log for a QUIC connection, however it ended.
-
-    Counts cover the connection's own datagrams; the stateless HRR (or Retry) and the
-    ClientHello1 it answered belong to no connection and are counted in ``QuicServer.stats``.
-    """
-
-    peer: tuple[str, int]
-    validation: str  # "cookie", "retry", "retry+cookie", "none"
-    hello_retry: bool
-    cookie_verified: bool
-    handshake: HandshakeComplete | None
-    duration: float
-    error: str | None
-    datagrams_in: int
-    bytes_in: int
-    datagrams_out: int
-    bytes_out: int
-
-    def log_line(self) -> str:
-        parts = [
-            f"peer={self.peer[0]}:{self.peer[1]}",
-            "quic",
-            f"validation={self.validation}",
-            f"hrr={'yes' if self.hello_retry else 'no'}",
-            f"cookie={'verified' if self.cookie_verified else 'none'}",
-        ]
-        if self.handshake is not None:
-            h = self.handshake
-            parts += [
-                f"suite={h.cipher_suite.name}",
-                f"group={h.group.name}",
-                f"alpn={h.alpn_protocol or '-'}",
-                f"sni={h.server_name or '-'}",
-            ]
-        parts += [
-            f"in={self.datagrams_in}/{self.bytes_in}B",
-            f"out={self.datagrams_out}/{self.bytes_out}B",
-            f"duration={self.duration * 1000:.1f}ms",
-        ]
-        if self.error is not None:
-            parts.append(f"error={self.error!r}")
-        return " ".join(parts)
 
 
 def quic_configuration(config: ServerConfig, options: QuicOptions) -> QuicConfiguration:
@@ -168,7 +121,7 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
     def __init__(self, quic: StatelessQuicConnection, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
         self.started = time.monotonic()
-        self.on_report: Callable[[QuicConnectionReport], None] | None = None
+        self.on_report: Callable[[ConnectionReport], None] | None = None
         self.datagrams_in = 0
         self.bytes_in = 0
         self.handshake_done = False
@@ -232,8 +185,9 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
         engine = self._quic.quic_tls
         summary = engine.summary if engine is not None else None  # set once Finished verified
         start = self._quic.start
-        report = QuicConnectionReport(
+        report = ConnectionReport(
             peer=self._quic.peer,
+            transport="quic",
             validation=start.validation,
             hello_retry=start.resume is not None or bool(summary and summary.hello_retry),
             cookie_verified=bool(summary and summary.cookie_verified),
@@ -315,7 +269,7 @@ class QuicServer(asyncio.DatagramProtocol):
         validation: Validation = Validation.HRR,
         options: QuicOptions | None = None,
         create_protocol: ProtocolFactory = H3PageProtocol,
-        on_report: Callable[[QuicConnectionReport], None] | None = None,
+        on_report: Callable[[ConnectionReport], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -446,7 +400,7 @@ async def serve_quic(
     validation: Validation = Validation.HRR,
     options: QuicOptions | None = None,
     create_protocol: ProtocolFactory = H3PageProtocol,
-    on_report: Callable[[QuicConnectionReport], None] | None = None,
+    on_report: Callable[[ConnectionReport], None] | None = None,
     reuse_port: bool = False,
 ) -> QuicServer:
     """Serve QUIC on ``host``:``port`` (UDP; port 0 picks a free one: ``server.address``).
@@ -454,7 +408,7 @@ async def serve_quic(
     ``validation``: a :class:`Validation` (or its value, ``"hrr"``): ``HRR`` (stateless
     HelloRetryRequest, the default), ``RETRY`` (QUIC Retry), ``BOTH`` or ``NONE``.
     ``config.alpn_protocols`` defaults to ``(b"h3",)``.  ``on_report`` gets one
-    :class:`QuicConnectionReport` per connection (also logged on ``stateless13.server``).
+    :class:`ConnectionReport` per connection (also logged on ``stateless13.server``).
     """
     config = _with_h3(config, create_protocol)
     loop = asyncio.get_running_loop()
@@ -475,7 +429,6 @@ async def serve_quic(
 __all__ = [
     "PAGE_TEXT",
     "H3PageProtocol",
-    "QuicConnectionReport",
     "QuicServer",
     "StatelessQuicProtocol",
     "quic_configuration",

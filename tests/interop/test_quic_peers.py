@@ -33,10 +33,10 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 from stateless13 import Credential, NamedGroup, ServerConfig
+from stateless13.transports.common import ConnectionReport
 from stateless13.transports.quic_front import FrontStats, QuicOptions, Validation
 from stateless13.transports.quic_server import (
     PAGE_TEXT,
-    QuicConnectionReport,
     QuicServer,
     serve_quic,
     spki_pin,
@@ -58,19 +58,19 @@ class QuicTestServer:
     port: int
     spki: str
     server: QuicServer
-    reports: list[QuicConnectionReport] = field(default_factory=list)
+    reports: list[ConnectionReport] = field(default_factory=list)
 
     @property
     def stats(self) -> FrontStats:
         return self.server.stats
 
-    def wait_reports(self, count: int, timeout: float = 10.0) -> list[QuicConnectionReport]:
+    def wait_reports(self, count: int, timeout: float = 10.0) -> list[ConnectionReport]:
         deadline = time.monotonic() + timeout
         while len(self.reports) < count and time.monotonic() < deadline:
             time.sleep(0.02)
         return list(self.reports)
 
-    def handshakes(self, count: int = 1) -> list[QuicConnectionReport]:
+    def handshakes(self, count: int = 1) -> list[ConnectionReport]:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             done = [r for r in self.reports if r.handshake is not None]
@@ -438,7 +438,7 @@ def run_aioquic(port: int) -> PeerRun:
 
 def assert_report(
     server: QuicTestServer, group: NamedGroup, *, validation: str = "cookie"
-) -> QuicConnectionReport:
+) -> ConnectionReport:
     (report,) = server.handshakes(1)
     assert report.handshake is not None
     assert report.validation == validation, report
