@@ -25,7 +25,7 @@ from stateless13 import NeedMoreData, ServerConfig, stateless_accept
 
 from .common import CLIENT_HELLOS_DIR, ROOT
 
-GO_CLIENT = ROOT / "tests" / "interop" / "goclient" / "main.go"
+GO_CLIENT = ROOT / "tests" / "peers" / "goclient" / "main.go"
 
 
 def _record_one(listener: socket.socket, result: list[bytes]) -> None:
@@ -78,7 +78,7 @@ def _command(argv: list[str]) -> None:
 
 
 def _go(work_dir: str, port: int) -> None:
-    """Go crypto/tls (stdlib only): build tests/interop/goclient offline, then run it."""
+    """Go crypto/tls (stdlib only): build tests/peers/goclient offline, then run it."""
     go = shutil.which("go")
     if go is None:
         print("  go not installed", file=sys.stderr)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-from tests.interop.conftest import require_peer
+from tests.servers import require_peer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 10.0
 LOG_LINE = re.compile(r"hrr=yes cookie=verified suite=TLS_\w+ group=\w+ .*duration=")
 

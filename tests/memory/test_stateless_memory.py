@@ -24,7 +24,7 @@ from stateless13 import (
 )
 from tests.helpers import PEER, PythonSSLClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def distinct_client_hellos(count: int) -> list[bytes]:

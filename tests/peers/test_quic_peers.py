@@ -41,7 +41,7 @@ from stateless13.transports.quic_server import (
     serve_quic,
     spki_pin,
 )
-from tests.interop.conftest import build_go_program, require_peer
+from tests.servers import build_go_program, require_peer
 
 HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
 GTLS_HRR = re.compile(r"cf 21 +ad 74 +e5 9a +61 11")
@@ -543,7 +543,7 @@ def test_client_hello2_from_another_address_is_refused(quic_server: QuicServerFa
 
 
 def test_a_client_that_stops_after_client_hello2_times_out(quic_server: QuicServerFactory) -> None:
-    from tests.interop.test_quic import (
+    from tests.memory.test_quic import (
         aioquic_client,
         client_initial,
         hrr_cookie,

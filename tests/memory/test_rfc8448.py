@@ -47,7 +47,7 @@ from stateless13.record import ContentType, frame_plaintext
 from stateless13.retry import CookieVerified
 from stateless13.transcript import Transcript, rebuild_after_retry
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "rfc8448.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "rfc8448.json").read_text())
 S3 = {k: bytes.fromhex(v) for k, v in VECTORS["simple_1rtt"].items()}
 S5 = {k: bytes.fromhex(v) for k, v in VECTORS["hello_retry"].items()}
 SUITE = SUITES[0x1301]  # TLS_AES_128_GCM_SHA256, the suite of both traces

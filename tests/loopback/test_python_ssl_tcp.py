@@ -9,7 +9,7 @@ import ssl
 import pytest
 
 from stateless13 import NamedGroup
-from tests.interop.conftest import PAGE_TEXT, RunningServer, ServerFactory
+from tests.servers import PAGE_TEXT, RunningServer, ServerFactory
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stateless13 import CipherSuite, NamedGroup
-from tests.interop.conftest import (
+from tests.servers import (
     PAGE_TEXT,
     RunningServer,
     ServerFactory,

@@ -17,7 +17,7 @@ import pytest
 
 import stateless13
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORE = sorted((ROOT / "stateless13").glob("*.py"))
 ADAPTERS = sorted((ROOT / "transports").glob("*.py"))
 

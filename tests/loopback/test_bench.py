@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import BENCHMARKS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_benchmark_runs_and_reports_ours_and_the_anchor(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from stateless13 import NamedGroup
 from stateless13.transports.common import ConnectionReport
-from tests.interop.conftest import PAGE_TEXT, RunningServer, ServerFactory, require_peer
+from tests.servers import PAGE_TEXT, RunningServer, ServerFactory, require_peer
 
 HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
 CHROMIUM_FLAGS = (

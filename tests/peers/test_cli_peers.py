@@ -23,7 +23,7 @@ import pytest
 
 from stateless13 import CipherSuite, NamedGroup
 from stateless13.transports.common import ConnectionReport
-from tests.interop.conftest import PAGE_TEXT, RunningServer, ServerFactory, require_peer
+from tests.servers import PAGE_TEXT, RunningServer, ServerFactory, require_peer
 
 REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"
 PEER_TIMEOUT = 10  # seconds; a run takes well under 1 s, this only bounds a hung peer

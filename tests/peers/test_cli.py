@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import serialization
 
 from stateless13 import Credential
 from tests.helpers import PythonSSLClient, read_record, read_until_closed
-from tests.interop.conftest import require_peer
+from tests.servers import require_peer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 PAGE_TEXT = "Hello from stateless13"  # the CLI's own page
 START_TIMEOUT = 10.0

@@ -12,7 +12,7 @@ from pathlib import Path
 from stateless13 import HelloRetry, ServerConfig, ServerConnection, stateless_accept
 from tests.helpers import PythonSSLClient, stateless_handshake
 
-CAPTURED = sorted((Path(__file__).resolve().parent / "data" / "client_hellos").glob("*.bin"))
+CAPTURED = sorted((Path(__file__).resolve().parents[1] / "data" / "client_hellos").glob("*.bin"))
 FLOOD = 100_000
 
 

@@ -45,7 +45,7 @@ from stateless13.messages import (
 from stateless13.primitives import SUITES
 from stateless13.record import ContentType, RecordProtection
 from tests.helpers import PEER, PythonSSLClient, handshake_bytes, stateless_handshake
-from tests.test_bad_input import (
+from tests.memory.test_bad_input import (
     AFTER_SERVER_FLIGHT,
     CCS,
     CLIENT_HANDSHAKE,
@@ -242,7 +242,7 @@ def test_a_key_update_in_fragments_is_accepted() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. A Finished of the wrong length is decode_error: tests/test_bad_input.py, WRONG_FINISHED.
+# 3. A Finished of the wrong length is decode_error: tests/memory/test_bad_input.py, WRONG_FINISHED.
 # 4. legacy_version 0x0300 or lower is protocol_version: test_bad_input.py, HELLO_CASES.
 
 

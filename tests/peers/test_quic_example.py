@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.test_quic_peers import run_gtlsclient
+from tests.peers.test_quic_peers import run_gtlsclient
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -20,7 +20,7 @@ from stateless13 import AlertDescription, Credential, ServerConfig
 from stateless13.transports import blocking
 from stateless13.transports.common import ConnectionReport, Limits
 from tests.helpers import PythonSSLClient, read_record, read_until_closed
-from tests.interop.conftest import (
+from tests.servers import (
     PAGE_TEXT,
     RunningServer,
     ServerFactory,
