@@ -475,9 +475,10 @@ def build_hello_retry_request(
     """The HRR handshake message (§4.1.4), deterministic in its inputs.
 
     Extension order follows RFC 8448 §5: key_share, cookie, supported_versions.  Assembled from
-    constant pieces (it is on the path of every ClientHello1); tests/memory/test_rfc8448.py holds it to
-    the trace byte for byte, and tests/memory/test_codec_properties.py to ``pull_server_hello``.  Used
-    both to send an HRR and to rebuild the one a client saw, for the transcript.
+    constant pieces (it is on the path of every ClientHello1); tests/memory/test_rfc8448.py holds
+    it to the trace byte for byte, and tests/memory/test_codec_properties.py to
+    ``pull_server_hello``.  Used both to send an HRR and to rebuild the one a client saw, for the
+    transcript.
     """
     extensions = b"".join(
         (
