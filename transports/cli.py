@@ -198,12 +198,8 @@ async def _serve_quic(
     )
     if described is not None:
         _announce(args, server.address, described, config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     async with server:
-        await stop.wait()
+        await _until_signalled()
     if described is not None:
         print("stateless13: shut down", flush=True)
 
@@ -231,15 +227,19 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
     )
     if described is not None:
         _announce(args, server.sockets[0].getsockname()[:2], described, config)
+    async with server:
+        await _until_signalled()
+    if described is not None:
+        print("stateless13: shut down", flush=True)
 
+
+async def _until_signalled() -> None:
+    """Return at SIGINT or SIGTERM (the server then closes cleanly)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with server:
-        await stop.wait()
-    if described is not None:
-        print("stateless13: shut down", flush=True)
+    await stop.wait()
 
 
 def _announce(
