@@ -30,7 +30,7 @@ from .negotiation import client_hello_digest, group_to_request, negotiate
 ClientHelloCheck = Callable[[ClientHello], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every ClientHello1; nothing changes it
 class RetryRequest:
     """Send ``hello_retry_request`` (a handshake message: frame it as the transport does)."""
 
@@ -38,7 +38,7 @@ class RetryRequest:
     hello_retry_request: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CookieVerified:
     """ClientHello2 whose cookie is good: resume with ``ServerHandshake.resume_from_cookie``."""
 

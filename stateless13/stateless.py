@@ -23,7 +23,7 @@ from .connection import ServerConnection
 from .cookie import MAX_APP_PAYLOAD
 from .events import AlertReceived
 from .handshake import ServerHandshake
-from .messages import HandshakeType
+from .messages import HandshakeType, pull_client_hello
 from .record import (
     CHANGE_CIPHER_SPEC_RECORD,
     MAX_PLAINTEXT,
@@ -113,6 +113,8 @@ def stateless_accept(
             now=now,
             cookie_payload=cookie_payload,
             after_retry=after_retry,
+            # _extract_client_hello checked the message's type and size on either path
+            hello=pull_client_hello(message[4:]),
         )
         if isinstance(answer, RetryRequest):
             # What may follow ClientHello1 before our answer: the compatibility CCS, and the
@@ -216,19 +218,18 @@ def _skip_records(
         if content_type == ContentType.change_cipher_spec and not skipped_change_cipher_spec:
             if len(data) >= offset + 5 and data[offset + 3 : offset + 5] != b"\x00\x01":
                 break  # not the compatibility CCS: the caller refuses it
-            if len(data) < offset + 6:
+            framed = split_record(data, offset)  # refuses a record that is not TLS at all
+            if framed is None:
                 return None
             if data[offset + 5] != 1:
                 break
             skipped_change_cipher_spec = True
-            offset += 6
+            offset += framed[2]
         elif content_type == ContentType.application_data and early_data:
             if len(data) >= offset + 5:
                 size = 5 + int.from_bytes(data[offset + 3 : offset + 5], "big")
                 if size > early_data:
-                    raise UnexpectedMessage(
-                        f"early data over the limit of {early_data} bytes before the ClientHello"
-                    )
+                    raise UnexpectedMessage(f"early data over the limit of {early_data} bytes")
             framed = split_record(data, offset)
             if framed is None:
                 return None
