@@ -128,15 +128,26 @@ class Credential:
 
 
 def keylog_to_file(path: str | os.PathLike[str]) -> Callable[[str], None]:
-    """A ``ServerConfig.keylog`` callback appending NSS key log lines to ``path`` (mode 0600)."""
+    """A ``ServerConfig.keylog`` callback appending NSS key log lines to ``path`` (mode 0600).
+
+    A path that cannot be written is refused here, at start.  If writing fails later (a full
+    disk, the directory removed), the handshake carries on: the handshake reports the failure
+    once on the ``stateless13`` logger and the lines are lost.
+    """
     lock = threading.Lock()
     target = Path(path)
 
+    def open_for_append() -> int:
+        return os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    try:
+        os.close(open_for_append())
+    except OSError as error:
+        raise LocalProtocolError(f"cannot write the key log {target}: {error}") from None
+
     def write(line: str) -> None:
-        with lock:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a") as file:
-                file.write(line + "\n")
+        with lock, os.fdopen(open_for_append(), "a") as file:
+            file.write(line + "\n")
 
     return write
 

@@ -19,7 +19,9 @@ Each check raises the AlertError subclass naming the alert to send, with a reaso
 from __future__ import annotations
 
 import hmac
+import logging
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -178,6 +180,10 @@ class Entropy:
 
 
 _ENTROPY = Entropy()
+
+logger = logging.getLogger("stateless13")
+#: Key log callbacks that have failed (each is reported once).
+_FAILED_KEYLOGS: weakref.WeakSet[Callable[[str], None]] = weakref.WeakSet()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +351,15 @@ class ServerHandshake:
         self._actions.append(InstallSecret(direction, epoch, suite, secret))
 
     def _keylog(self, label: str, secret: bytes) -> None:
-        if self.config.keylog is not None and self.client_random is not None:
-            self.config.keylog(f"{label} {self.client_random.hex()} {secret.hex()}")
+        keylog = self.config.keylog
+        if keylog is None or self.client_random is None:
+            return
+        try:
+            keylog(f"{label} {self.client_random.hex()} {secret.hex()}")
+        except Exception as error:  # a debugging aid must never fail a handshake
+            if keylog not in _FAILED_KEYLOGS:  # so say it once, not once per line
+                _FAILED_KEYLOGS.add(keylog)
+                logger.warning("key log failed, its lines are lost from now on: %r", error)
 
     def _remember(self, hello: ClientHello) -> None:
         self.client_random = hello.random

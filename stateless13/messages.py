@@ -314,11 +314,13 @@ def _pull_server_name(data: bytes) -> str | None:
             continue
         if host_name is not None:
             raise IllegalParameter("more than one host_name in server_name")
-        try:
-            host_name = name.decode("ascii")
-        except UnicodeDecodeError:
-            raise DecodeError("server_name is not ASCII") from None
+        if name.translate(None, _PRINTABLE_ASCII):  # a DNS name has no space, no control byte
+            raise DecodeError("server_name is not a host name (RFC 6066 §3)")
+        host_name = name.decode("ascii")
     return host_name
+
+
+_PRINTABLE_ASCII = bytes(range(0x21, 0x7F))
 
 
 def _pull_alpn(data: bytes) -> tuple[bytes, ...]:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from stateless13 import ServerConfig
 
-from .common import ConnectionReport, Limits, StreamState, handshake_step
+from .common import DEFAULT_BACKLOG, ConnectionReport, Limits, StreamState, handshake_step
 from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
@@ -176,7 +176,8 @@ async def serve(
     ``stateless=False`` runs ordinary handshakes (an HRR only when the key shares do not fit).
     ``on_report`` receives a :class:`ConnectionReport` per connection (also logged at INFO on
     the ``stateless13.server`` logger).  Extra keyword arguments go to ``asyncio.start_server``
-    (e.g. ``reuse_port=True``).
+    (e.g. ``reuse_port=True``; ``backlog`` defaults to ``DEFAULT_BACKLOG``, 511).
     """
+    server_options.setdefault("backlog", DEFAULT_BACKLOG)
     front = _Front(config, handler, limits or Limits(), stateless, on_report)
     return await asyncio.start_server(front.accept, host, port, **server_options)  # type: ignore[arg-type]

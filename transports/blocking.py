@@ -23,7 +23,14 @@ from stateless13 import (
     ServerConfig,
 )
 
-from .common import ConnectionReport, HandshakeError, Limits, StreamState, handshake_step
+from .common import (
+    DEFAULT_BACKLOG,
+    ConnectionReport,
+    HandshakeError,
+    Limits,
+    StreamState,
+    handshake_step,
+)
 from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
@@ -129,6 +136,7 @@ class ThreadedServer:
         stateless: bool,
         on_report: Callable[[ConnectionReport], None] | None,
         reuse_port: bool = False,
+        backlog: int = DEFAULT_BACKLOG,
     ) -> None:
         self.config = config
         self.handler = handler
@@ -138,7 +146,7 @@ class ThreadedServer:
         self._lock = threading.Lock()
         self._handshaking = 0
         self._stopping = threading.Event()
-        self.socket = socket.create_server((host, port), reuse_port=reuse_port)
+        self.socket = socket.create_server((host, port), reuse_port=reuse_port, backlog=backlog)
         self.socket.settimeout(0.2)  # so serve_forever notices shutdown()
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
 
@@ -206,6 +214,7 @@ def serve(
     stateless: bool = True,
     on_report: Callable[[ConnectionReport], None] | None = None,
     reuse_port: bool = False,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> ThreadedServer:
     """A bound server; call ``serve_forever()`` (e.g. in a thread) and later ``shutdown()``."""
     return ThreadedServer(
@@ -217,4 +226,5 @@ def serve(
         stateless=stateless,
         on_report=on_report,
         reuse_port=reuse_port,
+        backlog=backlog,
     )

@@ -27,6 +27,8 @@ from stateless13 import (
     keylog_to_file,
 )
 
+from .common import DEFAULT_BACKLOG
+
 GROUP_NAMES = {
     "x25519": NamedGroup.x25519,
     "p256": NamedGroup.secp256r1,
@@ -129,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on the socket")
     serve.add_argument(
+        "--backlog",
+        type=int,
+        default=DEFAULT_BACKLOG,
+        help="connections the kernel queues for accept (TCP; default %(default)s, as nginx)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -167,11 +175,11 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
     alpn = args.alpn if args.alpn is not None else default_alpn
     options["alpn_protocols"] = tuple(p.encode() for p in alpn.split(",") if p)
     options["max_client_hello_size"] = args.max_client_hello_size
-    if args.keylog is not None:
-        options["keylog"] = keylog_to_file(args.keylog)
     try:
+        if args.keylog is not None:
+            options["keylog"] = keylog_to_file(args.keylog)
         config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
-    except ValueError as error:
+    except ValueError as error:  # LocalProtocolError: a setting that cannot work
         raise SystemExit(f"stateless13: {error}") from None
     return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
 
@@ -224,6 +232,7 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         limits=limits,
         stateless=not args.no_stateless,
         reuse_port=args.reuse_port or args.workers > 1 or None,
+        backlog=args.backlog,
     )
     if described is not None:
         _announce(args, server.sockets[0].getsockname()[:2], described, config)

@@ -7,6 +7,7 @@ The adapters own the sockets and the clock; what to do with the bytes is decided
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from stateless13 import (
@@ -23,6 +24,11 @@ logger = logging.getLogger("stateless13.server")
 class HandshakeError(Exception):
     """``accept_tls``: the handshake did not complete (refused by TLS, timed out, over a limit,
     the client left); our alert, if any, was sent."""
+
+
+#: Connections the kernel queues for accept() (listen's backlog): nginx's 511, not asyncio's 100,
+#: which a burst of a few hundred clients overflows (each overflow costs a client a 1 s retry).
+DEFAULT_BACKLOG = 511
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,8 @@ class ConnectionReport:
             parts += [
                 f"suite={h.cipher_suite.name}",
                 f"group={h.group.name}",
-                f"alpn={h.alpn_protocol or '-'}",
-                f"sni={h.server_name or '-'}",
+                f"alpn={_loggable(h.alpn_protocol)}",
+                f"sni={_loggable(h.server_name)}",
             ]
         if self.datagrams_in is not None:
             parts.append(f"in={self.datagrams_in}/{self.bytes_in}B")
@@ -113,6 +119,17 @@ class ConnectionReport:
         if self.error is not None:
             parts.append(f"error={self.error!r}")
         return " ".join(parts)
+
+
+def _loggable(value: str | None) -> str:
+    """A client's string as it may appear in a log line: plain if it is harmless, else escaped
+    (a newline would forge a line, an escape sequence would paint the terminal)."""
+    if value is None:
+        return "-"
+    return value if _HARMLESS.fullmatch(value) else repr(value)
+
+
+_HARMLESS = re.compile(r"[A-Za-z0-9._:/-]+")
 
 
 class StreamState:

@@ -400,3 +400,21 @@ def test_quic_workers_share_the_port_the_cookie_keys_and_the_connection_id_secre
     }
     assert served_by == {workers[1], workers[2]}, server.output()  # odds of one only: 2^-15
     server.stop()
+
+
+def test_a_key_log_that_cannot_be_written_exits_with_a_message(tmp_path: Path) -> None:
+    """Refused at start, in one line, rather than failing every handshake later (issue 20)."""
+    keylog = tmp_path / "missing" / "keys.log"
+    run = subprocess.run(
+        [sys.executable, "-m", "stateless13", "serve", "--keylog", str(keylog)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1, run
+    assert run.stderr.strip().splitlines() == [
+        f"stateless13: cannot write the key log {keylog}: [Errno 2] No such file or directory:"
+        f" '{keylog}'"
+    ], run.stderr
