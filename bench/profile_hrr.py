@@ -108,10 +108,15 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
     try:
         from stateless13.messages import build_hello_retry_request
 
-        extracted = [
-            stateless._extract_client_hello(h, config.max_client_hello_size, 0) for h in hellos
-        ]
-        messages = [m for m, _ in extracted]  # type: ignore[misc]
+        def find(hello: bytes) -> tuple[bytes, int] | None:
+            """Where stateless_accept finds the ClientHello: the one-record case, else reading."""
+            found = stateless._whole_client_hello_record(hello, config.max_client_hello_size)
+            if found is None:
+                found = stateless._Reader(config.max_client_hello_size, 0).read_client_hello(hello)
+            return found
+
+        extracted = [find(h) for h in hellos]
+        messages = [found[0] for found in extracted if found is not None]
         parsed = [pull_client_hello(m[4:]) for m in messages]
         negotiated = [negotiation.negotiate(config, h) for h in parsed]
         requested = [
@@ -138,11 +143,8 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
         ]
         steps = [
             (
-                "find the ClientHello in the records (_extract_client_hello)",
-                lambda: [
-                    stateless._extract_client_hello(h, config.max_client_hello_size, 0)
-                    for h in hellos
-                ],
+                "find the ClientHello in the records",
+                lambda: [find(h) for h in hellos],
             ),
             (
                 "parse it (pull_client_hello)",

@@ -62,7 +62,15 @@ from .retry import (
     client_hello_size,
     parse_client_hello,
 )
-from .stateless import Accepted, AcceptResult, HelloRetry, NeedMoreData, Rejected, stateless_accept
+from .stateless import (
+    Accepted,
+    AcceptResult,
+    ClientHelloBuffer,
+    HelloRetry,
+    NeedMoreData,
+    Rejected,
+    stateless_accept,
+)
 
 __version__ = "0.1.0"
 
@@ -101,6 +109,7 @@ __all__ = [
     "AlertReceived",
     "ApplicationData",
     "CipherSuite",
+    "ClientHelloBuffer",
     "ConnectionClosed",
     "CookieKeyRing",
     "Credential",

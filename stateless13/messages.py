@@ -314,13 +314,13 @@ def _pull_server_name(data: bytes) -> str | None:
             continue
         if host_name is not None:
             raise IllegalParameter("more than one host_name in server_name")
-        if name.translate(None, _PRINTABLE_ASCII):  # a DNS name has no space, no control byte
-            raise DecodeError("server_name is not a host name (RFC 6066 §3)")
-        host_name = name.decode("ascii")
+        try:
+            host_name = name.decode("ascii")
+        except UnicodeDecodeError:
+            raise DecodeError("server_name is not ASCII") from None
+        if not host_name.isprintable() or " " in host_name:  # RFC 6066 §3: a DNS host name
+            raise DecodeError("server_name has a space or a control character")
     return host_name
-
-
-_PRINTABLE_ASCII = bytes(range(0x21, 0x7F))
 
 
 def _pull_alpn(data: bytes) -> tuple[bytes, ...]:

@@ -77,9 +77,31 @@ class _ClientAlert(Exception):
 _NEED_MORE_DATA = NeedMoreData()
 
 
+class ClientHelloBuffer:
+    """What a byte-stream transport received toward one ClientHello, and how far it was read.
+
+    Give it to ``stateless_accept`` in place of the bytes and ``feed`` it what arrives: every
+    byte is then read once, however the client splits its records (a ClientHello in 1-byte
+    records costs time linear in its size, not quadratic).  Keep one per connection until
+    ``stateless_accept`` answers anything but NeedMoreData; after a HelloRetry, start a new one.
+    """
+
+    __slots__ = ("_reader", "data")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._reader: _Reader | None = None  # made by the first stateless_accept (its limits)
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 def stateless_accept(
     config: ServerConfig,
-    data: bytes,
+    data: bytes | ClientHelloBuffer,
     *,
     peer: tuple[str, int] | None,
     now: float,
@@ -88,24 +110,47 @@ def stateless_accept(
 ) -> AcceptResult:
     """Answer the ClientHello at the start of ``data`` without keeping any state.
 
-    ``peer`` is the client's address (the cookie is bound to its IP; None binds nothing).
-    ``now`` is the current time in seconds (the cookie's clock).  ``cookie_payload`` (at most 64
-    bytes) rides in the cookie and comes back, authenticated, in ``Accepted.cookie_payload``.
-    Pass ``after_retry=True`` when this transport already sent this peer an HRR: a ClientHello
-    without a cookie is then refused (missing_extension) instead of getting a second HRR.
+    ``data`` is what the transport buffered from the peer: bytes, or a :class:`ClientHelloBuffer`
+    that remembers how far earlier calls read it.  ``peer`` is the client's address (the cookie is
+    bound to its IP; None binds nothing).  ``now`` is the current time in seconds (the cookie's
+    clock).  ``cookie_payload`` (at most 64 bytes) rides in the cookie and comes back,
+    authenticated, in ``Accepted.cookie_payload``.  Pass ``after_retry=True`` when this transport
+    already sent this peer an HRR: a ClientHello without a cookie is then refused
+    (missing_extension) instead of getting a second HRR.
 
     A client that sends an alert instead (it refused our HRR, say) gets ``AlertReceived`` with
     its alert: close, and send nothing (§6: an alert is not answered).
     """
     if len(cookie_payload) > MAX_APP_PAYLOAD:
         raise LocalProtocolError(f"cookie_payload is limited to {MAX_APP_PAYLOAD} bytes")
+    # After our HRR the client's refused 0-RTT records may come first (RFC 8446 §4.2.10).
+    skippable = config.max_early_data_skipped if after_retry else 0
     try:
-        # After our HRR the client's refused 0-RTT records may come first (RFC 8446 §4.2.10).
-        skippable = config.max_early_data_skipped if after_retry else 0
-        extracted = _extract_client_hello(data, config.max_client_hello_size, skippable)
-        if extracted is None:
+        if isinstance(data, ClientHelloBuffer):
+            if data._reader is None:
+                data._reader = _Reader(config.max_client_hello_size, skippable)
+            reader: _Reader | None = data._reader
+            raw: bytes | bytearray = data.data
+            found = data._reader.read_client_hello(raw)
+        else:
+            raw, reader = data, None
+            found = _whole_client_hello_record(data, config.max_client_hello_size)
+            if found is None:  # not the common case: the general reading
+                reader = _Reader(config.max_client_hello_size, skippable)
+                found = reader.read_client_hello(data)
+        if found is None:
             return _NEED_MORE_DATA
-        message, end = extracted
+        message, end = found
+        hello = pull_client_hello(message[4:])  # its type and size were checked on either path
+        if hello.cookie is None and end != len(raw):
+            # What may follow ClientHello1 before our answer: the compatibility CCS, and the
+            # early data of a client that offered it.  Wait for whole records, then drop them
+            # all with the HRR (the transport keeps nothing after a HelloRetry).
+            if reader is None:
+                reader = _Reader(config.max_client_hello_size, 0)
+            early_data = config.max_early_data_skipped if hello.early_data else 0
+            if not reader.skip_after_client_hello(raw, end, early_data):
+                return _NEED_MORE_DATA
         answer = answer_client_hello(
             config,
             message,
@@ -113,23 +158,12 @@ def stateless_accept(
             now=now,
             cookie_payload=cookie_payload,
             after_retry=after_retry,
-            # _extract_client_hello checked the message's type and size on either path
-            hello=pull_client_hello(message[4:]),
+            hello=hello,
         )
         if isinstance(answer, RetryRequest):
-            # What may follow ClientHello1 before our answer: the compatibility CCS, and the
-            # early data of a client that offered it.  Wait for whole records, then drop them
-            # all with the HRR (the transport keeps nothing after a HelloRetry).
-            if end != len(data):
-                early_data = config.max_early_data_skipped if answer.hello.early_data else 0
-                skipped = _skip_records(data, end, early_data, skipped_change_cipher_spec=False)
-                if skipped is None:
-                    return _NEED_MORE_DATA
-                if skipped[0] != len(data):
-                    raise UnexpectedMessage("data after ClientHello1, before our HelloRetryRequest")
             records = frame_plaintext(ContentType.handshake, answer.hello_retry_request)
-            if answer.hello.legacy_session_id:  # the client asked for middlebox compatibility
-                records += CHANGE_CIPHER_SPEC_RECORD  # (§D.4)
+            if hello.legacy_session_id:  # the client asked for middlebox compatibility (§D.4)
+                records += CHANGE_CIPHER_SPEC_RECORD
             return HelloRetry(records)
         handshake = ServerHandshake.resume_from_cookie(config, answer, peer=peer)
     except _ClientAlert as received:  # e.g. it refused our HRR: nothing to answer (§6)
@@ -138,7 +172,7 @@ def stateless_accept(
         alert = frame_plaintext(ContentType.alert, bytes((AlertLevel.fatal, error.description)))
         return Rejected(error, alert)
 
-    rest = data[end:]
+    rest = bytes(raw[end:])
     connection = ServerConnection._from_resumed_handshake(handshake)
     flight = connection.data_to_send()
     if rest:
@@ -148,18 +182,8 @@ def stateless_accept(
     return Accepted(connection, flight, summary.cookie_payload)
 
 
-def _extract_client_hello(data: bytes, max_size: int, early_data: int) -> tuple[bytes, int] | None:
-    """(ClientHello message, offset after its last record), or None if it is not all here yet.
-
-    Before the ClientHello, skips one change_cipher_spec record (§4.2.2: a stateless server MUST
-    ignore the CCS that a compatibility-mode client sends before ClientHello2) and up to
-    ``early_data`` bytes of application_data records (0-RTT the client sent after ClientHello1).
-    Reassembles a ClientHello spread over several records.  Refuses as soon as the bytes so far
-    show a wrong message type or announce a message over ``max_size``, even inside an incomplete
-    record: nothing is buffered in vain.
-    """
-    # The common case first: the whole ClientHello in the first record (a handshake record
-    # holding exactly one ClientHello), sliced without copying it through a bytearray.
+def _whole_client_hello_record(data: bytes, max_size: int) -> tuple[bytes, int] | None:
+    """The common case, without copying: one handshake record holding exactly one ClientHello."""
     if len(data) >= 9 and data[0] == _HANDSHAKE and data[1] == 3 and data[5] == _CLIENT_HELLO:
         whole = 4 + ((data[6] << 16) | (data[7] << 8) | data[8])
         if (
@@ -169,75 +193,109 @@ def _extract_client_hello(data: bytes, max_size: int, early_data: int) -> tuple[
             and len(data) >= 5 + whole
         ):
             return data[5 : 5 + whole], 5 + whole
-    offset = 0
-    message = bytearray()
-    skipped_change_cipher_spec = False
-    while True:
-        if not message:
-            skipped = _skip_records(data, offset, early_data, skipped_change_cipher_spec)
-            if skipped is None:
-                return None
-            offset, early_data, skipped_change_cipher_spec = skipped
-        framed = split_record(data, offset)
-        if framed is None:
-            if len(data) >= offset + 5:
-                _check_plaintext_length(int.from_bytes(data[offset + 3 : offset + 5], "big"))
-            if len(data) > offset + 5 and data[offset] == ContentType.handshake:
-                client_hello_size(message + data[offset + 5 :], max_size)
-            return None
-        content_type, length, total = framed
-        _check_plaintext_length(length)
-        payload = data[offset + 5 : offset + total]
-        offset += total
-        if content_type == ContentType.alert and len(payload) == 2:
-            raise _ClientAlert(payload[1])
-        if content_type != ContentType.handshake:
-            raise UnexpectedMessage(f"{content_type.name} record where a ClientHello belongs")
-        if not payload:
-            raise UnexpectedMessage("empty handshake record")
-        message += payload
-        size = client_hello_size(message, max_size)
-        if size is not None and len(message) >= size:
-            if len(message) > size:
-                raise UnexpectedMessage("handshake data after the ClientHello in its record")
-            return bytes(message), offset
+    return None
 
 
-def _skip_records(
-    data: bytes, offset: int, early_data: int, skipped_change_cipher_spec: bool
-) -> tuple[int, int, bool] | None:
-    """Skip what a client may send around ClientHello1 that the stateless front ignores.
+class _Reader:
+    """Reads the records around one ClientHello, resuming where the last call stopped.
 
-    That is one change_cipher_spec of value 1 (compatibility mode, §D.4) and up to
-    ``early_data`` bytes of application_data records (refused 0-RTT, §4.2.10).  Returns (offset of
-    the first other record or the end, early data bytes left, whether a CCS was skipped), or None
-    when a record that may be skipped is not complete yet.
+    Before the ClientHello it skips one change_cipher_spec record (§4.2.2: a stateless server
+    MUST ignore the CCS that a compatibility-mode client sends before ClientHello2) and up to
+    ``early_data`` bytes of application_data records (0-RTT sent after ClientHello1).  It
+    reassembles a ClientHello spread over several records, and refuses as soon as the bytes so
+    far show a wrong message type or announce a message over ``max_size``, even inside an
+    incomplete record: nothing is buffered in vain.
     """
-    while offset < len(data):
-        content_type = data[offset]
-        if content_type == ContentType.change_cipher_spec and not skipped_change_cipher_spec:
-            if len(data) >= offset + 5 and data[offset + 3 : offset + 5] != b"\x00\x01":
-                break  # not the compatibility CCS: the caller refuses it
-            framed = split_record(data, offset)  # refuses a record that is not TLS at all
-            if framed is None:
+
+    __slots__ = ("_early_data", "_max_size", "_message", "_offset", "_skipped_ccs")
+
+    def __init__(self, max_size: int, early_data: int) -> None:
+        self._max_size = max_size
+        self._early_data = early_data  # bytes of records that may still be skipped
+        self._offset = 0  # where the next unread record starts
+        self._message = bytearray()  # the ClientHello's bytes so far
+        self._skipped_ccs = False
+
+    def read_client_hello(self, data: bytes | bytearray) -> tuple[bytes, int] | None:
+        """(ClientHello message, offset after its last record), or None if not all here yet."""
+        message = self._message
+        while True:
+            if not message and not self._skip(data):
                 return None
-            if data[offset + 5] != 1:
-                break
-            skipped_change_cipher_spec = True
-            offset += framed[2]
-        elif content_type == ContentType.application_data and early_data:
-            if len(data) >= offset + 5:
-                size = 5 + int.from_bytes(data[offset + 3 : offset + 5], "big")
-                if size > early_data:
-                    raise UnexpectedMessage(f"early data over the limit of {early_data} bytes")
+            offset = self._offset
             framed = split_record(data, offset)
             if framed is None:
+                if len(data) >= offset + 5:
+                    _check_plaintext_length(int.from_bytes(data[offset + 3 : offset + 5], "big"))
+                if len(data) > offset + 5 and data[offset] == ContentType.handshake:
+                    # Only the message's 4-byte header matters, whatever the record's size.
+                    header = bytes(message[:4]) + data[offset + 5 : offset + 9]
+                    client_hello_size(header[:4], self._max_size)
                 return None
-            early_data -= framed[2]
+            content_type, length, total = framed
+            _check_plaintext_length(length)
+            payload = data[offset + 5 : offset + total]
+            self._offset = offset + total
+            if content_type == ContentType.alert and len(payload) == 2:
+                raise _ClientAlert(payload[1])
+            if content_type != ContentType.handshake:
+                raise UnexpectedMessage(f"{content_type.name} record where a ClientHello belongs")
+            if not payload:
+                raise UnexpectedMessage("empty handshake record")
+            message += payload
+            size = client_hello_size(message, self._max_size)
+            if size is not None and len(message) >= size:
+                if len(message) > size:
+                    raise UnexpectedMessage("handshake data after the ClientHello in its record")
+                return bytes(message), self._offset
+
+    def skip_after_client_hello(self, data: bytes | bytearray, end: int, early_data: int) -> bool:
+        """Whether everything after ClientHello1 (from ``end``) may be dropped with the HRR: one
+        CCS, and early data if the client offered it; False while such a record is incomplete."""
+        if self._offset < end:  # the first call: start after the ClientHello
+            self._offset, self._early_data, self._skipped_ccs = end, early_data, False
+        if not self._skip(data):
+            return False
+        if self._offset != len(data):
+            raise UnexpectedMessage("data after ClientHello1, before our HelloRetryRequest")
+        return True
+
+    def _skip(self, data: bytes | bytearray) -> bool:
+        """Skip what a client may send around ClientHello1 that the stateless front ignores: one
+        change_cipher_spec of value 1 (compatibility mode, §D.4) and application_data records
+        within the early data limit (refused 0-RTT, §4.2.10).  False while a record that may be
+        skipped is not complete yet; True at the first other record, or the end."""
+        offset = self._offset
+        complete = True
+        while offset < len(data):
+            content_type = data[offset]
+            if content_type == ContentType.change_cipher_spec and not self._skipped_ccs:
+                if len(data) >= offset + 5 and data[offset + 3 : offset + 5] != b"\x00\x01":
+                    break  # not the compatibility CCS: the caller refuses it
+                framed = split_record(data, offset)  # refuses a record that is not TLS at all
+                if framed is None:
+                    complete = False
+                    break
+                if data[offset + 5] != 1:
+                    break
+                self._skipped_ccs = True
+            elif content_type == ContentType.application_data and self._early_data:
+                if len(data) >= offset + 5:
+                    size = 5 + int.from_bytes(data[offset + 3 : offset + 5], "big")
+                    if size > self._early_data:
+                        raise UnexpectedMessage(
+                            f"early data over the limit of {self._early_data} bytes"
+                        )
+                framed = split_record(data, offset)
+                if framed is None:
+                    complete = False
+                    break
+                self._early_data -= framed[2]
+            else:
+                break
             offset += framed[2]
-        else:
-            break
-    return offset, early_data, skipped_change_cipher_spec
+        self._offset = offset
+        return complete
 
 
 _HANDSHAKE = int(ContentType.handshake)  # plain ints: compared on every ClientHello1

@@ -23,6 +23,7 @@ from stateless13 import (
     AlertError,
     AlertReceived,
     ApplicationData,
+    ClientHelloBuffer,
     ConnectionClosed,
     Event,
     HandshakeComplete,
@@ -74,7 +75,9 @@ class MemoryServer:
         self._clock = clock
         self._max_handshake_buffer = max_handshake_buffer
         self._buffered = 0  # bytes received toward the current ClientHello (and the handshake)
-        self._pending = b""  # bytes of a ClientHello still incomplete (stateless front only)
+        # The bytes of a ClientHello still incomplete, and how far they were read (stateless
+        # front only; none between the HRR and ClientHello2's first byte).
+        self._pending: ClientHelloBuffer | None = None
         self._outgoing = bytearray()
         self.connection: ServerConnection | None = (
             None if stateless else ServerConnection(config, peer=peer)
@@ -110,8 +113,10 @@ class MemoryServer:
         return self._events()
 
     def _accept(self, data: bytes) -> AcceptResult:
-        """The stateless front, on everything buffered so far."""
-        self._pending += data
+        """The stateless front, on everything buffered so far (read once: ClientHelloBuffer)."""
+        if self._pending is None:
+            self._pending = ClientHelloBuffer()
+        self._pending.feed(data)
         result = stateless_accept(
             self.config,
             self._pending,
@@ -121,7 +126,7 @@ class MemoryServer:
         )
         if isinstance(result, NeedMoreData):
             return result
-        self._pending = b""
+        self._pending = None
         if isinstance(result, AlertReceived):  # the client gave up (e.g. refused our HRR)
             self._end(f"client sent {_alert_name(result)}")
         elif isinstance(result, Rejected):
