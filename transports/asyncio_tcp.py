@@ -13,14 +13,20 @@ moves bytes between it and asyncio's streams.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from stateless13 import ServerConfig
 
-from .common import DEFAULT_BACKLOG, ConnectionReport, Limits, StreamState, handshake_step
+from .common import (
+    DEFAULT_BACKLOG,
+    ConnectionReport,
+    Limits,
+    StreamState,
+    WriteTimeout,
+    handshake_step,
+)
 from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
@@ -71,15 +77,26 @@ class TLSStream(StreamState):
         self._flush()
 
     async def drain(self) -> None:
-        await self._writer.drain()
+        """Wait until the client takes what was written; WriteTimeout (the connection is cut)
+        if it takes nothing for ``Limits.write_timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._writer.drain(), self._limits.write_timeout)
+        except TimeoutError:
+            self._writer.transport.abort()
+            raise WriteTimeout(self._limits.write_timeout) from None
 
     async def close(self) -> None:
-        """Send close_notify and close the socket."""
+        """Send close_notify and close the socket (cut after ``write_timeout`` if the client
+        does not take the rest)."""
         self._session.close()
         self._flush()
         self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), self._limits.write_timeout)
+        except TimeoutError:
+            self._writer.transport.abort()
+        except OSError:
+            pass
 
     def _flush(self) -> None:
         data = self._session.data_to_send()
@@ -130,11 +147,15 @@ class _Front:
             if session.handshake is not None:
                 try:
                     await self.handler(TLSStream(reader, writer, session, received, self.limits))
+                except ConnectionError:  # the client went away or stopped reading: not a bug
+                    raise
                 except Exception as exc:  # the application's bug: log it, close this one only
                     logger.exception("handler failed for %s:%s", *peer)
                     error = f"handler: {exc!r}"
         except TimeoutError:
             error = f"handshake_timeout ({self.limits.handshake_timeout:g}s)"
+        except WriteTimeout as exc:
+            error = str(exc)
         except (ConnectionError, OSError) as exc:
             error = f"socket: {exc}"
         finally:

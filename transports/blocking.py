@@ -29,6 +29,7 @@ from .common import (
     HandshakeError,
     Limits,
     StreamState,
+    WriteTimeout,
     handshake_step,
 )
 from .memory import MemoryServer
@@ -76,7 +77,11 @@ class BlockingTLSStream(StreamState):
     def _flush(self) -> None:
         data = self._session.data_to_send()
         if data:
-            self.socket.sendall(data)
+            self.socket.settimeout(self._limits.write_timeout)
+            try:
+                self.socket.sendall(data)
+            except TimeoutError:
+                raise WriteTimeout(self._limits.write_timeout) from None
 
 
 def accept_tls(
@@ -187,10 +192,12 @@ class ThreadedServer:
             if session.handshake is not None:
                 try:
                     self.handler(BlockingTLSStream(sock, session, received, self.limits))
+                except ConnectionError:  # the client went away or stopped reading: not a bug
+                    raise
                 except Exception as exc:  # the application's bug: log it, close this one only
                     logger.exception("handler failed for %s:%s", *peer)
                     error = f"handler: {exc!r}"
-        except HandshakeError as exc:
+        except (HandshakeError, WriteTimeout) as exc:
             error = str(exc)
         except OSError as exc:
             error = f"socket: {exc}"

@@ -27,7 +27,7 @@ from stateless13 import (
     keylog_to_file,
 )
 
-from .common import DEFAULT_BACKLOG
+from .common import DEFAULT_BACKLOG, Limits
 
 GROUP_NAMES = {
     "x25519": NamedGroup.x25519,
@@ -110,12 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest ClientHello accepted, in bytes (default %(default)s; at least 512)",
     )
     serve.add_argument("--keylog", type=Path, help="append NSS SSLKEYLOGFILE lines to this file")
-    serve.add_argument("--handshake-timeout", type=float, default=10.0)
-    serve.add_argument("--idle-timeout", type=float, default=300.0)
+    serve.add_argument("--handshake-timeout", type=float, default=Limits.handshake_timeout)
+    serve.add_argument("--idle-timeout", type=float, default=Limits.idle_timeout)
+    serve.add_argument(
+        "--write-timeout",
+        type=float,
+        default=Limits.write_timeout,
+        help="seconds a client may take no bytes before it is cut off (default %(default)s)",
+    )
     serve.add_argument(
         "--max-handshakes",
         type=int,
-        default=1024,
+        default=Limits.max_concurrent_handshakes,
         help="connections handshaking at once; more are refused at accept",
     )
     serve.add_argument(
@@ -215,12 +221,12 @@ async def _serve_quic(
 async def _serve(args: argparse.Namespace, config: ServerConfig, described: str | None) -> None:
     """Serve until SIGINT/SIGTERM; ``described`` is printed by the one process that announces."""
     from .asyncio_tcp import serve
-    from .common import Limits
     from .demo import echo, http_page
 
     limits = Limits(
         handshake_timeout=args.handshake_timeout,
         idle_timeout=args.idle_timeout,
+        write_timeout=args.write_timeout,
         max_concurrent_handshakes=args.max_handshakes,
     )
 

@@ -21,6 +21,13 @@ from .memory import MemoryServer
 logger = logging.getLogger("stateless13.server")
 
 
+class WriteTimeout(ConnectionError):
+    """The client took no bytes for ``Limits.write_timeout`` seconds: the connection is cut."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"write_timeout ({seconds:g}s): the client stopped reading")
+
+
 class HandshakeError(Exception):
     """``accept_tls``: the handshake did not complete (refused by TLS, timed out, over a limit,
     the client left); our alert, if any, was sent."""
@@ -40,6 +47,9 @@ class Limits:
     handshake_timeout: float = 10.0
     #: Seconds without a byte from the client once the handshake is done.
     idle_timeout: float = 300.0
+    #: Seconds a write may wait for the client to take the bytes (a drain, a close): a client that
+    #: stops reading is cut off here instead of holding its connection and buffers forever.
+    write_timeout: float = 30.0
     #: Connections still handshaking at once; more are closed at accept, before any read.
     max_concurrent_handshakes: int = 1024
     #: Bytes buffered from a client before its handshake completes (ClientHello records, CCS).
@@ -49,7 +59,7 @@ class Limits:
     read_size: int = 65536
 
     def __post_init__(self) -> None:
-        if min(self.handshake_timeout, self.idle_timeout) <= 0:
+        if min(self.handshake_timeout, self.idle_timeout, self.write_timeout) <= 0:
             raise LocalProtocolError("timeouts must be positive")
         if self.max_concurrent_handshakes < 1 or self.read_size < 1:
             raise LocalProtocolError("limits must be positive")

@@ -7,6 +7,7 @@ well-behaved ones are Python's ssl over a socket."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -286,3 +287,25 @@ def test_idle_timeout_closes_an_established_connection(start: Starter) -> None:
     report = one_report(server)
     assert report.error is None and report.cookie_verified, report
     assert report.duration >= SHORT * 0.8, report
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_write_timeout(start: Starter) -> None:
+    """Issue 20: it used to hold its connection and ~420 KiB of buffers forever."""
+    server = start(limits=Limits(write_timeout=SHORT), echo=True)
+    context = ssl.create_default_context(cafile=str(server.cert_path))
+    with (
+        socket.create_connection((server.host, server.port), timeout=SHORT + SLACK) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.settimeout(0.2)
+        chunk = bytes(1 << 16)
+        sent = 0
+        started = time.monotonic()
+        with contextlib.suppress(TimeoutError, OSError):  # the server stops reading, or cuts us
+            while time.monotonic() - started < SHORT + SLACK + 5:
+                sent += tls.send(chunk)  # echoed back, and never read
+        report = one_report(server)
+    assert report.handshake is not None, report
+    assert report.error is not None and report.error.startswith("write_timeout"), report
+    assert report.duration < SHORT + SLACK + 6, report
+    assert sent > 1 << 20, sent  # megabytes went out before the server's buffers filled
