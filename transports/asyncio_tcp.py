@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable
 from stateless13 import ServerConfig
 
 from .common import (
-    DEFAULT_BACKLOG,
     ConnectionReport,
     Limits,
+    RateLimitedWarning,
     StreamState,
     WriteTimeout,
+    connection_budget,
+    default_backlog,
     handshake_step,
+    limit_reached,
 )
 from .memory import MemoryServer
 
@@ -114,6 +117,7 @@ class _Front:
         limits: Limits,
         stateless: bool,
         on_report: ReportCallback | None,
+        max_connections: int,
     ) -> None:
         self.config = config
         self.handler = handler
@@ -121,14 +125,31 @@ class _Front:
         self.stateless = stateless
         self.on_report = on_report
         self.handshaking = 0
+        self.open = 0
+        self.max_connections = max_connections
+        self._refusals = RateLimitedWarning("connections refused at accept")
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
-        started = time.monotonic()
-        if self.handshaking >= self.limits.max_concurrent_handshakes:
+        full = limit_reached(self.open, self.max_connections, self.handshaking, self.limits)
+        if full is not None:
             writer.close()  # refused before reading a byte: nothing is spent on it
-            self._report(ConnectionReport.refused(peer))
+            self._report(ConnectionReport.refused(peer, full), refused=True)
             return
+        self.open += 1
+        try:
+            await self._serve(reader, writer, peer)
+        except asyncio.CancelledError:
+            # The server is stopping.  Ending the task normally spares Python 3.11's
+            # StreamReaderProtocol a traceback per connection for a cancelled task.
+            writer.transport.abort()
+        finally:
+            self.open -= 1
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple[str, int]
+    ) -> None:
+        started = time.monotonic()
         session = MemoryServer(
             self.config,
             stateless=self.stateless,
@@ -175,10 +196,34 @@ class _Front:
             await writer.drain()
         return received
 
-    def _report(self, report: ConnectionReport) -> None:
-        logger.info("%s", report.log_line())
+    def _report(self, report: ConnectionReport, *, refused: bool = False) -> None:
+        if refused:  # a flood of them must not become a flood of log lines
+            self._refusals(report.error)
+        else:
+            logger.info("%s", report.log_line())
         if self.on_report is not None:
             self.on_report(report)
+
+
+def quiet_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio logs a traceback for every accept() that fails for want of descriptors (then
+    waits a second and retries, which is right); count those and warn once in a while instead,
+    and leave every other report to the handler the loop had."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_accept_failures", False):
+        return
+    warn = RateLimitedWarning("accept() out of descriptors or memory, retrying in 1 s")
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            warn(context.get("exception"))
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_accept_failures = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 async def serve(
@@ -197,8 +242,14 @@ async def serve(
     ``stateless=False`` runs ordinary handshakes (an HRR only when the key shares do not fit).
     ``on_report`` receives a :class:`ConnectionReport` per connection (also logged at INFO on
     the ``stateless13.server`` logger).  Extra keyword arguments go to ``asyncio.start_server``
-    (e.g. ``reuse_port=True``; ``backlog`` defaults to ``DEFAULT_BACKLOG``, 511).
+    (e.g. ``reuse_port=True``; ``backlog`` defaults to ``default_backlog()``: 511 unless
+    descriptors are scarce).
     """
-    server_options.setdefault("backlog", DEFAULT_BACKLOG)
-    front = _Front(config, handler, limits or Limits(), stateless, on_report)
+    backlog = server_options.setdefault("backlog", default_backlog())
+    assert isinstance(backlog, int)
+    limits = limits or Limits()
+    front = _Front(
+        config, handler, limits, stateless, on_report, connection_budget(limits, backlog)
+    )
+    quiet_accept_failures(asyncio.get_running_loop())
     return await asyncio.start_server(front.accept, host, port, **server_options)  # type: ignore[arg-type]

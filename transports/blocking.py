@@ -24,13 +24,16 @@ from stateless13 import (
 )
 
 from .common import (
-    DEFAULT_BACKLOG,
     ConnectionReport,
     HandshakeError,
     Limits,
+    RateLimitedWarning,
     StreamState,
     WriteTimeout,
+    connection_budget,
+    default_backlog,
     handshake_step,
+    limit_reached,
 )
 from .memory import MemoryServer
 
@@ -141,7 +144,7 @@ class ThreadedServer:
         stateless: bool,
         on_report: Callable[[ConnectionReport], None] | None,
         reuse_port: bool = False,
-        backlog: int = DEFAULT_BACKLOG,
+        backlog: int | None = None,
     ) -> None:
         self.config = config
         self.handler = handler
@@ -150,7 +153,12 @@ class ThreadedServer:
         self.on_report = on_report
         self._lock = threading.Lock()
         self._handshaking = 0
+        self._open = 0
+        backlog = default_backlog() if backlog is None else backlog
+        self._max_connections = connection_budget(limits, backlog)
         self._stopping = threading.Event()
+        self._accept_failed = RateLimitedWarning("accept() failed, retrying")
+        self._refusals = RateLimitedWarning("connections refused at accept")
         self.socket = socket.create_server((host, port), reuse_port=reuse_port, backlog=backlog)
         self.socket.settimeout(0.2)  # so serve_forever notices shutdown()
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
@@ -162,14 +170,21 @@ class ThreadedServer:
                     sock, _ = self.socket.accept()
                 except TimeoutError:
                     continue
+                except OSError as error:  # out of descriptors (EMFILE) or memory: wait, go on
+                    self._accept_failed(error)
+                    time.sleep(0.1)
+                    continue
                 with self._lock:
-                    full = self._handshaking >= self.limits.max_concurrent_handshakes
-                    if not full:
+                    full = limit_reached(
+                        self._open, self._max_connections, self._handshaking, self.limits
+                    )
+                    if full is None:
                         self._handshaking += 1
-                if full:
+                        self._open += 1
+                if full is not None:
                     peer = sock.getpeername()[:2]
                     sock.close()
-                    self._report(ConnectionReport.refused(peer))
+                    self._report(ConnectionReport.refused(peer, full), refused=True)
                     continue
                 threading.Thread(target=self._serve_one, args=(sock,), daemon=True).start()
         finally:
@@ -203,10 +218,15 @@ class ThreadedServer:
             error = f"socket: {exc}"
         finally:
             sock.close()
+            with self._lock:
+                self._open -= 1
             self._report(ConnectionReport.of(session, peer, time.monotonic() - started, error))
 
-    def _report(self, report: ConnectionReport) -> None:
-        logger.info("%s", report.log_line())
+    def _report(self, report: ConnectionReport, *, refused: bool = False) -> None:
+        if refused:  # a flood of them must not become a flood of log lines
+            self._refusals(report.error)
+        else:
+            logger.info("%s", report.log_line())
         if self.on_report is not None:
             self.on_report(report)
 
@@ -221,7 +241,7 @@ def serve(
     stateless: bool = True,
     on_report: Callable[[ConnectionReport], None] | None = None,
     reuse_port: bool = False,
-    backlog: int = DEFAULT_BACKLOG,
+    backlog: int | None = None,
 ) -> ThreadedServer:
     """A bound server; call ``serve_forever()`` (e.g. in a thread) and later ``shutdown()``."""
     return ThreadedServer(

@@ -27,7 +27,7 @@ from stateless13 import (
     keylog_to_file,
 )
 
-from .common import DEFAULT_BACKLOG, Limits
+from .common import DEFAULT_BACKLOG, Limits, raise_open_file_limit
 
 GROUP_NAMES = {
     "x25519": NamedGroup.x25519,
@@ -139,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--backlog",
         type=int,
-        default=DEFAULT_BACKLOG,
-        help="connections the kernel queues for accept (TCP; default %(default)s, as nginx)",
+        default=None,
+        help=f"connections the kernel queues for accept (TCP; default {DEFAULT_BACKLOG}, as"
+        " nginx, less when the open-file limit is low)",
     )
     serve.add_argument(
         "--workers",
@@ -238,7 +239,7 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         limits=limits,
         stateless=not args.no_stateless,
         reuse_port=args.reuse_port or args.workers > 1 or None,
-        backlog=args.backlog,
+        **({} if args.backlog is None else {"backlog": args.backlog}),
     )
     if described is not None:
         _announce(args, server.sockets[0].getsockname()[:2], described, config)
@@ -350,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
+    raise_open_file_limit()  # connections are limited from it (Limits.max_connections)
     config, described = build_config(args)
     if args.workers > 1:
         _serve_workers(args, config, described)

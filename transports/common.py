@@ -6,8 +6,11 @@ The adapters own the sockets and the clock; what to do with the bytes is decided
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import resource
+import time
 from dataclasses import dataclass
 
 from stateless13 import (
@@ -52,7 +55,12 @@ class Limits:
     write_timeout: float = 30.0
     #: Connections still handshaking at once; more are closed at accept, before any read.
     max_concurrent_handshakes: int = 1024
-    #: Bytes buffered from a client before its handshake completes (ClientHello records, CCS).
+    #: Connections open at once, handshaking or not; more are closed at accept.  None: what the
+    #: process's open-file limit leaves (``connection_budget``), so accept() never runs out of
+    #: descriptors (which asyncio reports with a traceback per failed accept).
+    max_connections: int | None = None
+    #: Bytes buffered from a client before the stateless front answers (ClientHello records,
+    #: CCS, refused early data), counted anew after the HRR.
     max_handshake_buffer: int = 65536
     #: Bytes read from the socket at a time (and so the most buffered per read after the
     #: handshake: the application reads at its own pace, the adapter never reads ahead more).
@@ -63,6 +71,63 @@ class Limits:
             raise LocalProtocolError("timeouts must be positive")
         if self.max_concurrent_handshakes < 1 or self.read_size < 1:
             raise LocalProtocolError("limits must be positive")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise LocalProtocolError("max_connections must be positive")
+
+
+#: Descriptors kept back from connections: the listening sockets, logs, the key log, the
+#: certificate files, the event loop's own.
+FD_RESERVE = 64
+
+
+class RateLimitedWarning:
+    """One warning line per ``interval`` seconds however often it happens, with the count since
+    the last line (a flood must not turn into a flood of log lines)."""
+
+    def __init__(self, message: str, interval: float = 10.0) -> None:
+        self.message = message
+        self.interval = interval
+        self.count = 0
+        self._unreported = 0
+        self._last = -interval
+
+    def __call__(self, detail: object = "") -> None:
+        self.count += 1
+        self._unreported += 1
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            logger.warning("%s (%d times): %s", self.message, self._unreported, detail)
+            self._last, self._unreported = now, 0
+
+
+def _open_file_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+def default_backlog() -> int:
+    """``DEFAULT_BACKLOG``, or less when descriptors are scarce: asyncio accepts up to a backlog
+    of connections at once before any code of ours runs, so a burst must fit in what is free."""
+    return min(DEFAULT_BACKLOG, max(16, (_open_file_limit() - FD_RESERVE) // 4))
+
+
+def connection_budget(limits: Limits, backlog: int) -> int:
+    """``limits.max_connections``, or what the open-file limit leaves for connections once the
+    reserve and one burst of accepts are kept back: accept() then never runs out."""
+    if limits.max_connections is not None:
+        return limits.max_connections
+    return max(1, _open_file_limit() - FD_RESERVE - backlog)
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft open-file limit to its hard limit, as servers do at start (a
+    soft limit of 1024 is common, and is less than the connections a front must hold); the
+    (soft, hard) limits after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 @dataclass(frozen=True)
@@ -87,8 +152,9 @@ class ConnectionReport:
     bytes_out: int | None = None
 
     @classmethod
-    def refused(cls, peer: tuple[str, int]) -> ConnectionReport:
-        return cls(peer, False, False, None, 0.0, "refused: max_concurrent_handshakes reached")
+    def refused(cls, peer: tuple[str, int], limit: str) -> ConnectionReport:
+        """Closed at accept: ``limit`` (max_connections, max_concurrent_handshakes) was reached."""
+        return cls(peer, False, False, None, 0.0, f"refused: {limit} reached")
 
     @classmethod
     def of(
@@ -140,6 +206,17 @@ def _loggable(value: str | None) -> str:
 
 
 _HARMLESS = re.compile(r"[A-Za-z0-9._:/-]+")
+
+
+def limit_reached(
+    open_now: int, max_connections: int, handshaking: int, limits: Limits
+) -> str | None:
+    """The limit a new connection would go over, if any (both socket loops refuse at accept)."""
+    if open_now >= max_connections:
+        return "max_connections"
+    if handshaking >= limits.max_concurrent_handshakes:
+        return "max_concurrent_handshakes"
+    return None
 
 
 class StreamState:

@@ -97,12 +97,13 @@ class MemoryServer:
         """Take what the client sent (``b""`` when it closed); the events it caused."""
         if self.closed:
             return []
-        if self.handshake is None:
+        if self.connection is None:
+            # What the stateless front buffers; a connection holds at most a partial record, and
+            # bounds its handshake messages itself.
             self._buffered += len(data)
             limit = self._max_handshake_buffer
             if limit is not None and self._buffered > limit:
                 return self._end("max_handshake_buffer exceeded")
-        if self.connection is None:
             if not data:
                 return self._end("client closed during the handshake")
             result = self._accept(data)

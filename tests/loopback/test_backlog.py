@@ -13,9 +13,9 @@ import threading
 import pytest
 
 from stateless13 import ServerConfig
-from stateless13.transports import blocking
+from stateless13.transports import blocking, common
 from stateless13.transports.asyncio_tcp import TLSStream, serve
-from stateless13.transports.common import DEFAULT_BACKLOG
+from stateless13.transports.common import DEFAULT_BACKLOG, default_backlog
 from tests.servers import require_peer
 
 CONFIG = ServerConfig.self_signed()
@@ -47,8 +47,7 @@ async def _asyncio_backlog(backlog: int | None) -> int:
 
 @pytest.mark.parametrize("backlog", [None, 64], ids=["default", "64"])
 def test_asyncio_server_backlog(backlog: int | None) -> None:
-    assert asyncio.run(_asyncio_backlog(backlog)) == (backlog or DEFAULT_BACKLOG)
-    assert DEFAULT_BACKLOG == 511
+    assert asyncio.run(_asyncio_backlog(backlog)) == (backlog or default_backlog())
 
 
 def test_blocking_server_backlog() -> None:
@@ -56,7 +55,23 @@ def test_blocking_server_backlog() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        assert listen_backlog(server.server_address[1]) == DEFAULT_BACKLOG
+        assert listen_backlog(server.server_address[1]) == default_backlog()
     finally:
         server.shutdown()
         thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("open_files", "backlog", "connections"),
+    [(1 << 20, 511, (1 << 20) - 64 - 511), (1024, 240, 720), (256, 48, 144), (64, 16, 1)],
+)
+def test_backlog_and_connections_fit_in_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch, open_files: int, backlog: int, connections: int
+) -> None:
+    """511 (nginx's) when descriptors are plenty; less when scarce, so that the connections
+    held plus one burst of accepts never run out of descriptors."""
+    monkeypatch.setattr(common, "_open_file_limit", lambda: open_files)
+    assert DEFAULT_BACKLOG == 511
+    assert default_backlog() == backlog
+    assert common.connection_budget(common.Limits(), backlog) == connections
+    assert common.connection_budget(common.Limits(max_connections=7), backlog) == 7
