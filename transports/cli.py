@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from stateless13 import (
@@ -291,8 +292,18 @@ def _announce(
         print(f"  or: curl -k --tlsv1.3 https://{host}:{port}/", flush=True)
 
 
-def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: str) -> None:
-    """Fork ``args.workers`` processes, each listening on the same port with SO_REUSEPORT.
+#: A worker that dies is restarted after a pause that doubles from the first (0.5 s) up to
+#: the last (30 s); more than MAX_RESTARTS deaths within RESTART_WINDOW seconds and the server
+#: stops with exit status 1, so that a supervisor's restart-on-failure takes over.
+RESTART_DELAYS = (0.5, 30.0)
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: str) -> int:
+    """Fork ``args.workers`` processes, each listening on the same port with SO_REUSEPORT, and
+    keep them running: restart one that dies (with a growing pause), give up with exit status 1
+    when they keep dying, stop them all at SIGTERM or SIGINT (exit status 0).
 
     The port is held by a bound (not listening) placeholder socket until every worker listens,
     so ``--port 0`` gives all of them one free port.
@@ -303,10 +314,12 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
     placeholder.bind((args.host, args.port))
     args.port = placeholder.getsockname()[1]
     quic_secret = os.urandom(32)  # shared by the QUIC workers, like the cookie keys
-    children = []
-    for _ in range(args.workers):
+
+    def start_worker() -> int:
         pid = os.fork()
         if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             placeholder.close()
             worker = (
                 _serve_quic(args, config, None, quic_secret)
@@ -316,28 +329,62 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(worker)
             os._exit(0)
-        children.append(pid)
+        return pid
+
+    children = {start_worker() for _ in range(args.workers)}
     _announce(args, (args.host, args.port), described, config)
-    print(f"{args.workers} workers: {' '.join(map(str, children))}", flush=True)
+    print(f"{args.workers} workers: {' '.join(map(str, sorted(children)))}", flush=True)
     placeholder.close()
 
-    def forward(signum: int, _frame: object) -> None:
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        while True:
-            try:
-                os.waitpid(child, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    deaths: list[float] = []
+    status = 0
+    while children:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if stopping:
+            continue
+        code = os.waitstatus_to_exitcode(wait_status)
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
+        if len(deaths) > MAX_RESTARTS:
+            print(
+                f"stateless13: worker {pid} exited ({code}), {len(deaths)} deaths in"
+                f" {RESTART_WINDOW:g} s: stopping",
+                file=sys.stderr,
+                flush=True,
+            )
+            status = 1
+            stop(signal.SIGTERM, None)
+            continue
+        delay = min(RESTART_DELAYS[0] * 2 ** (len(deaths) - 1), RESTART_DELAYS[1])
+        print(
+            f"stateless13: worker {pid} exited ({code}); restarting in {delay:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        deadline = now + delay
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not stopping:
+            child = start_worker()
+            children.add(child)
+            print(f"stateless13: worker {child} started", file=sys.stderr, flush=True)
     print("stateless13: shut down", flush=True)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,8 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_file_limit()  # connections are limited from it (Limits.max_connections)
     config, described = build_config(args)
     if args.workers > 1:
-        _serve_workers(args, config, described)
-        return 0
+        return _serve_workers(args, config, described)
     serving = (
         _serve_quic(args, config, described, None) if args.quic else _serve(args, config, described)
     )

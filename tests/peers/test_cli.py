@@ -350,6 +350,31 @@ def test_workers_share_the_port_and_the_keys(serve: Serve) -> None:
     server.stop()
 
 
+def test_a_killed_worker_comes_back(serve: Serve) -> None:
+    """Issue 20: a worker that dies is restarted, and the port keeps being served."""
+    server = serve(["--workers", "2"])
+    workers = server.wait_for(server.stdout, r"2 workers: (\d+) (\d+)")
+    os.kill(int(workers[1]), signal.SIGKILL)
+    server.wait_for(server.stderr, rf"worker {workers[1]} exited \(-9\); restarting in 0.5 s")
+    started = server.wait_for(server.stderr, r"worker (\d+) started")
+    assert started[1] not in (workers[1], workers[2])
+    for _ in range(12):
+        assert_page(s_client(server))
+    server.stop()
+
+
+def test_workers_that_keep_dying_stop_the_server_with_a_failure(serve: Serve) -> None:
+    """More than five deaths in a minute: exit status 1, for a supervisor to act on."""
+    server = serve(["--workers", "2"])
+    workers = server.wait_for(server.stdout, r"2 workers: (\d+) (\d+)")
+    os.kill(int(workers[1]), signal.SIGKILL)
+    for count in range(1, 6):  # each replacement, killed as soon as it starts
+        started = server.wait_for(server.stderr, r"worker (\d+) started", count)
+        os.kill(int(started[1]), signal.SIGKILL)
+    assert server.process.wait(timeout=STOP_TIMEOUT + 30) == 1, server.output()
+    server.wait_for(server.stderr, r"6 deaths in 60 s: stopping")
+
+
 # --- HTTP/3 over QUIC ----------------------------------------------------------------------------
 
 
