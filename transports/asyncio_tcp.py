@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -53,10 +54,14 @@ class TLSStream(StreamState):
         super().__init__(session, received, limits, writer.get_extra_info("peername")[:2])
         self._reader = reader
         self._writer = writer
+        self._waiting = False  # the application waits in read() for the client: idle
+        self._stopping = False  # the server is stopping: read() returns b"" from now on
 
     async def read(self) -> bytes:
-        """The next application data; ``b""`` once the client closed, failed or went idle."""
-        while not self._received and not self._eof:
+        """The next application data; ``b""`` once the client closed, failed or went idle, or
+        the server is stopping."""
+        while not self._received and not self._eof and not self._stopping:
+            self._waiting = True
             try:
                 data = await asyncio.wait_for(
                     self._reader.read(self._limits.read_size), self._limits.idle_timeout
@@ -64,9 +69,22 @@ class TLSStream(StreamState):
             except TimeoutError:
                 self._idle = True
                 break
+            finally:
+                self._waiting = False
+            if self._stopping:
+                break
             self._absorb(data)
             self._flush()
         return self._next_chunk()
+
+    def _stop(self) -> None:
+        """The server is stopping: an idle connection gets close_notify now and its read()
+        returns b""; a busy one finishes what it is writing and sees b"" at its next read."""
+        self._stopping = True
+        if self._waiting and not self._received:
+            self._session.close()
+            self._flush()
+            self._reader.feed_eof()
 
     def write(self, data: bytes) -> None:
         self._session.send(data)
@@ -128,15 +146,21 @@ class _Front:
         self.open = 0
         self.max_connections = max_connections
         self._refusals = RateLimitedWarning("connections refused at accept")
+        self.writers: set[asyncio.StreamWriter] = set()  # every connection open
+        self.streams: set[TLSStream] = set()  # those past their handshake
+        self.stopping = False
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
         full = limit_reached(self.open, self.max_connections, self.handshaking, self.limits)
+        if self.stopping:
+            full = "stopping"
         if full is not None:
             writer.close()  # refused before reading a byte: nothing is spent on it
             self._report(ConnectionReport.refused(peer, full), refused=True)
             return
         self.open += 1
+        self.writers.add(writer)
         try:
             await self._serve(reader, writer, peer)
         except asyncio.CancelledError:
@@ -145,6 +169,7 @@ class _Front:
             writer.transport.abort()
         finally:
             self.open -= 1
+            self.writers.discard(writer)
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple[str, int]
@@ -166,13 +191,19 @@ class _Front:
             finally:
                 self.handshaking -= 1
             if session.handshake is not None:
+                stream = TLSStream(reader, writer, session, received, self.limits)
+                self.streams.add(stream)
+                if self.stopping:
+                    stream._stop()
                 try:
-                    await self.handler(TLSStream(reader, writer, session, received, self.limits))
+                    await self.handler(stream)
                 except ConnectionError:  # the client went away or stopped reading: not a bug
                     raise
                 except Exception as exc:  # the application's bug: log it, close this one only
                     logger.exception("handler failed for %s:%s", *peer)
                     error = f"handler: {exc!r}"
+                finally:
+                    self.streams.discard(stream)
         except TimeoutError:
             error = f"handshake_timeout ({self.limits.handshake_timeout:g}s)"
         except WriteTimeout as exc:
@@ -226,6 +257,54 @@ def quiet_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+class TLSServer:
+    """What ``serve`` returns: asyncio's server (``sockets``, ``serve_forever``, ``async with``)
+    and a graceful ``stop``."""
+
+    def __init__(self, server: asyncio.Server, front: _Front) -> None:
+        self.server = server
+        self._front = front
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return self.server.sockets
+
+    async def serve_forever(self) -> None:
+        await self.server.serve_forever()
+
+    async def __aenter__(self) -> TLSServer:
+        await self.server.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+        await self.server.__aexit__(*exc_info)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting; send close_notify to idle connections at once; let the others finish
+        what they are writing for up to ``timeout`` seconds, then cut them.  Twice is harmless;
+        ``abort()`` cuts everything at once."""
+        front = self._front
+        front.stopping = True
+        self.server.close()
+        for stream in list(front.streams):
+            stream._stop()
+        for writer in list(front.writers):  # still handshaking: nobody is served there yet
+            if not any(s._writer is writer for s in front.streams):
+                writer.transport.abort()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while front.open and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        self.abort()
+
+    def abort(self) -> None:
+        """Cut every connection now (a second stop signal)."""
+        self._front.stopping = True
+        self.server.close()
+        for writer in list(self._front.writers):
+            writer.transport.abort()
+
+
 async def serve(
     config: ServerConfig,
     handler: Handler,
@@ -236,7 +315,7 @@ async def serve(
     stateless: bool = True,
     on_report: ReportCallback | None = None,
     **server_options: object,
-) -> asyncio.Server:
+) -> TLSServer:
     """Start a TLS 1.3 server; like ``asyncio.start_server`` but ``handler`` takes a TLSStream.
 
     ``stateless=False`` runs ordinary handshakes (an HRR only when the key shares do not fit).
@@ -252,4 +331,5 @@ async def serve(
         config, handler, limits, stateless, on_report, connection_budget(limits, backlog)
     )
     quiet_accept_failures(asyncio.get_running_loop())
-    return await asyncio.start_server(front.accept, host, port, **server_options)  # type: ignore[arg-type]
+    server = await asyncio.start_server(front.accept, host, port, **server_options)  # type: ignore[arg-type]
+    return TLSServer(server, front)

@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--handshake-timeout", type=float, default=Limits.handshake_timeout)
     serve.add_argument("--idle-timeout", type=float, default=Limits.idle_timeout)
     serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        help="at SIGTERM/SIGINT, seconds busy connections get to finish (idle ones are closed"
+        " at once; a second signal cuts everything; default %(default)s)",
+    )
+    serve.add_argument(
         "--write-timeout",
         type=float,
         default=Limits.write_timeout,
@@ -244,8 +251,13 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
     )
     if described is not None:
         _announce(args, server.sockets[0].getsockname()[:2], described, config)
-    async with server:
+    try:
         await _until_signalled()
+    finally:  # graceful: idle connections get close_notify, busy ones --stop-timeout seconds
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.abort)  # a second signal: at once
+        await server.stop(args.stop_timeout)
     if described is not None:
         print("stateless13: shut down", flush=True)
 
