@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from stateless13 import ServerConfig
 
 from .common import (
+    Admission,
     ConnectionReport,
     Limits,
     RateLimitedWarning,
@@ -29,7 +30,6 @@ from .common import (
     connection_budget,
     default_backlog,
     handshake_step,
-    limit_reached,
 )
 from .memory import MemoryServer
 
@@ -142,9 +142,7 @@ class _Front:
         self.limits = limits
         self.stateless = stateless
         self.on_report = on_report
-        self.handshaking = 0
-        self.open = 0
-        self.max_connections = max_connections
+        self.admission = Admission(limits, max_connections)
         self._refusals = RateLimitedWarning("connections refused at accept")
         self.writers: set[asyncio.StreamWriter] = set()  # every connection open
         self.streams: set[TLSStream] = set()  # those past their handshake
@@ -152,27 +150,29 @@ class _Front:
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
-        full = limit_reached(self.open, self.max_connections, self.handshaking, self.limits)
-        if self.stopping:
-            full = "stopping"
+        source = self.admission.source(peer)
+        full = "stopping" if self.stopping else self.admission.admit(peer, source)
         if full is not None:
             writer.close()  # refused before reading a byte: nothing is spent on it
             self._report(ConnectionReport.refused(peer, full), refused=True)
             return
-        self.open += 1
         self.writers.add(writer)
         try:
-            await self._serve(reader, writer, peer)
+            await self._serve(reader, writer, peer, source)
         except asyncio.CancelledError:
             # The server is stopping.  Ending the task normally spares Python 3.11's
             # StreamReaderProtocol a traceback per connection for a cancelled task.
             writer.transport.abort()
         finally:
-            self.open -= 1
+            self.admission.closed()
             self.writers.discard(writer)
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple[str, int]
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: tuple[str, int],
+        source: str,
     ) -> None:
         started = time.monotonic()
         session = MemoryServer(
@@ -181,7 +181,6 @@ class _Front:
             peer=peer,
             max_handshake_buffer=self.limits.max_handshake_buffer,
         )
-        self.handshaking += 1
         error: str | None = None
         try:
             try:
@@ -189,7 +188,7 @@ class _Front:
                     self._handshake(session, reader, writer), self.limits.handshake_timeout
                 )
             finally:
-                self.handshaking -= 1
+                self.admission.handshake_over(source)
             if session.handshake is not None:
                 stream = TLSStream(reader, writer, session, received, self.limits)
                 self.streams.add(stream)
@@ -293,7 +292,7 @@ class TLSServer:
             if not any(s._writer is writer for s in front.streams):
                 writer.transport.abort()
         deadline = asyncio.get_running_loop().time() + timeout
-        while front.open and asyncio.get_running_loop().time() < deadline:
+        while front.admission.open and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
         self.abort()
 

@@ -24,6 +24,7 @@ from stateless13 import (
 )
 
 from .common import (
+    Admission,
     ConnectionReport,
     HandshakeError,
     Limits,
@@ -33,7 +34,6 @@ from .common import (
     connection_budget,
     default_backlog,
     handshake_step,
-    limit_reached,
 )
 from .memory import MemoryServer
 
@@ -151,11 +151,8 @@ class ThreadedServer:
         self.limits = limits
         self.stateless = stateless
         self.on_report = on_report
-        self._lock = threading.Lock()
-        self._handshaking = 0
-        self._open = 0
         backlog = default_backlog() if backlog is None else backlog
-        self._max_connections = connection_budget(limits, backlog)
+        self._admission = Admission(limits, connection_budget(limits, backlog))
         self._stopping = threading.Event()
         self._accept_failed = RateLimitedWarning("accept() failed, retrying")
         self._refusals = RateLimitedWarning("connections refused at accept")
@@ -174,36 +171,31 @@ class ThreadedServer:
                     self._accept_failed(error)
                     time.sleep(0.1)
                     continue
-                with self._lock:
-                    full = limit_reached(
-                        self._open, self._max_connections, self._handshaking, self.limits
-                    )
-                    if full is None:
-                        self._handshaking += 1
-                        self._open += 1
+                peer: tuple[str, int] = sock.getpeername()[:2]
+                source = self._admission.source(peer)
+                full = self._admission.admit(peer, source)
                 if full is not None:
-                    peer = sock.getpeername()[:2]
                     sock.close()
                     self._report(ConnectionReport.refused(peer, full), refused=True)
                     continue
-                threading.Thread(target=self._serve_one, args=(sock,), daemon=True).start()
+                threading.Thread(
+                    target=self._serve_one, args=(sock, peer, source), daemon=True
+                ).start()
         finally:
             self.socket.close()
 
     def shutdown(self) -> None:
         self._stopping.set()
 
-    def _serve_one(self, sock: socket.socket) -> None:
+    def _serve_one(self, sock: socket.socket, peer: tuple[str, int], source: str) -> None:
         started = time.monotonic()
-        peer: tuple[str, int] = sock.getpeername()[:2]
         session = _session(self.config, peer, self.stateless, self.limits)
         error: str | None = None
         try:
             try:
                 received = _handshake(sock, session, self.limits)
             finally:
-                with self._lock:
-                    self._handshaking -= 1
+                self._admission.handshake_over(source)
             if session.handshake is not None:
                 try:
                     self.handler(BlockingTLSStream(sock, session, received, self.limits))
@@ -218,8 +210,7 @@ class ThreadedServer:
             error = f"socket: {exc}"
         finally:
             sock.close()
-            with self._lock:
-                self._open -= 1
+            self._admission.closed()
             self._report(ConnectionReport.of(session, peer, time.monotonic() - started, error))
 
     def _report(self, report: ConnectionReport, *, refused: bool = False) -> None:

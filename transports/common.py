@@ -7,9 +7,11 @@ The adapters own the sockets and the clock; what to do with the bytes is decided
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import re
 import resource
+import threading
 import time
 from dataclasses import dataclass
 
@@ -55,6 +57,11 @@ class Limits:
     write_timeout: float = 30.0
     #: Connections still handshaking at once; more are closed at accept, before any read.
     max_concurrent_handshakes: int = 1024
+    #: Connections still handshaking at once from one source (an IPv4 address, an IPv6 /64):
+    #: one address holding thousands of stalled handshakes cannot take every slot.
+    max_handshakes_per_source: int = 64
+    source_prefix_v4: int = 32
+    source_prefix_v6: int = 64
     #: Connections open at once, handshaking or not; more are closed at accept.  None: what the
     #: process's open-file limit leaves (``connection_budget``), so accept() never runs out of
     #: descriptors (which asyncio reports with a traceback per failed accept).
@@ -73,6 +80,10 @@ class Limits:
             raise LocalProtocolError("limits must be positive")
         if self.max_connections is not None and self.max_connections < 1:
             raise LocalProtocolError("max_connections must be positive")
+        if self.max_handshakes_per_source < 1:
+            raise LocalProtocolError("max_handshakes_per_source must be positive")
+        if not (0 <= self.source_prefix_v4 <= 32 and 0 <= self.source_prefix_v6 <= 128):
+            raise LocalProtocolError("source prefixes: 0-32 bits for IPv4, 0-128 for IPv6")
 
 
 #: Descriptors kept back from connections: the listening sockets, logs, the key log, the
@@ -208,15 +219,57 @@ def _loggable(value: str | None) -> str:
 _HARMLESS = re.compile(r"[A-Za-z0-9._:/-]+")
 
 
-def limit_reached(
-    open_now: int, max_connections: int, handshaking: int, limits: Limits
-) -> str | None:
-    """The limit a new connection would go over, if any (both socket loops refuse at accept)."""
-    if open_now >= max_connections:
-        return "max_connections"
-    if handshaking >= limits.max_concurrent_handshakes:
-        return "max_concurrent_handshakes"
-    return None
+class Admission:
+    """Who may connect: the counts behind every limit checked at accept, kept once for both
+    socket loops (thread-safe for the blocking one).
+
+    A source is an IPv4 address or an IPv6 /64 (``Limits.source_prefix_v4``, ``_v6``): one
+    machine, or one customer's network, however many addresses it uses.
+    """
+
+    def __init__(self, limits: Limits, max_connections: int) -> None:
+        self.limits = limits
+        self.max_connections = max_connections
+        self.open = 0
+        self.handshaking = 0
+        self._by_source: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def source(self, peer: tuple[str, int]) -> str:
+        address = ipaddress.ip_address(peer[0])
+        prefix = (
+            self.limits.source_prefix_v4 if address.version == 4 else self.limits.source_prefix_v6
+        )
+        return str(ipaddress.ip_network((address, prefix), strict=False))
+
+    def admit(self, peer: tuple[str, int], source: str) -> str | None:
+        """Count a new connection in, or the limit it would go over (then it is not counted)."""
+        limits = self.limits
+        with self._lock:
+            if self.open >= self.max_connections:
+                return "max_connections"
+            if self.handshaking >= limits.max_concurrent_handshakes:
+                return "max_concurrent_handshakes"
+            if self._by_source.get(source, 0) >= limits.max_handshakes_per_source:
+                return "max_handshakes_per_source"
+            self.open += 1
+            self.handshaking += 1
+            self._by_source[source] = self._by_source.get(source, 0) + 1
+        return None
+
+    def handshake_over(self, source: str) -> None:
+        """The connection's handshake is over, done or failed (it keeps its open slot)."""
+        with self._lock:
+            self.handshaking -= 1
+            left = self._by_source[source] - 1
+            if left:
+                self._by_source[source] = left
+            else:
+                del self._by_source[source]
+
+    def closed(self) -> None:
+        with self._lock:
+            self.open -= 1
 
 
 class StreamState:
