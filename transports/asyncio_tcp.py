@@ -41,7 +41,7 @@ ReportCallback = Callable[[ConnectionReport], None]
 
 class TLSStream(StreamState):
     """The application's side of one TLS connection: read, write, close, and what was agreed
-    (``info``: the HandshakeComplete event; ``peer``, ``alpn_protocol``, ``server_name``)."""
+    (``handshake``: the HandshakeComplete event; ``peer``, ``alpn_protocol``, ``server_name``)."""
 
     def __init__(
         self,
@@ -151,7 +151,7 @@ class _Front:
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
         source = self.admission.source(peer)
-        full = "stopping" if self.stopping else self.admission.admit(peer, source)
+        full = "stopping" if self.stopping else self.admission.admit(source)
         if full is not None:
             writer.close()  # refused before reading a byte: nothing is spent on it
             self._report(ConnectionReport.refused(peer, full), refused=True)

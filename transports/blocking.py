@@ -173,7 +173,7 @@ class ThreadedServer:
                     continue
                 peer: tuple[str, int] = sock.getpeername()[:2]
                 source = self._admission.source(peer)
-                full = self._admission.admit(peer, source)
+                full = self._admission.admit(source)
                 if full is not None:
                     sock.close()
                     self._report(ConnectionReport.refused(peer, full), refused=True)

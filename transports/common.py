@@ -242,7 +242,7 @@ class Admission:
         )
         return str(ipaddress.ip_network((address, prefix), strict=False))
 
-    def admit(self, peer: tuple[str, int], source: str) -> str | None:
+    def admit(self, source: str) -> str | None:
         """Count a new connection in, or the limit it would go over (then it is not counted)."""
         limits = self.limits
         with self._lock:
