@@ -207,7 +207,15 @@ class _Reader:
     incomplete record: nothing is buffered in vain.
     """
 
-    __slots__ = ("_early_data", "_max_size", "_message", "_offset", "_skipped_ccs")
+    __slots__ = (
+        "_after_client_hello",
+        "_early_data",
+        "_found",
+        "_max_size",
+        "_message",
+        "_offset",
+        "_skipped_ccs",
+    )
 
     def __init__(self, max_size: int, early_data: int) -> None:
         self._max_size = max_size
@@ -215,9 +223,13 @@ class _Reader:
         self._offset = 0  # where the next unread record starts
         self._message = bytearray()  # the ClientHello's bytes so far
         self._skipped_ccs = False
+        self._after_client_hello = False  # reading what follows ClientHello1
+        self._found: tuple[bytes, int] | None = None  # the ClientHello, once read
 
     def read_client_hello(self, data: bytes | bytearray) -> tuple[bytes, int] | None:
         """(ClientHello message, offset after its last record), or None if not all here yet."""
+        if self._found is not None:  # read already; what follows it is being read now
+            return self._found
         message = self._message
         while True:
             if not message and not self._skip(data):
@@ -247,12 +259,14 @@ class _Reader:
             if size is not None and len(message) >= size:
                 if len(message) > size:
                     raise UnexpectedMessage("handshake data after the ClientHello in its record")
-                return bytes(message), self._offset
+                self._found = bytes(message), self._offset
+                return self._found
 
     def skip_after_client_hello(self, data: bytes | bytearray, end: int, early_data: int) -> bool:
         """Whether everything after ClientHello1 (from ``end``) may be dropped with the HRR: one
         CCS, and early data if the client offered it; False while such a record is incomplete."""
-        if self._offset < end:  # the first call: start after the ClientHello
+        if not self._after_client_hello:  # the first call: start after the ClientHello
+            self._after_client_hello = True
             self._offset, self._early_data, self._skipped_ccs = end, early_data, False
         if not self._skip(data):
             return False

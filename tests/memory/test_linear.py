@@ -67,3 +67,19 @@ def test_the_same_answer_however_the_bytes_are_split() -> None:
     for byte in range(len(ch2)):
         server.receive(ch2[byte : byte + 1])
     assert server.connection is not None and server.cookie_verified
+
+
+def test_early_data_after_clienthello1_in_later_reads_is_dropped_with_the_hrr() -> None:
+    """The buffer's second phase (what follows ClientHello1) resumes as the first does."""
+    from stateless13.messages import ExtensionType
+    from tests.memory.test_bad_input import encode, with_ext
+
+    ch1 = encode(with_ext(parse(PythonSSLClient().step()), ExtensionType.early_data, b""))
+    early = b"\x17\x03\x03\x00\x40" + bytes(64)
+    server = MemoryServer(CONFIG)
+    server.receive(ch1 + early[:3])  # the early data record is not complete: wait
+    assert server.data_to_send() == b"" and not server.closed
+    server.receive(early[3:])
+    assert server.hello_retry and not server.closed, server.error
+    server.receive(early)  # more early data, now before ClientHello2: skipped too
+    assert not server.closed, server.error
