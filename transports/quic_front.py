@@ -105,6 +105,10 @@ class QuicOptions:
     handshake_timeout: float = 10.0
     idle_timeout: float = 60.0
     supported_versions: tuple[int, ...] = (QuicProtocolVersion.VERSION_1,)
+    #: The UDP socket's receive buffer, in bytes: the kernel's default (208 KiB on Linux) drops
+    #: most of a burst of Initials before we read any; quic-go asks for 7 MiB, as here.  Set
+    #: with SO_RCVBUFFORCE when the process may (root), else up to net.core.rmem_max.
+    receive_buffer: int = 7 << 20
 
     def __post_init__(self) -> None:
         if len(self.secret) < 16:

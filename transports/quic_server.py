@@ -25,6 +25,8 @@ import base64
 import dataclasses
 import hashlib
 import logging
+import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -58,6 +60,22 @@ logger = logging.getLogger("stateless13.server")
 PAGE_TEXT = "Hello from stateless13"
 #: aioquic's "no error" for HTTP/3 (H3_NO_ERROR) and for QUIC.
 _CLEAN_CLOSE_CODES = (QuicErrorCode.NO_ERROR, 0x100)
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer (forced when allowed); the size the kernel gave."""
+    # Linux's SO_RCVBUFFORCE (33), which Python's socket module does not name.
+    force = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
+    for option in (force, socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:  # SO_RCVBUFFORCE needs CAP_NET_ADMIN: fall back to the capped one
+            continue
+    # Linux reports twice what was set (it counts its own bookkeeping).
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 def quic_configuration(config: ServerConfig, options: QuicOptions) -> QuicConfiguration:
@@ -281,6 +299,8 @@ class QuicServer(asyncio.DatagramProtocol):
         self._clock = clock
         self._protocols: dict[bytes, StatelessQuicProtocol] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        #: The UDP socket's receive buffer as the kernel set it (QuicOptions.receive_buffer).
+        self.receive_buffer = 0
         self._closed = asyncio.get_running_loop().create_future()
 
     @property
@@ -303,6 +323,9 @@ class QuicServer(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.receive_buffer = set_receive_buffer(sock, self.options.receive_buffer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed.done():
