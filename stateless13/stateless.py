@@ -89,14 +89,18 @@ class ClientHelloBuffer:
     __slots__ = ("_reader", "data")
 
     def __init__(self) -> None:
-        self.data = bytearray()
-        self._reader: _Reader | None = None  # made by the first stateless_accept (its limits)
+        # The first read as it came (a whole ClientHello is read from it without a copy), then a
+        # bytearray when more arrives.
+        self.data: bytes | bytearray = b""
+        self._reader: _Reader | None = None  # made when the ClientHello is not one whole record
 
     def feed(self, data: bytes) -> None:
-        self.data += data
-
-    def __len__(self) -> int:
-        return len(self.data)
+        if not self.data:
+            self.data = data
+        else:
+            if isinstance(self.data, bytes):
+                self.data = bytearray(self.data)
+            self.data += data
 
 
 def stateless_accept(
@@ -126,18 +130,25 @@ def stateless_accept(
     # After our HRR the client's refused 0-RTT records may come first (RFC 8446 §4.2.10).
     skippable = config.max_early_data_skipped if after_retry else 0
     try:
+        buffer: ClientHelloBuffer | None
+        raw: bytes | bytearray
         if isinstance(data, ClientHelloBuffer):
-            if data._reader is None:
-                data._reader = _Reader(config.max_client_hello_size, skippable)
-            reader: _Reader | None = data._reader
-            raw: bytes | bytearray = data.data
-            found = data._reader.read_client_hello(raw)
+            buffer, raw, reader = data, data.data, data._reader
         else:
-            raw, reader = data, None
-            found = _whole_client_hello_record(data, config.max_client_hello_size)
+            buffer, raw, reader = None, data, None
+        if reader is not None:  # a buffer read before: resume
+            found = reader.read_client_hello(raw)
+        else:
+            found = (
+                _whole_client_hello_record(raw, config.max_client_hello_size)
+                if isinstance(raw, bytes)
+                else None
+            )
             if found is None:  # not the common case: the general reading
                 reader = _Reader(config.max_client_hello_size, skippable)
-                found = reader.read_client_hello(data)
+                if buffer is not None:
+                    buffer._reader = reader
+                found = reader.read_client_hello(raw)
         if found is None:
             return _NEED_MORE_DATA
         message, end = found
@@ -146,8 +157,11 @@ def stateless_accept(
             # What may follow ClientHello1 before our answer: the compatibility CCS, and the
             # early data of a client that offered it.  Wait for whole records, then drop them
             # all with the HRR (the transport keeps nothing after a HelloRetry).
-            if reader is None:
+            if reader is None:  # the ClientHello was one whole record: read on after it
                 reader = _Reader(config.max_client_hello_size, 0)
+                reader._found = found
+                if buffer is not None:
+                    buffer._reader = reader
             early_data = config.max_early_data_skipped if hello.early_data else 0
             if not reader.skip_after_client_hello(raw, end, early_data):
                 return _NEED_MORE_DATA
