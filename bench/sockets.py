@@ -3,8 +3,8 @@
     python -m bench.sockets [--seconds S] [--rounds N] [--workers N] [--threads N] [--json]
 
 The servers run in their own processes, all on loopback, with the same ECDSA P-256 certificate:
-  * ours: ``python -m stateless13 serve --mode echo --quiet`` (stateless HRR front on), and the
-    same with ``--no-stateless`` (ordinary handshakes);
+  * ours: ``python -m stateless13 serve --mode echo --quiet --validation hrr`` (the stateless
+    HRR for every client), and the same with ``--validation none`` (ordinary handshakes);
   * anchor: an asyncio echo server on Python's ``ssl`` (``asyncio.start_server(ssl=...)``, TLS 1.3,
     no session tickets), the way a Python service terminates TLS without stateless13.
 The load generator is a pool of ``--workers`` processes with ``--threads`` threads each, every
@@ -215,10 +215,13 @@ class Server:
 def servers(cert: str, key: str) -> Iterator[dict[str, Server]]:
     ours = [sys.executable, "-m", "stateless13", "serve", "--host", HOST, "--port", "0"]
     ours += ["--mode", "echo", "--quiet", "--cert", cert, "--key", key, "--max-handshakes", "4096"]
+    ours += ["--stats-interval", "0"]
     started: dict[str, Server] = {}
     try:
-        started["ours"] = Server("ours", ours)
-        started["ours, no stateless"] = Server("ours, no stateless", [*ours, "--no-stateless"])
+        started["ours"] = Server("ours", [*ours, "--validation", "hrr"])
+        started["ours, no stateless"] = Server(
+            "ours, no stateless", [*ours, "--validation", "none"]
+        )
         anchor = [sys.executable, "-m", "bench.sockets", "--anchor-server"]
         started["anchor"] = Server("anchor", [*anchor, "--cert", cert, "--key", key])
         yield started

@@ -1,10 +1,16 @@
 """A blocking, thread-per-connection server behind the stateless HelloRetryRequest front.
 
-    python examples/blocking_server.py [PORT]
+Run from the top of a clone once ``.venv`` holds the package (``./serve`` and ``./run-tests``
+make it; or ``python3 -m venv .venv && .venv/bin/pip install -e '.[quic]'``): the package is
+installed there, not next to the script, so a bare ``python`` does not find it.
+
+    .venv/bin/python examples/blocking_server.py
     curl -k --tlsv1.3 https://127.0.0.1:PORT/
 
-Answers each request with one line saying what was negotiated.  ``--once`` serves a single
-connection and exits (the tests use it).
+It prints ``listening on 127.0.0.1:PORT`` (a free port; give one as an argument to choose it),
+and answers each request with one line saying what was negotiated; Ctrl-C stops it.  ``--once``
+serves a single connection and exits.  tests/peers/test_examples_tcp.py runs the commands above as
+they are written here.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ def main(port: int, once: bool) -> None:
         stream.close()
         served.set()
 
-    server = serve(config, handler, "127.0.0.1", port)
+    # "hrr": every client gets the stateless HelloRetryRequest, so that each connection shows
+    # it; the default, "adaptive", sends it only while many handshakes are in progress.
+    server = serve(config, handler, "127.0.0.1", port, validation="hrr")
     print(f"listening on {server.server_address[0]}:{server.server_address[1]}", flush=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,6 +1,10 @@
 """A complete stateless TLS 1.3 handshake in memory, against OpenSSL (Python's ssl) as the client.
 
-    python examples/memory_handshake.py
+Run from the top of a clone once ``.venv`` holds the package (``./serve`` and ``./run-tests``
+make it; or ``python3 -m venv .venv && .venv/bin/pip install -e '.[quic]'``): the package is
+installed there, not next to the script, so a bare ``python`` does not find it.
+
+    .venv/bin/python examples/memory_handshake.py
 
 The server answers ClientHello1 with a HelloRetryRequest and forgets the client; ClientHello2 is
 then given to a *separate* server config that shares only the cookie key, as a second process or

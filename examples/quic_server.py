@@ -1,19 +1,29 @@
 """An HTTP/3 server whose first answer to every new client is a stateless HelloRetryRequest.
 
-    python examples/quic_server.py [PORT] [--validation hrr|retry|both|none] [--once]
-    gtlsclient 127.0.0.1 PORT https://localhost:PORT/       # ngtcp2's client (Debian ngtcp2-client)
+Run from the top of a clone once ``.venv`` holds the package (``./serve`` and ``./run-tests``
+make it; or ``python3 -m venv .venv && .venv/bin/pip install -e '.[quic]'``): the package is
+installed there, not next to the script, so a bare ``python`` does not find it.
+
+    .venv/bin/python examples/quic_server.py
+    gtlsclient --exit-on-all-streams-close 127.0.0.1 PORT https://localhost:PORT/
+
+``gtlsclient`` is ngtcp2's HTTP/3 client (Debian: ngtcp2-client); without
+``--exit-on-all-streams-close`` it waits for its 30 s idle timeout before it exits.
 
 It runs the QUIC server inside an ordinary asyncio program, next to a task of its own (here, one
-that prints the front's counters every ten seconds), prints its port and the certificate's SPKI
-pin (for ``chromium --origin-to-force-quic-on=localhost:PORT
---ignore-certificate-errors-spki-list=PIN``), then one log line per connection.  ``--once``
-serves a single connection and exits (the tests use it).
+that prints the front's counters every ten seconds), prints ``listening on 127.0.0.1:PORT`` and
+the certificate's SPKI pin (for ``chromium --origin-to-force-quic-on=localhost:PORT
+--ignore-certificate-errors-spki-list=PIN``), then one log line per connection; Ctrl-C stops it.
+Options: a port number, ``--validation hrr|retry|both|none``, and ``--once`` (serve a single
+connection, then exit).  tests/peers/test_quic_example.py runs the commands above as they are
+written here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 
 from stateless13 import ServerConfig
@@ -38,10 +48,7 @@ async def print_counters(server: QuicServer, every: float) -> None:
 
 
 async def main(port: int, validation: Validation, once: bool) -> None:
-    # GnuTLS clients (gtlsclient) refuse an HRR that only carries a cookie: name a group too.
-    config = ServerConfig.self_signed(
-        "localhost", alpn_protocols=(b"h3",), retry_names_a_group=True
-    )
+    config = ServerConfig.self_signed("localhost", alpn_protocols=(b"h3",))
     done = asyncio.Event()
 
     def on_report(report: ConnectionReport) -> None:
@@ -70,10 +77,12 @@ async def main(port: int, validation: Validation, once: bool) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's own per-packet chatter
+    for name in ("quic", "http3"):  # aioquic's own per-connection chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int, nargs="?", default=0)
     parser.add_argument("--validation", choices=[v.value for v in Validation], default="hrr")
     parser.add_argument("--once", action="store_true")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.port, Validation(arguments.validation), arguments.once))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the way to stop it
+        asyncio.run(main(arguments.port, Validation(arguments.validation), arguments.once))

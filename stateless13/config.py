@@ -157,11 +157,13 @@ DEFAULT_CIPHER_SUITES = (
     CipherSuite.TLS_AES_256_GCM_SHA384,
     CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
 )
-DEFAULT_GROUPS = (
+#: A hybrid post-quantum group first; then three classical groups of equal preference (one tier):
+#: a client that sent a share for one of them keeps it in an ordinary handshake, and a stateless
+#: HelloRetryRequest can name another of the three without demoting it (GnuTLS clients refuse the
+#: cookie-only HRR, and share both x25519 and P-256: the HRR names P-384 for them).
+DEFAULT_GROUPS: tuple[NamedGroup | tuple[NamedGroup, ...], ...] = (
     NamedGroup.X25519MLKEM768,
-    NamedGroup.x25519,
-    NamedGroup.secp256r1,
-    NamedGroup.secp384r1,
+    (NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1),
 )
 
 
@@ -169,15 +171,17 @@ DEFAULT_GROUPS = (
 class ServerConfig:
     """Everything a server needs; immutable, so one instance serves every connection.
 
-    ``cipher_suites`` and ``groups`` are in the server's order of preference: the server picks its
-    most preferred group that the client supports and, if the client sent no key share for it,
-    asks for one with a HelloRetryRequest.
+    ``cipher_suites`` and ``groups`` are in the server's order of preference.  An entry of
+    ``groups`` may be a tuple of groups the server prefers equally (a tier, as OpenSSL 3.5's
+    ``-groups "a:b/c"``).  The server picks its first tier that has a group the client supports;
+    within it, a group the client sent a key share for, else asks for one with a
+    HelloRetryRequest (``negotiation.negotiate``, ``negotiation.group_to_request``).
     """
 
     credentials: tuple[Credential, ...]
     cookie_keys: CookieKeyRing = field(default_factory=CookieKeyRing.generate)
     cipher_suites: tuple[CipherSuite, ...] = DEFAULT_CIPHER_SUITES
-    groups: tuple[NamedGroup, ...] = DEFAULT_GROUPS
+    groups: tuple[NamedGroup | tuple[NamedGroup, ...], ...] = DEFAULT_GROUPS
     #: ALPN protocols in preference order; empty means the server ignores ALPN.
     alpn_protocols: tuple[bytes, ...] = ()
     #: Seconds a cookie stays valid, and how far in the future its issue time may be (clock skew
@@ -185,9 +189,10 @@ class ServerConfig:
     cookie_lifetime: float = 30.0
     cookie_clock_skew: float = 5.0
     cookie_verifier: CookieVerifier | None = None
-    #: Make every stateless HelloRetryRequest name a group (see negotiation.group_to_request):
-    #: needed by GnuTLS clients, which refuse a cookie-only HRR; may negotiate a group further
-    #: down ``groups`` for clients that already sent a share for the first.
+    #: Make every stateless HelloRetryRequest name a group whenever the client supports one it
+    #: sent no share for, even from a lower tier of ``groups`` (negotiation.group_to_request).
+    #: An override: the default tiers already let GnuTLS clients, which refuse a cookie-only HRR,
+    #: through; this is for a strict order (a flat ``groups``) that must still serve them.
     retry_names_a_group: bool = False
     #: Largest ClientHello accepted (bytes of the handshake message, header included).
     max_client_hello_size: int = 16384
@@ -201,6 +206,8 @@ class ServerConfig:
     #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
     #: server may opt into; None (the default) keeps the stateless path free of any state.
     replay_filter: ReplayFilter | None = None
+    #: ``groups`` as tiers in preference order (an entry that is a single group is a tier of one).
+    group_tiers: tuple[tuple[NamedGroup, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.credentials:
@@ -208,7 +215,17 @@ class ServerConfig:
         if not self.cipher_suites or not self.groups:
             raise LocalProtocolError("ServerConfig needs at least one cipher suite and one group")
         object.__setattr__(self, "cipher_suites", tuple(CipherSuite(s) for s in self.cipher_suites))
-        object.__setattr__(self, "groups", tuple(NamedGroup(g) for g in self.groups))
+        tiers = tuple(
+            tuple(NamedGroup(g) for g in entry)
+            if isinstance(entry, tuple)
+            else (NamedGroup(entry),)
+            for entry in self.groups
+        )
+        flat = [group for tier in tiers for group in tier]
+        if not all(tiers) or len(set(flat)) != len(flat):
+            raise LocalProtocolError("groups: every tier needs a group, and no group twice")
+        object.__setattr__(self, "groups", tuple(t if len(t) > 1 else t[0] for t in tiers))
+        object.__setattr__(self, "group_tiers", tiers)
         for protocol in self.alpn_protocols:
             if not 0 < len(protocol) < 256:
                 raise LocalProtocolError(f"invalid ALPN protocol {protocol!r}")

@@ -78,14 +78,15 @@ def negotiate(
         suite = next((SUITES[s] for s in config.cipher_suites if s in hello.cipher_suites), None)
         if suite is None:
             raise HandshakeFailure("no cipher suite in common")
-        group = next((g for g in config.groups if g in hello.supported_groups), None)
-        if group is None:
-            raise HandshakeFailure("no key exchange group in common")
+        group = _choose_group(config, hello)
     else:
         suite_id, group_id = after_retry
         if suite_id not in config.cipher_suites or suite_id not in hello.cipher_suites:
             raise HandshakeFailure(f"the HRR's cipher suite 0x{suite_id:04x} is no longer allowed")
-        if group_id not in config.groups or group_id not in hello.supported_groups:
+        if (
+            not any(group_id in tier for tier in config.group_tiers)
+            or group_id not in hello.supported_groups
+        ):
             raise HandshakeFailure(f"the HRR's group 0x{group_id:04x} is no longer allowed")
         suite, group = SUITES[suite_id], NamedGroup(group_id)
     client_share = next((s.key_exchange for s in hello.key_share if s.group == group), None)
@@ -108,6 +109,18 @@ def negotiate(
     )
 
 
+def _choose_group(config: ServerConfig, hello: ClientHello) -> NamedGroup:
+    """Our first tier with a group the client supports; in it, the first group the client sent
+    a share for (no HelloRetryRequest needed), else the first it supports."""
+    assert hello.supported_groups is not None and hello.key_share is not None
+    shared = {share.group for share in hello.key_share}
+    for tier in config.group_tiers:
+        supported = [g for g in tier if g in hello.supported_groups]
+        if supported:
+            return next((g for g in supported if g in shared), supported[0])
+    raise HandshakeFailure("no key exchange group in common")
+
+
 def select_alpn(config: ServerConfig, hello: ClientHello) -> bytes:
     """Our most preferred ALPN protocol the client offers; no_application_protocol if none
     (RFC 7301 §3.2; a QUIC client must offer one, RFC 9001 §8.1)."""
@@ -123,19 +136,23 @@ def group_to_request(
 ) -> int | None:
     """The group a stateless HelloRetryRequest names in its key_share, or None for cookie-only.
 
-    The RFC-correct answer is None when the client already sent a share for our group (the HRR
-    then only carries the cookie).  GnuTLS clients (3.7, 3.8) refuse such a cookie-only HRR; with
-    ``ServerConfig.retry_names_a_group`` we name instead our most preferred group that the client
-    supports but sent no share for, if there is one (RFC 8446 §4.1.4 forbids naming a group the
-    client already sent a share for).
+    When the client sent no share for our group, that group.  When it did, RFC 8446 §4.1.4
+    forbids naming it again, and a cookie-only HRR is correct; but GnuTLS clients (3.7, 3.8)
+    refuse one.  So we name another group of the same tier (equal preference: it costs the
+    client nothing in our ranking) that the client supports and sent no share for, and send a
+    cookie-only HRR only when every such group would demote it (Chromium, which shares our
+    hybrid post-quantum group, keeps it).  ``retry_names_a_group`` names a group of a lower tier
+    too rather than send a cookie-only HRR.
     """
     if negotiated.client_share is None:
         return negotiated.group
-    if not config.retry_names_a_group:
-        return None
     assert hello.supported_groups is not None and hello.key_share is not None
     shared = {share.group for share in hello.key_share}
-    return next((g for g in config.groups if g in hello.supported_groups and g not in shared), None)
+    tiers = config.group_tiers
+    position = next(i for i, tier in enumerate(tiers) if negotiated.group in tier)
+    allowed = tiers[position:] if config.retry_names_a_group else tiers[position : position + 1]
+    unshared = (g for tier in allowed for g in tier if g in hello.supported_groups)
+    return next((g for g in unshared if g not in shared), None)
 
 
 def _choose_credential(

@@ -17,12 +17,12 @@ from tests.servers import RunningServer, ServerFactory, http_handler
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """``tls_server(stateless=True, handler=http_handler, limits=None, **config_options)``."""
+    """``tls_server(validation="hrr", handler=http_handler, limits=None, **config_options)``."""
     loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Event]] = []
 
     def start(
         *,
-        stateless: bool = True,
+        validation: str = "hrr",
         handler: Callable[[TLSStream], Awaitable[None]] = http_handler,
         limits: Limits | None = None,
         key_type: str = "ecdsa-p256",
@@ -44,7 +44,7 @@ def tls_server(tmp_path: Path) -> Iterator[ServerFactory]:
                 "127.0.0.1",
                 0,
                 limits=limits,
-                stateless=stateless,
+                validation=validation,
                 on_report=lambda r: running[0].reports.append(r),
             )
             port = server.sockets[0].getsockname()[1]

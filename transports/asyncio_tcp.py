@@ -21,11 +21,15 @@ from collections.abc import Awaitable, Callable
 from stateless13 import ServerConfig
 
 from .common import (
+    TCP_VALIDATIONS,
     Admission,
     ConnectionReport,
     Limits,
     RateLimitedWarning,
+    Reporter,
+    ServerStats,
     StreamState,
+    Validation,
     WriteTimeout,
     connection_budget,
     default_backlog,
@@ -133,17 +137,15 @@ class _Front:
         config: ServerConfig,
         handler: Handler,
         limits: Limits,
-        stateless: bool,
+        validation: Validation,
         on_report: ReportCallback | None,
         max_connections: int,
     ) -> None:
         self.config = config
         self.handler = handler
         self.limits = limits
-        self.stateless = stateless
-        self.on_report = on_report
-        self.admission = Admission(limits, max_connections)
-        self._refusals = RateLimitedWarning("connections refused at accept")
+        self.admission = Admission(limits, max_connections, validation)
+        self.report = Reporter(on_report)
         self.writers: set[asyncio.StreamWriter] = set()  # every connection open
         self.streams: set[TLSStream] = set()  # those past their handshake
         self.stopping = False
@@ -154,11 +156,11 @@ class _Front:
         full = "stopping" if self.stopping else self.admission.admit(source)
         if full is not None:
             writer.close()  # refused before reading a byte: nothing is spent on it
-            self._report(ConnectionReport.refused(peer, full), refused=True)
+            self.report(ConnectionReport.refused(peer, full))
             return
         self.writers.add(writer)
         try:
-            await self._serve(reader, writer, peer, source)
+            await self._serve(reader, writer, peer, source, self.admission.stateless())
         except asyncio.CancelledError:
             # The server is stopping.  Ending the task normally spares Python 3.11's
             # StreamReaderProtocol a traceback per connection for a cancelled task.
@@ -173,11 +175,13 @@ class _Front:
         writer: asyncio.StreamWriter,
         peer: tuple[str, int],
         source: str,
+        stateless: bool,
     ) -> None:
         started = time.monotonic()
+        handshake_time: float | None = None
         session = MemoryServer(
             self.config,
-            stateless=self.stateless,
+            stateless=stateless,
             peer=peer,
             max_handshake_buffer=self.limits.max_handshake_buffer,
         )
@@ -189,6 +193,7 @@ class _Front:
                 )
             finally:
                 self.admission.handshake_over(source)
+                handshake_time = time.monotonic() - started
             if session.handshake is not None:
                 stream = TLSStream(reader, writer, session, received, self.limits)
                 self.streams.add(stream)
@@ -212,7 +217,16 @@ class _Front:
         finally:
             if not writer.is_closing():
                 writer.close()
-            self._report(ConnectionReport.of(session, peer, time.monotonic() - started, error))
+            self.report(
+                ConnectionReport.of(
+                    session,
+                    peer,
+                    time.monotonic() - started,
+                    error,
+                    validation="hrr" if stateless else "none",
+                    handshake_time=handshake_time if session.handshake is not None else None,
+                )
+            )
 
     async def _handshake(
         self, session: MemoryServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -225,14 +239,6 @@ class _Front:
             writer.write(handshake_step(session, data, received))
             await writer.drain()
         return received
-
-    def _report(self, report: ConnectionReport, *, refused: bool = False) -> None:
-        if refused:  # a flood of them must not become a flood of log lines
-            self._refusals(report.error)
-        else:
-            logger.info("%s", report.log_line())
-        if self.on_report is not None:
-            self.on_report(report)
 
 
 def quiet_accept_failures(loop: asyncio.AbstractEventLoop) -> None:
@@ -267,6 +273,20 @@ class TLSServer:
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
         return self.server.sockets
+
+    @property
+    def stats(self) -> ServerStats:
+        """Counters of every connection so far (``log_stats`` logs them as one line)."""
+        return self._front.report.stats
+
+    def log_stats(self) -> None:
+        """Log the stat line: totals, the rate since the last line, and what is open now."""
+        admission = self._front.admission
+        self.stats.log_line(
+            in_progress=admission.handshaking,
+            open=admission.open,
+            validating=int(admission.validating),
+        )
 
     async def serve_forever(self) -> None:
         await self.server.serve_forever()
@@ -311,13 +331,16 @@ async def serve(
     port: int = 0,
     *,
     limits: Limits | None = None,
-    stateless: bool = True,
+    validation: Validation | str = Validation.ADAPTIVE,
     on_report: ReportCallback | None = None,
     **server_options: object,
 ) -> TLSServer:
     """Start a TLS 1.3 server; like ``asyncio.start_server`` but ``handler`` takes a TLSStream.
 
-    ``stateless=False`` runs ordinary handshakes (an HRR only when the key shares do not fit).
+    ``validation``: ``"adaptive"`` (the default: the stateless HelloRetryRequest only while
+    more than ``limits.adaptive_handshakes`` connections are handshaking, an ordinary 1-RTT
+    handshake otherwise), ``"hrr"`` (always) or ``"none"`` (ordinary handshakes: an HRR only
+    when the key shares do not fit).
     ``on_report`` receives a :class:`ConnectionReport` per connection (also logged at INFO on
     the ``stateless13.server`` logger).  Extra keyword arguments go to ``asyncio.start_server``
     (e.g. ``reuse_port=True``; ``backlog`` defaults to ``default_backlog()``: 511 unless
@@ -327,7 +350,12 @@ async def serve(
     assert isinstance(backlog, int)
     limits = limits or Limits()
     front = _Front(
-        config, handler, limits, stateless, on_report, connection_budget(limits, backlog)
+        config,
+        handler,
+        limits,
+        Validation.parse(validation, TCP_VALIDATIONS),
+        on_report,
+        connection_budget(limits, backlog),
     )
     quiet_accept_failures(asyncio.get_running_loop())
     server = await asyncio.start_server(front.accept, host, port, **server_options)  # type: ignore[arg-type]

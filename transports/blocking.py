@@ -29,7 +29,10 @@ from .common import (
     HandshakeError,
     Limits,
     RateLimitedWarning,
+    Reporter,
+    ServerStats,
     StreamState,
+    Validation,
     WriteTimeout,
     connection_budget,
     default_backlog,
@@ -141,7 +144,7 @@ class ThreadedServer:
         port: int,
         *,
         limits: Limits,
-        stateless: bool,
+        validation: Validation | str,
         on_report: Callable[[ConnectionReport], None] | None,
         reuse_port: bool = False,
         backlog: int | None = None,
@@ -149,13 +152,13 @@ class ThreadedServer:
         self.config = config
         self.handler = handler
         self.limits = limits
-        self.stateless = stateless
-        self.on_report = on_report
         backlog = default_backlog() if backlog is None else backlog
-        self._admission = Admission(limits, connection_budget(limits, backlog))
+        self._admission = Admission(
+            limits, connection_budget(limits, backlog), Validation(validation)
+        )
+        self.report = Reporter(on_report)
         self._stopping = threading.Event()
         self._accept_failed = RateLimitedWarning("accept() failed, retrying")
-        self._refusals = RateLimitedWarning("connections refused at accept")
         self.socket = socket.create_server((host, port), reuse_port=reuse_port, backlog=backlog)
         self.socket.settimeout(0.2)  # so serve_forever notices shutdown()
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
@@ -176,10 +179,11 @@ class ThreadedServer:
                 full = self._admission.admit(source)
                 if full is not None:
                     sock.close()
-                    self._report(ConnectionReport.refused(peer, full), refused=True)
+                    self.report(ConnectionReport.refused(peer, full))
                     continue
+                stateless = self._admission.stateless()
                 threading.Thread(
-                    target=self._serve_one, args=(sock, peer, source), daemon=True
+                    target=self._serve_one, args=(sock, peer, source, stateless), daemon=True
                 ).start()
         finally:
             self.socket.close()
@@ -187,15 +191,23 @@ class ThreadedServer:
     def shutdown(self) -> None:
         self._stopping.set()
 
-    def _serve_one(self, sock: socket.socket, peer: tuple[str, int], source: str) -> None:
+    @property
+    def stats(self) -> ServerStats:
+        return self.report.stats
+
+    def _serve_one(
+        self, sock: socket.socket, peer: tuple[str, int], source: str, stateless: bool
+    ) -> None:
         started = time.monotonic()
-        session = _session(self.config, peer, self.stateless, self.limits)
+        handshake_time: float | None = None
+        session = _session(self.config, peer, stateless, self.limits)
         error: str | None = None
         try:
             try:
                 received = _handshake(sock, session, self.limits)
             finally:
                 self._admission.handshake_over(source)
+                handshake_time = time.monotonic() - started
             if session.handshake is not None:
                 try:
                     self.handler(BlockingTLSStream(sock, session, received, self.limits))
@@ -211,15 +223,16 @@ class ThreadedServer:
         finally:
             sock.close()
             self._admission.closed()
-            self._report(ConnectionReport.of(session, peer, time.monotonic() - started, error))
-
-    def _report(self, report: ConnectionReport, *, refused: bool = False) -> None:
-        if refused:  # a flood of them must not become a flood of log lines
-            self._refusals(report.error)
-        else:
-            logger.info("%s", report.log_line())
-        if self.on_report is not None:
-            self.on_report(report)
+            self.report(
+                ConnectionReport.of(
+                    session,
+                    peer,
+                    time.monotonic() - started,
+                    error,
+                    validation="hrr" if stateless else "none",
+                    handshake_time=handshake_time if session.handshake is not None else None,
+                )
+            )
 
 
 def serve(
@@ -229,19 +242,23 @@ def serve(
     port: int = 0,
     *,
     limits: Limits | None = None,
-    stateless: bool = True,
+    validation: Validation | str = Validation.ADAPTIVE,
     on_report: Callable[[ConnectionReport], None] | None = None,
     reuse_port: bool = False,
     backlog: int | None = None,
 ) -> ThreadedServer:
-    """A bound server; call ``serve_forever()`` (e.g. in a thread) and later ``shutdown()``."""
+    """A bound server; call ``serve_forever()`` (e.g. in a thread) and later ``shutdown()``.
+
+    ``validation``: ``"adaptive"`` (the stateless HRR only while more than
+    ``limits.adaptive_handshakes`` connections are handshaking), ``"hrr"`` (always) or
+    ``"none"`` (ordinary handshakes)."""
     return ThreadedServer(
         config,
         handler,
         host,
         port,
         limits=limits or Limits(),
-        stateless=stateless,
+        validation=validation,
         on_report=on_report,
         reuse_port=reuse_port,
         backlog=backlog,

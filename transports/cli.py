@@ -9,14 +9,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
+import shlex
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from stateless13 import (
     CipherSuite,
@@ -28,7 +39,42 @@ from stateless13 import (
     keylog_to_file,
 )
 
-from .common import DEFAULT_BACKLOG, Limits, raise_open_file_limit
+from .common import (
+    DEFAULT_BACKLOG,
+    STATS_LOGGER,
+    TCP_VALIDATIONS,
+    Limits,
+    Validation,
+    raise_open_file_limit,
+)
+
+#: Exit statuses.  An operator's mistake is told in one line on stderr (``stateless13: ...``),
+#: never as a traceback, so that it reads as what to fix rather than as a bug of ours.
+EXIT_RUNTIME = 1  # it started, then could not serve: the address cannot be bound, workers die
+EXIT_USAGE = 2  # nothing started: bad arguments or configuration (argparse's own status too)
+EXIT_STATUS_HELP = f"""\
+exit status:
+  0  stopped by SIGINT or SIGTERM (graceful: see --stop-timeout)
+  {EXIT_RUNTIME}  could not serve: the address cannot be bound (port in use, no permission,
+     unknown host), or --workers kept dying
+  {EXIT_USAGE}  bad usage or configuration, nothing started: an unknown option or name; a
+     --cert, --key, --keylog or --cookie-key-file that cannot be used; --quic without aioquic
+"""
+
+#: What --quic needs: the ``quic`` extra of pyproject.toml (a test keeps the two equal).
+QUIC_REQUIREMENT = "aioquic>=1.2,<1.8"
+#: aioquic's loggers: per-connection INFO chatter ("Duplicate CRYPTO data received", "ALPN
+#: negotiated protocol h3") that would bury our one line per connection; shown with --verbose.
+AIOQUIC_LOGGERS = ("quic", "http3")
+
+
+class CommandError(Exception):
+    """Reported by :func:`main` as one line, ``stateless13: <message>``, with exit ``status``."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 GROUP_NAMES = {
     "x25519": NamedGroup.x25519,
@@ -54,14 +100,59 @@ def _names(table: dict[str, CipherSuite] | dict[str, NamedGroup], text: str) -> 
         ) from None
 
 
+def _group_tiers(text: str) -> tuple[NamedGroup | tuple[NamedGroup, ...], ...]:
+    """``x25519mlkem768,x25519+p256+p384``: commas between tiers in preference order, ``+``
+    between groups of one tier (preferred equally; ServerConfig.groups)."""
+    tiers = []
+    for tier in text.split(","):
+        if not tier.strip():
+            continue
+        groups = tuple(NamedGroup(g) for g in _names(GROUP_NAMES, tier.replace("+", ",")))
+        tiers.append(groups[0] if len(groups) == 1 else groups)
+    return tuple(tiers)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535; 0: a free one)")
+    return port
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number}: must be at least 1")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line too, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"stateless13: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stateless13", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="stateless13", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"stateless13 {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run a TLS 1.3 server on TCP")
+    serve = commands.add_parser(
+        "serve",
+        help="run a TLS 1.3 server on TCP",
+        description=__doc__.splitlines()[0],
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the epilog's lines
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    serve.add_argument("--port", type=_port, default=0, help="port (default: a free one, printed)")
     serve.add_argument("--cert", type=Path, help="PEM certificate chain (default: self-signed)")
     serve.add_argument("--key", type=Path, help="PEM private key for --cert")
     serve.add_argument("--hostname", default="localhost", help="name for the self-signed cert")
@@ -78,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--groups",
-        type=lambda t: _names(GROUP_NAMES, t),
-        help="groups in preference order, e.g. x25519mlkem768,x25519,p256,p384",
+        type=_group_tiers,
+        help="groups in preference order, '+' joining groups preferred equally (default"
+        " x25519mlkem768,x25519+p256+p384: within a tier a client keeps the group it sent a"
+        " share for, and the stateless HRR can name another without demoting it)",
     )
     serve.add_argument(
         "--suites",
@@ -87,15 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="cipher suites in preference order, e.g. aes128,aes256,chacha20",
     )
     serve.add_argument(
-        "--no-stateless",
-        action="store_true",
-        help="ordinary handshakes: HRR only when the client's key shares do not fit",
-    )
-    serve.add_argument(
         "--retry-names-a-group",
         action="store_true",
-        help="every HRR names a key share group (GnuTLS clients refuse a cookie-only HRR);"
-        " may negotiate a group further down the preference list",
+        help="every stateless HRR names a group the client sent no share for, even from a lower"
+        " tier of --groups (an override: the default groups already serve GnuTLS clients,"
+        " which refuse a cookie-only HRR)",
     )
     serve.add_argument(
         "--cookie-key-file",
@@ -139,9 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--validation",
-        choices=("hrr", "retry", "both", "none"),
-        default="hrr",
-        help="with --quic: how a new client proves its address (default: stateless HRR)",
+        choices=[v.value for v in Validation],
+        default=Validation.ADAPTIVE.value,
+        help="how a new client proves its address: adaptive (default: the stateless HRR only"
+        " while more than 64 connections are handshaking; with --quic, a Retry under a flood of"
+        " new clients), hrr (always the stateless HRR), none (ordinary handshakes: an HRR only"
+        " when the key shares do not fit); with --quic also retry and both",
+    )
+    serve.add_argument(
+        "--stats-interval",
+        type=float,
+        default=60.0,
+        help="seconds between stat lines (handshakes, HRRs, cookies, refusals and failures by"
+        " reason, in progress; logged with --quiet too); 0: none (default %(default)s)",
     )
     serve.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT on the socket")
     serve.add_argument(
@@ -153,33 +252,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_at_least_one,
         default=1,
         help="worker processes sharing the port through SO_REUSEPORT (the kernel spreads"
         " connections); they share the certificate and the cookie keys",
     )
     serve.add_argument("--quiet", action="store_true", help="no per-connection log lines")
+    serve.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="with --quic, also aioquic's own INFO log lines (quiet otherwise)",
+    )
     return parser
 
 
-def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
+def build_config(
+    args: argparse.Namespace, cleanup: contextlib.ExitStack
+) -> tuple[ServerConfig, str]:
+    """The server's configuration, and what the banner says of its certificate.
+
+    Anything given that cannot be used raises :class:`CommandError`.  A generated certificate is
+    written into a temporary directory that ``cleanup`` removes.
+    """
     if args.cert or args.key:
         if not (args.cert and args.key):
-            raise SystemExit("--cert and --key go together")
-        credential = Credential.from_pem(args.cert.read_bytes(), args.key.read_bytes())
+            raise CommandError("--cert and --key go together")
+        credential = _load_credential(args.cert, args.key)
         described = f"certificate {args.cert}"
     else:
         credential = Credential.self_signed(args.hostname)
-        cert_path = Path(tempfile.mkdtemp(prefix="stateless13-")) / "cert.pem"
+        cert_path = _temporary_directory(cleanup) / "cert.pem"
         cert_path.write_bytes(credential.certificate_pem())
         described = f"self-signed certificate for {args.hostname}, written to {cert_path}"
     options: dict[str, object] = {}
     if args.cookie_key_file is not None:
-        if not args.cookie_key_file.exists():
-            CookieKeyRing.write_new_key_file(args.cookie_key_file)
-        options["cookie_keys"] = CookieKeyRing.from_file(args.cookie_key_file)
+        options["cookie_keys"] = _cookie_keys(args.cookie_key_file)
     elif os.environ.get("STATELESS13_COOKIE_KEYS"):
-        options["cookie_keys"] = CookieKeyRing.from_env("STATELESS13_COOKIE_KEYS")
+        try:
+            options["cookie_keys"] = CookieKeyRing.from_env("STATELESS13_COOKIE_KEYS")
+        except ValueError as error:
+            raise CommandError(_naming("$STATELESS13_COOKIE_KEYS", error)) from None
     if args.groups:
         options["groups"] = args.groups
     if args.retry_names_a_group:
@@ -191,12 +304,102 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, str]:
     options["alpn_protocols"] = tuple(p.encode() for p in alpn.split(",") if p)
     options["max_client_hello_size"] = args.max_client_hello_size
     try:
-        if args.keylog is not None:
+        if args.keylog is not None:  # refused now, in one line, rather than at every handshake
             options["keylog"] = keylog_to_file(args.keylog)
         config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
     except ValueError as error:  # LocalProtocolError: a setting that cannot work
-        raise SystemExit(f"stateless13: {error}") from None
+        raise CommandError(str(error)) from None
     return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
+
+
+def _load_credential(cert: Path, key: Path) -> Credential:
+    chain_pem, key_pem = _read(cert, "--cert"), _read(key, "--key")
+    # Parsed here first only to say which file is wrong; Credential.from_pem does not.
+    try:
+        x509.load_pem_x509_certificates(chain_pem)
+    except ValueError:
+        raise CommandError(f"--cert {cert}: no PEM certificate in it") from None
+    try:
+        serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:  # cryptography's way of saying "encrypted, and no password given"
+        raise CommandError(f"--key {key}: the key is encrypted; give it unencrypted") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise CommandError(f"--key {key}: no PEM private key in it") from None
+    try:
+        return Credential.from_pem(chain_pem, key_pem)
+    except ValueError as error:  # LocalProtocolError: not the certificate's key, or unusable
+        raise CommandError(f"--cert {cert}, --key {key}: {error}") from None
+
+
+def _read(path: Path, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CommandError(f"{option} {path}: {_reason(error)}") from None
+
+
+def _cookie_keys(path: Path) -> CookieKeyRing:
+    """The ring in ``path``; the first server of a fleet creates the file (one random key)."""
+    try:
+        # O_EXCL, not an exists() check first: servers of a fleet may start at the same moment.
+        with contextlib.suppress(FileExistsError):
+            CookieKeyRing.write_new_key_file(path)
+        return CookieKeyRing.from_file(path)
+    except OSError as error:
+        raise CommandError(f"--cookie-key-file {path}: {_reason(error)}") from None
+    except ValueError as error:  # not hex, a key too short, no key at all, not text
+        raise CommandError(f"--cookie-key-file {_naming(str(path), error)}") from None
+
+
+def _naming(source: str, error: ValueError) -> str:
+    """``error``'s message, prefixed by ``source`` unless it starts with it already (the key
+    parser says ``FILE:LINE: not a hex key``)."""
+    message = str(error)
+    return message if message.startswith(source) else f"{source}: {message}"
+
+
+def _reason(error: OSError) -> str:
+    """The system's words for ``error`` ("Address already in use"), without the path or the
+    address that the message it goes into names already."""
+    if isinstance(error.errno, int) and error.errno > 0:
+        return os.strerror(error.errno)
+    return error.strerror or str(error)  # getaddrinfo's (negative errno), asyncio's own
+
+
+def _temporary_directory(cleanup: contextlib.ExitStack) -> Path:
+    """A new private directory, removed at exit by this process only: forked workers inherit
+    ``cleanup`` but must not remove what the parent and the other workers still use."""
+    directory = Path(tempfile.mkdtemp(prefix="stateless13-"))
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    cleanup.callback(remove)
+    return directory
+
+
+def _require_aioquic() -> None:
+    """Fail with one line saying how to install aioquic if --quic cannot import it."""
+    try:
+        importlib.import_module(".quic_server", __package__)
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "aioquic":
+            raise
+        install = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(QUIC_REQUIREMENT)}"
+        raise CommandError(
+            f"--quic needs aioquic, which is not installed: {install}"
+            " (from a clone, ./serve installs it)"
+        ) from None
+
+
+def _cannot_listen(args: argparse.Namespace, error: OSError) -> CommandError:
+    transport = "UDP" if args.quic else "TCP"
+    return CommandError(
+        f"cannot listen on {_host_port(args.host, args.port)} ({transport}): {_reason(error)}",
+        EXIT_RUNTIME,
+    )
 
 
 async def _serve_quic(
@@ -211,17 +414,20 @@ async def _serve_quic(
     from .quic_server import serve_quic
 
     options = QuicOptions() if secret is None else QuicOptions(secret=secret)
-    server = await serve_quic(
-        config,
-        args.host,
-        args.port,
-        validation=args.validation,
-        options=options,
-        reuse_port=args.reuse_port or args.workers > 1,
-    )
+    try:
+        server = await serve_quic(
+            config,
+            args.host,
+            args.port,
+            validation=args.validation,
+            options=options,
+            reuse_port=args.reuse_port or args.workers > 1,
+        )
+    except OSError as error:
+        raise _cannot_listen(args, error) from None
     if described is not None:
         _announce(args, server.address, described, config)
-    async with server:
+    async with server, _stat_lines(server.log_stats, args.stats_interval):
         await _until_signalled()
     if described is not None:
         print("stateless13: shut down", flush=True)
@@ -239,20 +445,24 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         max_concurrent_handshakes=args.max_handshakes,
     )
 
-    server = await serve(
-        config,
-        http_page if args.mode == "http" else echo,
-        args.host,
-        args.port,
-        limits=limits,
-        stateless=not args.no_stateless,
-        reuse_port=args.reuse_port or args.workers > 1 or None,
-        **({} if args.backlog is None else {"backlog": args.backlog}),
-    )
+    try:
+        server = await serve(
+            config,
+            http_page if args.mode == "http" else echo,
+            args.host,
+            args.port,
+            limits=limits,
+            validation=args.validation,
+            reuse_port=args.reuse_port or args.workers > 1 or None,
+            **({} if args.backlog is None else {"backlog": args.backlog}),
+        )
+    except OSError as error:
+        raise _cannot_listen(args, error) from None
     if described is not None:
         _announce(args, server.sockets[0].getsockname()[:2], described, config)
     try:
-        await _until_signalled()
+        async with _stat_lines(server.log_stats, args.stats_interval):
+            await _until_signalled()
     finally:  # graceful: idle connections get close_notify, busy ones --stop-timeout seconds
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -260,6 +470,26 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         await server.stop(args.stop_timeout)
     if described is not None:
         print("stateless13: shut down", flush=True)
+
+
+@contextlib.asynccontextmanager
+async def _stat_lines(log: Callable[[], None], interval: float) -> AsyncIterator[None]:
+    """Log the stat line every ``interval`` seconds (0: never), and once more at the end."""
+    if interval <= 0:
+        yield
+        return
+
+    async def every() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            log()
+
+    task = asyncio.create_task(every())
+    try:
+        yield
+    finally:
+        task.cancel()
+        log()
 
 
 async def _until_signalled() -> None:
@@ -274,34 +504,63 @@ async def _until_signalled() -> None:
 def _announce(
     args: argparse.Namespace, address: tuple[str, int], described: str, config: ServerConfig
 ) -> None:
+    """The banner: where it listens, the certificate, and commands to try that work as printed
+    (tests/peers/test_first_run.py runs them)."""
     host, port = address
+    # A client cannot connect to "any address"; the loopback address of its family is one.
+    client_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     if args.quic:
         from .quic_server import spki_pin
 
         print(
-            f"stateless13 {__version__} serving h3 on {host}:{port} over QUIC "
+            f"stateless13 {__version__} serving h3 on {_host_port(host, port)} over QUIC "
             f"(address validation: {args.validation})",
             flush=True,
         )
         print(described, flush=True)
-        gnutls = "" if config.retry_names_a_group else "   (GnuTLS: add --retry-names-a-group)"
-        print(f"try: gtlsclient {host} {port} https://localhost:{port}/{gnutls}", flush=True)
-        print(
-            f"  or: chromium --headless --origin-to-force-quic-on=localhost:{port} "
-            f"--ignore-certificate-errors-spki-list={spki_pin(config.credentials[0])} "
-            f"--dump-dom https://localhost:{port}/",
-            flush=True,
-        )
+        url = f"https://localhost:{port}/"
+        # Without --exit-on-all-streams-close gtlsclient waits for its idle timeout (30 s).
+        gtlsclient = ["gtlsclient", "--exit-on-all-streams-close", client_host, str(port), url]
+        chromium = [
+            "chromium",
+            "--headless",
+            # Chromium refuses to start as root without it; whoever runs the server as root
+            # probably runs the browser as root too.
+            *(["--no-sandbox"] if os.geteuid() == 0 else []),
+            f"--origin-to-force-quic-on=localhost:{port}",
+            # Chromium resolves localhost to ::1 before 127.0.0.1 and does not fall back to the
+            # other for QUIC: send it to the address the server is bound to.
+            f"--host-resolver-rules=MAP localhost {_bracketed(client_host)}",
+            f"--ignore-certificate-errors-spki-list={spki_pin(config.credentials[0])}",
+            "--dump-dom",
+            url,
+        ]
+        print(f"try: {shlex.join(gtlsclient)}", flush=True)
+        print(f"  or: {shlex.join(chromium)}", flush=True)
         return
-    front = "stateless HelloRetryRequest on" if not args.no_stateless else "ordinary handshakes"
-    print(f"stateless13 {__version__} serving {args.mode} on {host}:{port} ({front})", flush=True)
-    print(described, flush=True)
     print(
-        f"try: openssl s_client -connect {host}:{port} -servername {args.hostname} -tls1_3",
+        f"stateless13 {__version__} serving {args.mode} on {_host_port(host, port)}"
+        f" (validation: {args.validation})",
         flush=True,
     )
+    print(described, flush=True)
+    s_client = ["openssl", "s_client", "-connect", _host_port(client_host, port)]
+    s_client += ["-servername", args.hostname, "-tls1_3"]
+    hint = "then type GET / HTTP/1.0 and Enter twice" if args.mode == "http" else "type a line"
+    print(f"try: {shlex.join(s_client)}   # {hint}", flush=True)
     if args.mode == "http":
-        print(f"  or: curl -k --tlsv1.3 https://{host}:{port}/", flush=True)
+        curl = ["curl", "-k", "--tlsv1.3", f"https://{_host_port(client_host, port)}/"]
+        print(f"  or: {shlex.join(curl)}", flush=True)
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as in URLs; other hosts as they are."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _host_port(host: str, port: int) -> str:
+    """``host:port`` as URLs and ``openssl s_client -connect`` take it."""
+    return f"{_bracketed(host)}:{port}"
 
 
 #: A worker that dies is restarted after a pause that doubles from the first (0.5 s) up to
@@ -323,28 +582,23 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     placeholder = socket.socket(family, socket.SOCK_DGRAM if args.quic else socket.SOCK_STREAM)
     placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    placeholder.bind((args.host, args.port))
-    args.port = placeholder.getsockname()[1]
+    try:
+        placeholder.bind((args.host, args.port))
+    except OSError as error:
+        placeholder.close()
+        raise _cannot_listen(args, error) from None
+    bound = placeholder.getsockname()[:2]
+    args.port = bound[1]
     quic_secret = os.urandom(32)  # shared by the QUIC workers, like the cookie keys
 
     def start_worker() -> int:
         pid = os.fork()
-        if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            placeholder.close()
-            worker = (
-                _serve_quic(args, config, None, quic_secret)
-                if args.quic
-                else _serve(args, config, None)
-            )
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(worker)
-            os._exit(0)
+        if pid == 0:
+            _run_worker(args, config, quic_secret, placeholder)
         return pid
 
     children = {start_worker() for _ in range(args.workers)}
-    _announce(args, (args.host, args.port), described, config)
+    _announce(args, bound, described, config)
     print(f"{args.workers} workers: {' '.join(map(str, sorted(children)))}", flush=True)
     placeholder.close()
 
@@ -399,6 +653,34 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
     return status
 
 
+def _run_worker(
+    args: argparse.Namespace, config: ServerConfig, quic_secret: bytes, placeholder: socket.socket
+) -> NoReturn:
+    """A forked worker: serve until SIGTERM, then leave with os._exit, whatever happens, so that
+    it never returns into the parent's code (its worker loop, its cleanup)."""
+    status = EXIT_RUNTIME
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        placeholder.close()
+        worker = (
+            _serve_quic(args, config, None, quic_secret)
+            if args.quic
+            else _serve(args, config, None)
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(worker)
+        status = 0
+    except CommandError as error:
+        print(f"stateless13: {error}", file=sys.stderr)
+    except BaseException:  # a bug: show it, and die like any worker (the parent restarts it)
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -408,10 +690,29 @@ def main(argv: list[str] | None = None) -> int:
         else "%(asctime)s [%(process)d] %(message)s",
         stream=sys.stderr,
     )
-    if args.workers < 1:
-        raise SystemExit("--workers must be at least 1")
+    for name in AIOQUIC_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger(STATS_LOGGER).setLevel(logging.INFO)  # with --quiet too
+    try:
+        with contextlib.ExitStack() as cleanup:
+            return _run(args, cleanup)
+    except CommandError as error:
+        print(f"stateless13: {error}", file=sys.stderr, flush=True)
+        return error.status
+    except KeyboardInterrupt:  # stopped before it served: a stop like any other
+        return 0
+
+
+def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
+    # Until the event loop's own handlers take over, SIGTERM stops as Ctrl-C does, so that the
+    # cleanup (the generated certificate's directory) runs for it too.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if args.quic:
+        _require_aioquic()
+    elif Validation(args.validation) not in TCP_VALIDATIONS:
+        raise CommandError(f"--validation {args.validation} is for --quic only (QUIC Retry)")
     raise_open_file_limit()  # connections are limited from it (Limits.max_connections)
-    config, described = build_config(args)
+    config, described = build_config(args, cleanup)
     if args.workers > 1:
         return _serve_workers(args, config, described)
     serving = (
@@ -420,6 +721,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serving)
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

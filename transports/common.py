@@ -6,13 +6,16 @@ The adapters own the sockets and the clock; what to do with the bytes is decided
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import enum
 import ipaddress
 import logging
 import re
 import resource
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stateless13 import (
@@ -24,6 +27,8 @@ from stateless13 import (
 from .memory import MemoryServer
 
 logger = logging.getLogger("stateless13.server")
+#: The stat lines' logger: an operator who silences the per-connection lines keeps these.
+STATS_LOGGER = "stateless13.stats"
 
 
 class WriteTimeout(ConnectionError):
@@ -36,6 +41,55 @@ class WriteTimeout(ConnectionError):
 class HandshakeError(Exception):
     """``accept_tls``: the handshake did not complete (refused by TLS, timed out, over a limit,
     the client left); our alert, if any, was sent."""
+
+
+class Validation(enum.Enum):
+    """How a server makes a new client prove its address before it spends on it.
+
+    TCP takes ``ADAPTIVE``, ``HRR`` and ``NONE``; QUIC all five (``quic_front``)."""
+
+    #: The stateless HelloRetryRequest only under pressure (``PressureGauge``): an idle server
+    #: answers ClientHello1 at once and saves honest clients the round trip, as Linux SYN
+    #: cookies and msquic's RetryMemoryLimit do; QUIC goes on to a Retry under an Initial flood.
+    ADAPTIVE = "adaptive"
+    HRR = "hrr"  # always a stateless HelloRetryRequest; ClientHello2 returns its cookie
+    RETRY = "retry"  # QUIC: a Retry with a stateless token, then an ordinary handshake
+    BOTH = "both"  # QUIC: a Retry, then the stateless HRR
+    NONE = "none"  # never: an ordinary handshake (an HRR only if the key shares do not fit)
+
+    @classmethod
+    def parse(cls, value: Validation | str, allowed: tuple[Validation, ...]) -> Validation:
+        """``value`` (a member or its value, e.g. ``"hrr"``) if it is one of ``allowed``."""
+        try:
+            validation = cls(value)
+        except ValueError:
+            validation = None
+        if validation not in allowed:
+            names = ", ".join(v.value for v in allowed)
+            raise LocalProtocolError(f"validation must be one of {names}, not {value!r}")
+        return validation
+
+
+TCP_VALIDATIONS = (Validation.ADAPTIVE, Validation.HRR, Validation.NONE)
+
+
+class PressureGauge:
+    """Whether a server is under pressure, from a load figure (handshakes in progress, Initials
+    per second): on once it goes above ``high``, off again only at or below half of it, so a
+    server near the threshold does not flip with every connection."""
+
+    __slots__ = ("high", "on")
+
+    def __init__(self, high: float) -> None:
+        self.high = high
+        self.on = False
+
+    def __call__(self, load: float) -> bool:
+        if load > self.high:
+            self.on = True
+        elif load <= self.high / 2:
+            self.on = False
+        return self.on
 
 
 #: Connections the kernel queues for accept() (listen's backlog): nginx's 511, not asyncio's 100,
@@ -69,6 +123,10 @@ class Limits:
     #: Bytes buffered from a client before the stateless front answers (ClientHello records,
     #: CCS, refused early data), counted anew after the HRR.
     max_handshake_buffer: int = 65536
+    #: Validation.ADAPTIVE: the stateless HRR goes on when more connections than this are
+    #: handshaking, off again at half (PressureGauge).  An idle server is far below it; a flood
+    #: of connections that stall or leave after ClientHello1 crosses it within a second.
+    adaptive_handshakes: int = 64
     #: Bytes read from the socket at a time (and so the most buffered per read after the
     #: handshake: the application reads at its own pace, the adapter never reads ahead more).
     read_size: int = 65536
@@ -80,8 +138,8 @@ class Limits:
             raise LocalProtocolError("limits must be positive")
         if self.max_connections is not None and self.max_connections < 1:
             raise LocalProtocolError("max_connections must be positive")
-        if self.max_handshakes_per_source < 1:
-            raise LocalProtocolError("max_handshakes_per_source must be positive")
+        if self.max_handshakes_per_source < 1 or self.adaptive_handshakes < 1:
+            raise LocalProtocolError("max_handshakes_per_source, adaptive_handshakes: positive")
         if not (0 <= self.source_prefix_v4 <= 32 and 0 <= self.source_prefix_v6 <= 128):
             raise LocalProtocolError("source prefixes: 0-32 bits for IPv4, 0-128 for IPv6")
 
@@ -153,10 +211,13 @@ class ConnectionReport:
     duration: float  # seconds from accept (QUIC: from the connection's creation) to close
     error: str | None = None  # the alert (or timeout/limit) and its reason, if it failed
     transport: str = "tcp"  # or "quic"
-    #: QUIC: how the address was validated ("cookie", "retry", "retry+cookie", "none").
+    #: How the address was validated: "hrr" (the stateless HRR's cookie), "none"; QUIC also
+    #: "cookie" (its name for "hrr"), "retry", "retry+cookie".  None: refused before any.
     validation: str | None = None
+    #: Seconds from accept (QUIC: the connection's creation) to the completed handshake.
+    handshake_time: float | None = None
     #: QUIC: the connection's own datagrams (the stateless HRR and the ClientHello1 it answered
-    #: belong to no connection: they are counted in the server's stats).
+    #: belong to no connection: they are counted in the server's stats).  TCP: no datagrams.
     datagrams_in: int | None = None
     bytes_in: int | None = None
     datagrams_out: int | None = None
@@ -169,7 +230,14 @@ class ConnectionReport:
 
     @classmethod
     def of(
-        cls, session: MemoryServer, peer: tuple[str, int], duration: float, error: str | None
+        cls,
+        session: MemoryServer,
+        peer: tuple[str, int],
+        duration: float,
+        error: str | None,
+        *,
+        validation: str,
+        handshake_time: float | None,
     ) -> ConnectionReport:
         """The report of ``session``; ``error`` (a timeout, the socket) before the session's own."""
         return cls(
@@ -179,7 +247,54 @@ class ConnectionReport:
             session.handshake,
             duration,
             error or session.error,
+            validation=validation,
+            handshake_time=handshake_time,
+            bytes_in=session.bytes_in,
+            bytes_out=session.bytes_out,
         )
+
+    @property
+    def outcome(self) -> str:
+        """What became of the client, as the stat line counts it: ``completed``,
+        ``left_after_hrr`` (took the HelloRetryRequest and went: what a flood of spoofed or
+        abandoned ClientHellos looks like, so counted but not logged), or why it failed
+        (``refused_<limit>``, ``handshake_timeout``, an alert's name, ``client_left``...)."""
+        if self.handshake is not None:
+            return "completed" if self.error is None else "failed_after_handshake"
+        error = self.error or "closed"
+        if error.startswith("refused: "):
+            return "refused_" + error.removeprefix("refused: ").split(" ")[0]
+        if error.startswith(("client closed", "socket: ")):
+            left_after_hrr = self.hello_retry and not self.cookie_verified
+            return "left_after_hrr" if left_after_hrr else "client_left"
+        if error.startswith("client sent "):
+            return "client_alert_" + error.removeprefix("client sent ")
+        return error.split(":")[0].split(" (")[0].replace(" ", "_")
+
+    def fields(self) -> dict[str, object]:
+        """The report as flat fields, for a structured log formatter (``extra=``; the names do
+        not clash with LogRecord's own): times in milliseconds, strings as the client sent them
+        (a JSON formatter escapes them; the text line escapes them itself)."""
+        h = self.handshake
+        return {
+            "peer": f"{self.peer[0]}:{self.peer[1]}",
+            "transport": self.transport,
+            "validation": self.validation,
+            "outcome": self.outcome,
+            "hrr": self.hello_retry,
+            "cookie_verified": self.cookie_verified,
+            "suite": h.cipher_suite.name if h else None,
+            "group": h.group.name if h else None,
+            "alpn": h.alpn_protocol if h else None,
+            "sni": h.server_name if h else None,
+            "handshake_ms": None if self.handshake_time is None else self.handshake_time * 1000,
+            "duration_ms": self.duration * 1000,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "datagrams_in": self.datagrams_in,
+            "datagrams_out": self.datagrams_out,
+            "error": self.error,
+        }
 
     def log_line(self) -> str:
         host, port = self.peer[0], self.peer[1]
@@ -198,13 +313,108 @@ class ConnectionReport:
                 f"alpn={_loggable(h.alpn_protocol)}",
                 f"sni={_loggable(h.server_name)}",
             ]
+        if self.handshake_time is not None:
+            parts.append(f"handshake={self.handshake_time * 1000:.1f}ms")
+        parts.append(f"duration={self.duration * 1000:.1f}ms")
         if self.datagrams_in is not None:
             parts.append(f"in={self.datagrams_in}/{self.bytes_in}B")
+        elif self.bytes_in is not None:
+            parts.append(f"in={self.bytes_in}B")
         if self.datagrams_out is not None:
             parts.append(f"out={self.datagrams_out}/{self.bytes_out}B")
-        parts.append(f"duration={self.duration * 1000:.1f}ms")
+        elif self.bytes_out is not None:
+            parts.append(f"out={self.bytes_out}B")
         if self.error is not None:
             parts.append(f"error={self.error!r}")
+        return " ".join(parts)
+
+    def log(self, log: logging.Logger = logger) -> None:
+        """The connection's log line, with its fields as ``extra``: INFO, but DEBUG for a client
+        that left after the HelloRetryRequest (a flood's worth of those is counted instead)."""
+        level = logging.DEBUG if self.outcome == "left_after_hrr" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "%s", self.log_line(), extra=self.fields())
+
+
+class ServerStats:
+    """Counters for a whole server, from its connection reports (no per-client data), and the
+    periodic stat line an operator reads instead of a line per refused or abandoned client."""
+
+    def __init__(self, transport: str = "tcp") -> None:
+        self.transport = transport
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.hello_retries = 0  # connections that got an HRR (QUIC: see its front's stats)
+        self.cookies_verified = 0
+        self.handshake_seconds = 0.0  # summed over completed handshakes
+        self._since = time.monotonic()  # the last snapshot: rates are over the time since
+        self._completed_before = 0
+
+    def record(self, report: ConnectionReport) -> None:
+        self.outcomes[report.outcome] += 1
+        self.hello_retries += report.hello_retry
+        self.cookies_verified += report.cookie_verified
+        if report.handshake is not None and report.handshake_time is not None:
+            self.handshake_seconds += report.handshake_time
+
+    @property
+    def completed(self) -> int:
+        return self.outcomes["completed"] + self.outcomes["failed_after_handshake"]
+
+    def snapshot(self, **gauges: int) -> dict[str, object]:
+        """Totals since start, rates since the last snapshot, and ``gauges`` (in progress...)."""
+        now = time.monotonic()
+        elapsed = max(now - self._since, 1e-9)
+        rate = (self.completed - self._completed_before) / elapsed
+        self._since, self._completed_before = now, self.completed
+        refused = {
+            k.removeprefix("refused_"): v
+            for k, v in self.outcomes.items()
+            if k.startswith("refused_")
+        }
+        failed = {
+            k: v
+            for k, v in self.outcomes.items()
+            if not k.startswith("refused_") and k not in ("completed", "left_after_hrr")
+        }
+        mean = (
+            self.handshake_seconds / self.outcomes["completed"]
+            if self.outcomes["completed"]
+            else 0.0
+        )
+        return {
+            "transport": self.transport,
+            "completed": self.completed,
+            "completed_per_s": rate,
+            "hrr": self.hello_retries,
+            "cookies_verified": self.cookies_verified,
+            "left_after_hrr": self.outcomes["left_after_hrr"],
+            "refused": refused,
+            "failed": failed,
+            "handshake_ms_mean": mean * 1000,
+            **gauges,
+        }
+
+    def log_line(self, **gauges: int) -> None:
+        """Log the stat line (INFO, with the snapshot as ``extra={"stats": ...}``)."""
+        snapshot = self.snapshot(**gauges)
+        logging.getLogger(STATS_LOGGER).info("%s", self.line(snapshot), extra={"stats": snapshot})
+
+    @staticmethod
+    def line(snapshot: dict[str, object]) -> str:
+        def counts(value: object) -> str:
+            assert isinstance(value, dict)
+            return ",".join(f"{k}={v}" for k, v in sorted(value.items())) or "0"
+
+        parts = [f"stats {snapshot['transport']}:"]
+        for key, value in snapshot.items():
+            if key == "transport":
+                continue
+            if isinstance(value, dict):
+                parts.append(f"{key}={counts(value)}")
+            elif isinstance(value, float):
+                parts.append(f"{key}={value:.1f}")
+            else:
+                parts.append(f"{key}={value}")
         return " ".join(parts)
 
 
@@ -227,9 +437,13 @@ class Admission:
     machine, or one customer's network, however many addresses it uses.
     """
 
-    def __init__(self, limits: Limits, max_connections: int) -> None:
+    def __init__(
+        self, limits: Limits, max_connections: int, validation: Validation = Validation.HRR
+    ) -> None:
         self.limits = limits
         self.max_connections = max_connections
+        self.validation = Validation.parse(validation, TCP_VALIDATIONS)
+        self.pressure = PressureGauge(limits.adaptive_handshakes)
         self.open = 0
         self.handshaking = 0
         self._by_source: dict[str, int] = {}
@@ -257,6 +471,18 @@ class Admission:
             self._by_source[source] = self._by_source.get(source, 0) + 1
         return None
 
+    def stateless(self) -> bool:
+        """Whether the connection just admitted gets the stateless HelloRetryRequest: always
+        with Validation.HRR, under pressure (handshakes in progress) with ADAPTIVE."""
+        if self.validation is Validation.ADAPTIVE:
+            return self.pressure(self.handshaking)
+        return self.validation is Validation.HRR
+
+    @property
+    def validating(self) -> bool:
+        """Whether new connections get the stateless HRR now."""
+        return self.validation is Validation.HRR or self.pressure.on
+
     def handshake_over(self, source: str) -> None:
         """The connection's handshake is over, done or failed (it keeps its open slot)."""
         with self._lock:
@@ -270,6 +496,28 @@ class Admission:
     def closed(self) -> None:
         with self._lock:
             self.open -= 1
+
+
+class Reporter:
+    """Where every connection's report goes: the counters (``stats``), the log (a line per
+    connection; refusals and clients that left after the HRR only counted, with a rate-limited
+    warning for refusals) and the application's ``on_report``."""
+
+    def __init__(
+        self, on_report: Callable[[ConnectionReport], None] | None, transport: str = "tcp"
+    ) -> None:
+        self.stats = ServerStats(transport)
+        self.on_report = on_report
+        self._refusals = RateLimitedWarning("connections refused at accept")
+
+    def __call__(self, report: ConnectionReport) -> None:
+        self.stats.record(report)
+        if report.outcome.startswith("refused_"):  # a flood must not become a flood of lines
+            self._refusals(report.error)
+        else:
+            report.log()
+        if self.on_report is not None:
+            self.on_report(report)
 
 
 class StreamState:

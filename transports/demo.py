@@ -1,28 +1,85 @@
-"""The small applications ``stateless13 serve`` runs over a :class:`TLSStream`: an HTTP/1.x page
+"""The small applications ``stateless13 serve`` runs over a :class:`TLSStream`: an HTTP/1.1 page
 saying what was negotiated (``--mode http``), and echo (``--mode echo``).  The tests serve them
 too, so a real client has something to talk to."""
 
 from __future__ import annotations
 
+from email.utils import formatdate
+from http import HTTPStatus
+
+import h11
+
 from .asyncio_tcp import TLSStream
 
 PAGE_TEXT = "Hello from stateless13"
+PAGE_PATHS = (b"/", b"/keyupdate")
+ALLOWED_METHODS = b"GET, HEAD"
 
 
 async def http_page(stream: TLSStream) -> None:
-    """Answer one HTTP/1.x request with a page saying what was negotiated, then close.
+    """Serve HTTP/1.1 (h11) until the client closes, says ``Connection: close`` (or speaks
+    HTTP/1.0, which h11 never keeps alive), goes idle or sends a request that cannot be parsed;
+    then send close_notify.
 
-    ``GET /keyupdate`` first sends a KeyUpdate that asks the client to update too (the
-    convention of tlsfuzzer's test-tls13-keyupdate-from-server.py; OpenSSL s_server's ``K``).
+    ``GET /`` is a page saying what was negotiated; ``GET /keyupdate`` is the same page after a
+    KeyUpdate that asks the client to update too (the convention of tlsfuzzer's
+    test-tls13-keyupdate-from-server.py; OpenSSL s_server's ``K``).  HEAD gets GET's headers;
+    any other path 404; any other method on those two 405.  A malformed request gets 400; a
+    request head still incomplete after h11's limit, 16 KiB
+    (``h11.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE``), gets 431; both then close, as the next request
+    cannot be found in what follows.
     """
-    request = b""
-    while b"\r\n\r\n" not in request and len(request) < 65536:
-        data = await stream.read()
-        if not data:
-            return
-        request += data
-    if request.startswith(b"GET /keyupdate "):
-        stream.update_key(request_peer_update=True)
+    http = h11.Connection(h11.SERVER)
+    request: h11.Request | None = None
+    while True:
+        try:
+            event = http.next_event()
+        except h11.RemoteProtocolError as error:
+            method = request.method if request is not None else b"GET"
+            status, headers, body = _error(error.error_status_hint)
+            await _respond(stream, http, method, status, headers, body)
+            break
+        if event is h11.NEED_DATA:
+            # b"": close_notify, EOF, idle timeout or the server stopping.  A request cut
+            # short by it gets no answer: the client is gone or has stopped sending.
+            data = await stream.read()
+            if not data:
+                break
+            http.receive_data(data)
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage):
+            # The whole request is in (a body is read and dropped: no page takes one), so
+            # the connection can carry the next request once this one is answered.
+            assert request is not None  # h11 gives a Request before its EndOfMessage
+            await _answer(stream, http, request)
+            if http.our_state is h11.MUST_CLOSE:
+                break
+            http.start_next_cycle()
+            request = None
+        elif not isinstance(event, h11.Data):
+            break  # ConnectionClosed or PAUSED: neither comes, as no EOF is fed to h11
+    await stream.close()
+
+
+async def _answer(stream: TLSStream, http: h11.Connection, request: h11.Request) -> None:
+    path = request.target.partition(b"?")[0]
+    if path not in PAGE_PATHS:  # before the method: 405 would say the resource exists
+        status, headers, body = _text(HTTPStatus.NOT_FOUND)
+    elif request.method not in (b"GET", b"HEAD"):
+        status, headers, body = _text(HTTPStatus.METHOD_NOT_ALLOWED)
+        headers.append((b"Allow", ALLOWED_METHODS))
+    else:
+        if request.method == b"GET" and path == b"/keyupdate":
+            stream.update_key(request_peer_update=True)
+        status, headers, body = _page(stream)
+    await _respond(stream, http, request.method, status, headers, body)
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def _page(stream: TLSStream) -> tuple[HTTPStatus, Headers, bytes]:
     info = stream.handshake
     body = (
         f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"
@@ -30,13 +87,44 @@ async def http_page(stream: TLSStream) -> None:
         f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
         f"cookie verified: {'yes' if info.cookie_verified else 'no'}</p>\n"
     ).encode()
-    stream.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-        b"Connection: close\r\n\r\n" + body
-    )
+    return HTTPStatus.OK, [(b"Content-Type", b"text/html; charset=utf-8")], body
+
+
+def _text(status: HTTPStatus) -> tuple[HTTPStatus, Headers, bytes]:
+    body = f"{status.value} {status.phrase}\n".encode()
+    return status, [(b"Content-Type", b"text/plain; charset=utf-8")], body
+
+
+def _error(status_hint: int) -> tuple[HTTPStatus, Headers, bytes]:
+    status, headers, body = _text(HTTPStatus(status_hint))
+    # h11 does not mark a connection whose request failed to parse as closing: say it here
+    headers.append((b"Connection", b"close"))
+    return status, headers, body
+
+
+async def _respond(
+    stream: TLSStream,
+    http: h11.Connection,
+    method: bytes,
+    status: HTTPStatus,
+    headers: Headers,
+    body: bytes,
+) -> None:
+    """Send one response; HEAD gets the headers GET would, Content-Length included."""
+    headers = [
+        *headers,
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Date", formatdate(usegmt=True).encode()),
+        (b"Server", b"stateless13"),
+    ]
+    response = h11.Response(status_code=status.value, reason=status.phrase, headers=headers)
+    data = http.send(response)
+    if method != b"HEAD":
+        data += http.send(h11.Data(data=body))
+    data += http.send(h11.EndOfMessage())
+    # One write, so one TLS record for a small response: tlsfuzzer expects the page whole.
+    stream.write(data)
     await stream.drain()
-    await stream.close()
 
 
 async def echo(stream: TLSStream) -> None:

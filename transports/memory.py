@@ -51,6 +51,8 @@ class MemoryServer:
         "_max_handshake_buffer",
         "_outgoing",
         "_pending",
+        "bytes_in",
+        "bytes_out",
         "closed",
         "config",
         "connection",
@@ -92,11 +94,15 @@ class MemoryServer:
         self.closed = False
         #: Why the connection ended badly (the alert and its reason, a limit), if it did.
         self.error: str | None = None
+        #: Bytes received from the client and handed out by data_to_send(), on the wire.
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     def receive(self, data: bytes) -> list[Event]:
         """Take what the client sent (``b""`` when it closed); the events it caused."""
         if self.closed:
             return []
+        self.bytes_in += len(data)
         if self.connection is None:
             # What the stateless front buffers; a connection holds at most a partial record, and
             # bounds its handshake messages itself.
@@ -184,6 +190,7 @@ class MemoryServer:
     def data_to_send(self) -> bytes:
         data = bytes(self._outgoing)
         self._outgoing.clear()
+        self.bytes_out += len(data)
         return data
 
     @staticmethod

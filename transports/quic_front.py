@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aioquic.buffer import Buffer, BufferReadError
@@ -41,6 +42,7 @@ from stateless13 import (
     parse_client_hello,
 )
 
+from .common import PressureGauge, Validation
 from .quic_initial import (
     Initials,
     MalformedInitial,
@@ -64,15 +66,6 @@ from .quic_tokens import (
 # The HRR's packet number comes from the clock (docs/QUIC.md): 4 ms ticks, modulo 8192.
 _HRR_PACKET_NUMBER_TICKS = 250  # per second
 _HRR_PACKET_NUMBER_SPAN = 8192
-
-
-class Validation(enum.Enum):
-    """How a new client proves its address before the server keeps anything for it."""
-
-    HRR = "hrr"  # a stateless HelloRetryRequest; ClientHello2 returns its cookie
-    RETRY = "retry"  # a QUIC Retry with a stateless token, then an ordinary handshake
-    BOTH = "both"  # a Retry, then the stateless HRR
-    NONE = "none"  # not at all: a connection per first Initial, as aioquic does
 
 
 class ReplyKind(enum.Enum):
@@ -109,6 +102,14 @@ class QuicOptions:
     #: most of a burst of Initials before we read any; quic-go asks for 7 MiB, as here.  Set
     #: with SO_RCVBUFFORCE when the process may (root), else up to net.core.rmem_max.
     receive_buffer: int = 7 << 20
+    #: Validation.ADAPTIVE: the stateless HRR goes on when more connections than this are
+    #: handshaking (each one unvalidated may send 3x what it received, and costs a full
+    #: handshake), off again at half; a spoofed flood of a few Initials a second crosses it.
+    adaptive_handshakes: int = 64
+    #: Validation.ADAPTIVE: above this many new clients' Initials a second, a Retry (~33 µs)
+    #: answers them instead of the HRR (~160 µs), as msquic switches above RetryMemoryLimit:
+    #: one core answers about 6,000 HRRs a second; off again at half.
+    adaptive_retry_rate: float = 3000.0
 
     def __post_init__(self) -> None:
         if len(self.secret) < 16:
@@ -119,10 +120,33 @@ class QuicOptions:
             raise LocalProtocolError(
                 "reassembly_entry_bytes must hold at least one Initial datagram"
             )
+        if min(self.adaptive_handshakes, self.adaptive_retry_rate) <= 0:
+            raise LocalProtocolError("adaptive thresholds must be positive")
         if min(self.handshake_timeout, self.idle_timeout, self.reassembly_timeout) <= 0:
             raise LocalProtocolError("timeouts must be positive")
         if not self.supported_versions:
             raise LocalProtocolError("QuicOptions needs at least one QUIC version")
+
+
+class _RateMeter:
+    """Events per second, over the last whole second and the one in progress (the larger of
+    the two, so a sudden burst counts before its second is over)."""
+
+    __slots__ = ("_count", "_last_rate", "_start")
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self._count = 0
+        self._last_rate = 0.0
+
+    def rate(self, now: float) -> float:
+        """Count one event at ``now``; the rate."""
+        elapsed = now - self._start
+        if not 0 <= elapsed < 1.0:
+            self._last_rate = self._count / elapsed if 1.0 <= elapsed < 2.0 else 0.0
+            self._start, self._count = now, 0
+        self._count += 1
+        return max(self._last_rate, self._count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,13 +263,12 @@ class InitialFront:
         config: ServerConfig,
         options: QuicOptions | None = None,
         *,
-        validation: Validation = Validation.HRR,
+        validation: Validation | str = Validation.HRR,
+        handshakes_in_progress: Callable[[], int] = lambda: 0,
     ) -> None:
-        try:
-            self.validation = Validation(validation)  # also takes the value: "hrr", ...
-        except ValueError:
-            values = ", ".join(v.value for v in Validation)
-            raise LocalProtocolError(f"validation must be one of {values}") from None
+        self.validation = Validation.parse(validation, tuple(Validation))
+        #: ADAPTIVE: the server's count of connections still handshaking.
+        self.handshakes_in_progress = handshakes_in_progress
         self.config = config
         self.options = options = options or QuicOptions()
         self.cids = ConnectionIds(options.secret)
@@ -256,6 +279,9 @@ class InitialFront:
             lifetime=options.reassembly_timeout,
         )
         self.stats = FrontStats()
+        self._handshake_pressure = PressureGauge(options.adaptive_handshakes)
+        self._flood = PressureGauge(options.adaptive_retry_rate)
+        self._new_clients = _RateMeter()
         self._check_client_hello = functools.partial(check_quic_client_hello, config)
 
     # -- entry point --------------------------------------------------------------------------
@@ -286,7 +312,10 @@ class InitialFront:
         refusal = self._check_header(data, header)
         if refusal is not None:
             return refusal
-        retry_first = self.validation in (Validation.RETRY, Validation.BOTH)
+        validation = self.validation
+        if validation is Validation.ADAPTIVE:
+            validation = self._adaptive(header, peer, now)
+        retry_first = validation in (Validation.RETRY, Validation.BOTH)
         if retry_first and not header.token:
             return self._retry(header, peer, now)  # the cheapest answer: no per-datagram object
         datagram = Datagram(data, header, peer, now, original_dcid=header.destination_cid)
@@ -294,9 +323,34 @@ class InitialFront:
             refusal = self._check_retry_token(datagram)
             if refusal is not None:
                 return refusal
-        if self.validation in (Validation.RETRY, Validation.NONE):
+        if validation in (Validation.RETRY, Validation.NONE):
             return self._accept_at_once(datagram)
         return self._stateless(datagram)
+
+    def _adaptive(self, header: QuicHeader, peer: tuple[str, int], now: float) -> Validation:
+        """Validation.ADAPTIVE: how to treat this Initial.  A client already on one path stays
+        on it (a Retry token; ClientHello2 to our HRR's CID; the rest of a ClientHello the
+        table holds); a new client gets no validation while the server is calm, the stateless
+        HRR when many handshakes are in progress, a Retry when new clients flood in."""
+        dcid = header.destination_cid
+        if header.token:
+            return Validation.RETRY
+        if len(self.cids.key_candidates(dcid)) > 1 or (peer[0], peer[1], dcid) in self.table:
+            return Validation.HRR
+        if self._flood(self._new_clients.rate(now)):
+            return Validation.RETRY
+        if self._handshake_pressure(self.handshakes_in_progress()):
+            return Validation.HRR
+        return Validation.NONE
+
+    @property
+    def adaptive_level(self) -> Validation:
+        """What ADAPTIVE answers a new client with now (the stat line shows it)."""
+        if self.validation is not Validation.ADAPTIVE:
+            return self.validation
+        if self._flood.on:
+            return Validation.RETRY
+        return Validation.HRR if self._handshake_pressure.on else Validation.NONE
 
     def _check_header(self, data: bytes, header: QuicHeader) -> Reply | Drop | None:
         """Refuse all but a client Initial of a version we speak; None: read on."""

@@ -160,6 +160,9 @@ class ReassemblyTable:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: TableKey) -> bool:
+        return key in self._entries
+
     def pop(self, key: TableKey) -> Initials | None:
         entry = self._entries.pop(key, None)
         if entry is not None:

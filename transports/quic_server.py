@@ -2,7 +2,7 @@
 
 ::
 
-    server = await serve_quic(config, "127.0.0.1", 4433, validation=Validation.HRR, on_report=print)
+    server = await serve_quic(config, "127.0.0.1", 4433, validation="hrr", on_report=print)
     async with server:
         await server.serve_forever()
 
@@ -50,7 +50,7 @@ from stateless13 import (
     ServerConfig,
 )
 
-from .common import ConnectionReport
+from .common import ConnectionReport, Reporter
 from .quic_front import Accept, FrontStats, InitialFront, QuicOptions, Reply, Validation
 from .quic_tls import ConnectionStart, StatelessQuicConnection
 from .quic_tokens import SERVER_CID_LENGTH
@@ -143,6 +143,9 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
         self.datagrams_in = 0
         self.bytes_in = 0
         self.handshake_done = False
+        #: Called once, when the handshake is over (completed or not): the server's count of
+        #: handshakes in progress (Validation.ADAPTIVE) goes down by one.
+        self.on_handshake_over: Callable[[], None] | None = None
         self._reported = False
         self._counter: _CountingTransport | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -181,6 +184,7 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
         """Keep what the report needs; subclasses that handle streams themselves call this."""
         if isinstance(event, events.HandshakeCompleted):
             self.handshake_done = True
+            self._handshake_over()
             if self._deadline is not None:
                 self._deadline.cancel()
         elif isinstance(event, events.ConnectionTerminated):
@@ -194,7 +198,13 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
                 error = "closed before the handshake completed"
             self._finish(error)
 
+    def _handshake_over(self) -> None:
+        callback, self.on_handshake_over = self.on_handshake_over, None
+        if callback is not None:
+            callback()
+
     def _finish(self, error: str | None) -> None:
+        self._handshake_over()
         if self._deadline is not None:
             self._deadline.cancel()
         if self._reported:
@@ -217,7 +227,6 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
             datagrams_out=self._counter.datagrams if self._counter else 0,
             bytes_out=self._counter.bytes if self._counter else 0,
         )
-        logger.info("%s", report.log_line())
         if self.on_report is not None:
             self.on_report(report)
 
@@ -284,7 +293,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self,
         config: ServerConfig,
         *,
-        validation: Validation = Validation.HRR,
+        validation: Validation | str = Validation.ADAPTIVE,
         options: QuicOptions | None = None,
         create_protocol: ProtocolFactory = H3PageProtocol,
         on_report: Callable[[ConnectionReport], None] | None = None,
@@ -292,10 +301,17 @@ class QuicServer(asyncio.DatagramProtocol):
     ) -> None:
         self.config = config
         self.options = options or QuicOptions()
-        self.front = InitialFront(config, self.options, validation=validation)
+        #: Connections created whose handshake is not over yet.
+        self.handshakes_in_progress = 0
+        self.front = InitialFront(
+            config,
+            self.options,
+            validation=validation,
+            handshakes_in_progress=lambda: self.handshakes_in_progress,
+        )
         self.configuration: QuicConfiguration = quic_configuration(config, self.options)
         self._create_protocol = create_protocol
-        self._on_report = on_report
+        self.report = Reporter(on_report, transport="quic")
         self._clock = clock
         self._protocols: dict[bytes, StatelessQuicProtocol] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -310,6 +326,19 @@ class QuicServer(asyncio.DatagramProtocol):
     @property
     def validation(self) -> Validation:
         return self.front.validation
+
+    def log_stats(self) -> None:
+        """Log the stat line: the connections' outcomes, the front's replies (HRRs, Retries;
+        they belong to no connection) and what is open now."""
+        front = self.front.stats
+        self.report.stats.log_line(
+            hrr_sent=front.hrr_sent,
+            retry_sent=front.retry_sent,
+            dropped=front.dropped,
+            in_progress=self.handshakes_in_progress,
+            open=self.connections,
+            validating=int(self.front.adaptive_level is not Validation.NONE),
+        )
 
     @property
     def connections(self) -> int:
@@ -360,7 +389,9 @@ class QuicServer(asyncio.DatagramProtocol):
             start=start,
         )
         protocol = self._create_protocol(connection)
-        protocol.on_report = self._on_report
+        protocol.on_report = self.report
+        self.handshakes_in_progress += 1
+        protocol.on_handshake_over = self._handshake_over
         protocol._connection_id_issued_handler = lambda cid: self._register(cid, protocol)
         protocol._connection_id_retired_handler = lambda cid: self._unregister(cid, protocol)
         protocol._connection_terminated_handler = lambda: self._forget(protocol)
@@ -372,6 +403,9 @@ class QuicServer(asyncio.DatagramProtocol):
             self._protocols.setdefault(start.key_cid, protocol)
         for datagram in start.datagrams:
             protocol.datagram_received(datagram, addr)
+
+    def _handshake_over(self) -> None:
+        self.handshakes_in_progress -= 1
 
     def _register(self, cid: bytes, protocol: StatelessQuicProtocol) -> None:
         self._protocols.setdefault(cid, protocol)
@@ -420,7 +454,7 @@ async def serve_quic(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    validation: Validation = Validation.HRR,
+    validation: Validation | str = Validation.ADAPTIVE,
     options: QuicOptions | None = None,
     create_protocol: ProtocolFactory = H3PageProtocol,
     on_report: Callable[[ConnectionReport], None] | None = None,
@@ -428,8 +462,10 @@ async def serve_quic(
 ) -> QuicServer:
     """Serve QUIC on ``host``:``port`` (UDP; port 0 picks a free one: ``server.address``).
 
-    ``validation``: a :class:`Validation` (or its value, ``"hrr"``): ``HRR`` (stateless
-    HelloRetryRequest, the default), ``RETRY`` (QUIC Retry), ``BOTH`` or ``NONE``.
+    ``validation``: a :class:`Validation` (or its value, ``"hrr"``): ``ADAPTIVE`` (the
+    default: none while calm, the stateless HRR when many handshakes are in progress, a Retry
+    under an Initial flood; ``QuicOptions.adaptive_*``), ``HRR`` (always the stateless
+    HelloRetryRequest), ``RETRY`` (QUIC Retry), ``BOTH`` or ``NONE``.
     ``config.alpn_protocols`` defaults to ``(b"h3",)``.  ``on_report`` gets one
     :class:`ConnectionReport` per connection (also logged on ``stateless13.server``).
     """

@@ -31,7 +31,7 @@ from tests.servers import (
 
 SHORT = 0.5  # seconds: every timeout under test
 SLACK = 2.0  # how much later than its limit a cut-off may come (a loaded 2-core machine)
-REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 CHANGE_CIPHER_SPEC = b"\x14\x03\x03\x00\x01\x01"  # after the HRR in compatibility mode
 HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
 
@@ -94,6 +94,7 @@ def start(
             "127.0.0.1",
             0,
             limits=limits,
+            validation="hrr",  # as tls_server(): the stateless front for every client
             on_report=reports.append,
         )
         thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -51,7 +51,7 @@ def test_a_low_open_file_limit_under_a_flood(tmp_path: Path) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
             context.wrap_socket(raw, server_hostname="localhost") as tls,
         ):
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             page = b""
             while chunk := tls.recv(65536):
                 page += chunk

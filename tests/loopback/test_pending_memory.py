@@ -6,7 +6,7 @@ sockets driven by ``loop.sock_*``; what they keep is their socket object, alloca
 
 * stateless: each client sends a real ClientHello1, reads the HelloRetryRequest and stops. The
   server must keep no stateless13 object for it, only the socket and the adapter's few bytes.
-* ordinary (``stateless=False``): each client sends a ClientHello1 whose key share fits, receives
+* ordinary (``validation="none"``): each client sends a ClientHello1 whose key share fits, receives
   the whole server flight (ServerHello ... Finished) and never sends its Finished: an ordinary
   in-progress handshake, which holds a ``ServerConnection`` and its key schedule.
 
@@ -180,7 +180,7 @@ async def measure(stateless: bool) -> Measurement:
         "127.0.0.1",
         0,
         limits=limits,
-        stateless=stateless,
+        validation="hrr" if stateless else "none",
         on_report=reports.append,
         backlog=CLIENTS,
     )

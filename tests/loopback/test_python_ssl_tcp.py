@@ -11,7 +11,7 @@ import pytest
 from stateless13 import NamedGroup
 from tests.servers import PAGE_TEXT, RunningServer, ServerFactory
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
 def client_context(server: RunningServer, compat: bool = True) -> ssl.SSLContext:
@@ -68,7 +68,7 @@ def test_asyncio_python_ssl_client(tls_server: ServerFactory) -> None:
 
 
 def test_no_stateless_mode_sends_no_hrr_when_the_share_fits(tls_server: ServerFactory) -> None:
-    server = tls_server(stateless=False, groups=(NamedGroup.x25519,))
+    server = tls_server(validation="none", groups=(NamedGroup.x25519,))
     reply, _ = blocking_get(server)
     assert PAGE_TEXT.encode() in reply
     report = server.only_report()

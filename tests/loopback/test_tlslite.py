@@ -14,6 +14,7 @@ import pytest
 from tlslite.api import HandshakeSettings, TLSConnection
 
 from stateless13 import NamedGroup, ServerConfig
+from stateless13.config import DEFAULT_GROUPS
 from stateless13.transports.memory import MemoryServer
 
 
@@ -55,15 +56,22 @@ def serve_one(server: MemoryServer, sock: socket.socket) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("groups", "key_shares"),
+    ("groups", "key_shares", "expected"),
     [
-        ((NamedGroup.x25519,), ["secp256r1", "x25519"]),  # cookie-only HRR, two shares repeated
-        ((NamedGroup.secp384r1,), ["secp256r1", "x25519"]),  # HRR asks for a P-384 share
+        # cookie-only HRR, two shares repeated
+        ((NamedGroup.x25519,), ["secp256r1", "x25519"], NamedGroup.x25519),
+        # HRR asks for a P-384 share
+        ((NamedGroup.secp384r1,), ["secp256r1", "x25519"], NamedGroup.secp384r1),
+        # the default groups: tlslite-ng supports X25519MLKEM768 (kyber-py is installed) but
+        # shares P-256 and x25519 only: the HRR names our first tier, a promotion (README's table)
+        (DEFAULT_GROUPS, ["secp256r1", "x25519"], NamedGroup.X25519MLKEM768),
     ],
-    ids=["cookie-only-retry", "group-switch"],
+    ids=["cookie-only-retry", "group-switch", "default-groups"],
 )
 def test_tlslite_client_through_the_stateless_front(
-    groups: tuple[NamedGroup, ...], key_shares: list[str]
+    groups: tuple[NamedGroup | tuple[NamedGroup, ...], ...],
+    key_shares: list[str],
+    expected: NamedGroup,
 ) -> None:
     server_sock, client_sock = socket.socketpair()
     result: dict[str, object] = {}
@@ -79,4 +87,4 @@ def test_tlslite_client_through_the_stateless_front(
     assert result["version"] == (3, 4) and received == b"ping from tlslite"
     assert result["reply"] == b"pong: ping from tlslite"
     assert server.handshake is not None
-    assert server.handshake.cookie_verified and server.handshake.group == groups[0]
+    assert server.handshake.cookie_verified and server.handshake.group == expected

@@ -762,7 +762,7 @@ CH2_CASES = [
             CipherSuite.TLS_AES_256_GCM_SHA384,))),
          A.handshake_failure, "server-no-longer-allows-the-hrr-cipher-suite"),
     case(lambda f: f.resume(config=dataclasses.replace(f.config, groups=(
-            NamedGroup.secp256r1,))),
+            NamedGroup.secp384r1,))),
          A.handshake_failure, "server-no-longer-allows-the-hrr-group"),
     # Key shares: checked only on CH2, where the server computes with them
     case(share2(x25519_share(lambda s: s[:31])), A.illegal_parameter, "x25519-share-31-bytes"),

@@ -502,38 +502,50 @@ class _SinkTransport(asyncio.DatagramTransport):
         return ("127.0.0.1", 4433) if name == "sockname" else default
 
 
-def test_10000_spoofed_first_initials_leave_nothing_behind() -> None:
+@pytest.mark.parametrize("validation", [Validation.HRR, Validation.ADAPTIVE], ids=str)
+def test_10000_spoofed_first_initials_leave_nothing_behind(validation: Validation) -> None:
+    """ADAPTIVE answers the first 65 directly (a connection each, the 3x anti-amplification
+    limit on what they send), then the stateless HRR and, as the rate climbs, Retries."""
     from stateless13.transports.quic_server import QuicServer
 
     async def main() -> tuple[int, int, int, int, int]:
-        server = QuicServer(CONFIG)
+        server = QuicServer(CONFIG, validation=validation)
         sink = _SinkTransport()
         server.connection_made(sink)
-        flights = [aioquic_client()[1][0] for _ in range(100)]
+        # Two sets of flights: under ADAPTIVE the warm-up's first ones become connections, and
+        # the same Initial again would go to its connection, not to the front.
+        warm_up, flights = ([aioquic_client()[1][0] for _ in range(100)] for _ in range(2))
 
-        def flood(start: int, count: int) -> None:
+        def flood(start: int, count: int, flights: list[bytes]) -> None:
             for n in range(start, start + count):
                 address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
                 server.datagram_received(flights[n % len(flights)], (address, 1024 + n % 60000))
 
-        flood(0, 1000)  # warm-up: caches, interned objects
+        flood(0, 1000, warm_up)  # warm-up: caches, interned objects
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.take_snapshot()
-        flood(1000, 10_000)
+        flood(1000, 10_000, flights)
         gc.collect()
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
         growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
         connections = sum(isinstance(o, StatelessQuicConnection) for o in gc.get_objects())
-        return sink.sent, len(server._protocols), len(server.front.table), connections, growth
+        stats = server.front.stats
+        answered = stats.hrr_sent + stats.retry_sent + stats.accepted
+        return answered, len(server._protocols), len(server.front.table), connections, growth
 
     started = time.perf_counter()
-    sent, protocols, partial, connections, growth = asyncio.run(main())
+    answered, protocols, partial, connections, growth = asyncio.run(main())
     elapsed = time.perf_counter() - started
     print(f"11,000 first Initials: {elapsed:.1f} s with tracemalloc, memory growth {growth} B")
-    assert sent == 11_000  # one HRR per first Initial
-    assert protocols == 0 and partial == 0 and connections == 0
+    if validation is Validation.HRR:
+        assert answered == 11_000  # one HRR per first Initial
+        assert protocols == 0 and partial == 0 and connections == 0
+    else:
+        calm = QuicOptions().adaptive_handshakes + 1  # created before the gauge went on
+        assert connections == calm and partial == 0
+        assert answered >= 10_000  # the flood went to the front: an HRR or a Retry each
     assert growth < 64 * 1024, f"memory grew by {growth} bytes over 10,000 first Initials"
 
 
@@ -810,4 +822,4 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValueError):
         QuicOptions(secret=b"short")
     with pytest.raises(ValueError):
-        InitialFront(CONFIG, validation="sometimes")  # type: ignore[arg-type]
+        InitialFront(CONFIG, validation="sometimes")

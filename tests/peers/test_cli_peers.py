@@ -1,7 +1,8 @@
 """Independent TLS 1.3 clients (OpenSSL, GnuTLS, curl, tlslite-ng) against our TCP server.
 
-Each peer runs as a real program on 127.0.0.1 against ``tls_server(...)``.  The stateless front
-answers every first ClientHello with a HelloRetryRequest carrying a cookie, so every successful run
+Each peer runs as a real program on 127.0.0.1 against ``tls_server(...)`` (``validation="hrr"``
+unless a test says otherwise).  The stateless front answers every first ClientHello with a
+HelloRetryRequest carrying a cookie, so every successful run
 shows that the peer echoed the cookie and that the server resumed from it.  From the server's
 report we check the HRR, the cookie, the suite and the group; from the client's output that it
 spoke TLS 1.3, that the request went in and that the page came back.
@@ -224,6 +225,9 @@ def assert_stateful(server: RunningServer, group: NamedGroup, retry: bool) -> No
 
 
 AES128 = CipherSuite.TLS_AES_128_GCM_SHA256
+#: What the default server's stateless HRR names for OpenSSL and curl, which share x25519 only:
+#: P-256, of the same tier (README, "Key exchange groups").
+P256 = NamedGroup.secp256r1
 
 
 # --- openssl s_client ----------------------------------------------------------------------------
@@ -233,16 +237,16 @@ AES128 = CipherSuite.TLS_AES_128_GCM_SHA256
 def test_openssl(tls_server: ServerFactory, compat: bool) -> None:
     server = tls_server()
     run = openssl_get(server, *(() if compat else ("-no_middlebox",)))
-    assert_openssl_ok(run, AES128, NamedGroup.x25519, hellos=2)
-    assert_stateless(server, AES128, NamedGroup.x25519)
+    assert_openssl_ok(run, AES128, P256, hellos=2)
+    assert_stateless(server, AES128, P256)
 
 
 def test_openssl_verifies_our_certificate(tls_server: ServerFactory) -> None:
     server = tls_server()
     run = openssl_get(server, verify=True)
-    assert_openssl_ok(run, AES128, NamedGroup.x25519, hellos=2)
+    assert_openssl_ok(run, AES128, P256, hellos=2)
     assert "Verify return code: 0 (ok)" in run.output, run.log
-    assert_stateless(server, AES128, NamedGroup.x25519)
+    assert_stateless(server, AES128, P256)
 
 
 def test_openssl_group_switch_hrr_carries_key_share(tls_server: ServerFactory) -> None:
@@ -276,13 +280,22 @@ def test_gnutls_verifies_our_certificate(tls_server: ServerFactory) -> None:
     assert_stateless(server, AES128, NamedGroup.secp384r1)
 
 
-def test_gnutls_refuses_a_cookie_only_hrr(tls_server: ServerFactory) -> None:
-    """gnutls-cli as it comes against the default server, which takes x25519, a group it sent a
-    share for: the stateless HRR carries only the cookie (RFC 8446 §4.1.4 allows it) and GnuTLS
-    aborts.  After an HRR it builds ClientHello2's key_share from the HRR's group alone
-    (lib/ext/key_share.c, key_share_send_params), so with none it fails with illegal_parameter.
-    This pins the limitation ServerConfig.retry_names_a_group exists for (next test)."""
+def test_gnutls_against_the_default_server(tls_server: ServerFactory) -> None:
+    """gnutls-cli as it comes: it shares P-256 and x25519, both of the default classical tier,
+    so the stateless HRR names the tier's third, P-384, rather than carry only the cookie."""
     server = tls_server()
+    run = gnutls_get(server)
+    assert_gnutls_ok(run, AES128, NamedGroup.secp384r1, retry=True)
+    assert "HRR key share with SECP384R1" in run.output, run.log
+    assert_stateless(server, AES128, NamedGroup.secp384r1)
+
+
+def test_gnutls_refuses_a_cookie_only_hrr(tls_server: ServerFactory) -> None:
+    """Why the tiers: with a strict order (x25519 first, then P-256; GnuTLS shared both) the
+    stateless HRR can only carry the cookie (RFC 8446 §4.1.4 allows it) and GnuTLS aborts.
+    After an HRR it builds ClientHello2's key_share from the HRR's group alone
+    (lib/ext/key_share.c, key_share_send_params), so with none it fails with illegal_parameter."""
+    server = tls_server(groups=(NamedGroup.x25519, NamedGroup.secp256r1))
     run = gnutls_get(server)
     assert "HELLO RETRY REQUEST" in run.output, run.log
     assert run.returncode == 1, run.log
@@ -293,9 +306,10 @@ def test_gnutls_refuses_a_cookie_only_hrr(tls_server: ServerFactory) -> None:
 
 
 def test_gnutls_retry_names_a_group(tls_server: ServerFactory) -> None:
-    """With retry_names_a_group the HRR asks for the server's most preferred group that
-    gnutls-cli supports but sent no share for: secp384r1 (it shared secp256r1 and x25519)."""
-    server = tls_server(retry_names_a_group=True)
+    """The override for a strict order: retry_names_a_group names the server's most preferred
+    group that gnutls-cli supports but sent no share for, even a lower one: P-384."""
+    strict = (NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1)
+    server = tls_server(groups=strict, retry_names_a_group=True)
     run = gnutls_get(server)
     assert_gnutls_ok(run, AES128, NamedGroup.secp384r1, retry=True)
     assert "HRR key share with SECP384R1" in run.output, run.log
@@ -320,7 +334,7 @@ def test_curl(tls_server: ServerFactory) -> None:
     server = tls_server()
     run = curl_get(server)
     assert_curl_ok(run, AES128)
-    assert_stateless(server, AES128, NamedGroup.x25519)
+    assert_stateless(server, AES128, P256)
 
 
 # --- tlslite-ng ----------------------------------------------------------------------------------
@@ -347,8 +361,8 @@ def test_tlslite_cli(tls_server: ServerFactory) -> None:
 @pytest.mark.parametrize("suite", SUITES, ids=lambda s: s.name)
 def test_suite_openssl(tls_server: ServerFactory, suite: CipherSuite) -> None:
     server = tls_server(cipher_suites=(suite,))
-    assert_openssl_ok(openssl_get(server), suite, NamedGroup.x25519, hellos=2)
-    assert_stateless(server, suite, NamedGroup.x25519)
+    assert_openssl_ok(openssl_get(server), suite, P256, hellos=2)
+    assert_stateless(server, suite, P256)
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=lambda s: s.name)
@@ -364,7 +378,7 @@ def test_suite_gnutls(tls_server: ServerFactory, suite: CipherSuite) -> None:
 def test_suite_curl(tls_server: ServerFactory, suite: CipherSuite) -> None:
     server = tls_server(cipher_suites=(suite,))
     assert_curl_ok(curl_get(server), suite)
-    assert_stateless(server, suite, NamedGroup.x25519)
+    assert_stateless(server, suite, P256)
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
@@ -420,9 +434,9 @@ SCHEME_NAMES = {
 def test_key_type_openssl(tls_server: ServerFactory, key_type: str) -> None:
     server = tls_server(key_type=key_type)
     run = openssl_get(server, verify=True)
-    assert_openssl_ok(run, AES128, NamedGroup.x25519, hellos=2)
+    assert_openssl_ok(run, AES128, P256, hellos=2)
     assert "Verify return code: 0 (ok)" in run.output, run.log
-    report = assert_stateless(server, AES128, NamedGroup.x25519)
+    report = assert_stateless(server, AES128, P256)
     assert report.handshake is not None
     assert report.handshake.signature_scheme.name == SCHEME_NAMES[key_type][0], report
 
@@ -443,17 +457,17 @@ def test_key_type_gnutls(tls_server: ServerFactory, key_type: str) -> None:
 def test_key_type_curl(tls_server: ServerFactory, key_type: str) -> None:
     server = tls_server(key_type=key_type)
     assert_curl_ok(curl_get(server), AES128)
-    assert_stateless(server, AES128, NamedGroup.x25519)
+    assert_stateless(server, AES128, P256)
 
 
-# --- --no-stateless: an ordinary server, HRR only when the share does not fit --------------------
+# --- validation="none": an ordinary server, HRR only when the share does not fit ------------
 
 FITS = {"fits": (NamedGroup.x25519,), "hrr": (NamedGroup.secp384r1,)}
 
 
 @pytest.mark.parametrize("case", FITS)
 def test_no_stateless_openssl(tls_server: ServerFactory, case: str) -> None:
-    server = tls_server(stateless=False, groups=FITS[case])
+    server = tls_server(validation="none", groups=FITS[case])
     group = FITS[case][0]
     assert_openssl_ok(openssl_get(server), AES128, group, hellos=1 if case == "fits" else 2)
     assert_stateful(server, group, retry=case == "hrr")
@@ -461,7 +475,7 @@ def test_no_stateless_openssl(tls_server: ServerFactory, case: str) -> None:
 
 @pytest.mark.parametrize("case", FITS)
 def test_no_stateless_gnutls(tls_server: ServerFactory, case: str) -> None:
-    server = tls_server(stateless=False, groups=FITS[case])
+    server = tls_server(validation="none", groups=FITS[case])
     group = FITS[case][0]
     assert_gnutls_ok(gnutls_get(server), AES128, group, retry=case == "hrr")
     assert_stateful(server, group, retry=case == "hrr")
@@ -469,14 +483,14 @@ def test_no_stateless_gnutls(tls_server: ServerFactory, case: str) -> None:
 
 @pytest.mark.parametrize("case", FITS)
 def test_no_stateless_curl(tls_server: ServerFactory, case: str) -> None:
-    server = tls_server(stateless=False, groups=FITS[case])
+    server = tls_server(validation="none", groups=FITS[case])
     assert_curl_ok(curl_get(server), AES128)
     assert_stateful(server, FITS[case][0], retry=case == "hrr")
 
 
 @pytest.mark.parametrize("case", FITS)
 def test_no_stateless_tlslite(tls_server: ServerFactory, case: str) -> None:
-    server = tls_server(stateless=False, groups=FITS[case])
+    server = tls_server(validation="none", groups=FITS[case])
     group = FITS[case][0]
     run = tlslite_get(server)
     assert run.returncode == 0 and "Version: TLS 1.3" in run.output, run.log

@@ -1,112 +1,90 @@
-"""The TCP examples run as written: started with ``--once``, driven by real clients, exit 0."""
+"""The TCP examples run as their docstrings say: the server's command line and the client's are
+taken from the docstring and run as they are (tests/commands.py), the client against the port
+the server printed; then Ctrl-C (SIGINT) stops the server, cleanly."""
 
 from __future__ import annotations
 
-import os
 import re
-import select
+import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO
 
+from tests.commands import (
+    EXAMPLES,
+    ROOT,
+    WAIT,
+    Process,
+    docstring_commands,
+    user_env,
+    with_port,
+)
 from tests.servers import require_peer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TIMEOUT = 10.0
-LOG_LINE = re.compile(r"hrr=yes cookie=verified suite=TLS_\w+ group=\w+ .*duration=")
+LOG_LINE = r"hrr=yes cookie=verified suite=TLS_\w+ group=\w+ .*duration="
 
 
-def read_until(stream: IO[bytes], needle: bytes, timeout: float = TIMEOUT) -> bytes:
-    """Read a pipe until ``needle`` shows (bounded by ``timeout``); everything read so far."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while needle not in data:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{needle!r} not seen in {data!r}"
-        if select.select([stream], [], [], remaining)[0]:
-            chunk = os.read(stream.fileno(), 65536)
-            assert chunk, f"end of output before {needle!r}: {data!r}"
-            data += chunk
-    return data
-
-
-@contextmanager
-def example(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, bytes]]:
-    """Start ``examples/NAME --once``; yield it, its port and its first line."""
-    process = subprocess.Popen(
-        [sys.executable, f"examples/{name}", "--once"],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def start(example: str, *options: str) -> tuple[Process, list[str], int]:
+    """The example's server as its docstring starts it (plus ``options``); the client command
+    from its docstring, and the port the server printed."""
+    server_command, client_command = docstring_commands(EXAMPLES / example)
+    require_peer(client_command[0])
+    server = Process([*server_command, *options], cwd=ROOT)
     try:
-        assert process.stdout is not None
-        first = read_until(process.stdout, b"\n")
-        match = re.match(rb"listening on 127\.0\.0\.1:(\d+)\n", first)
-        assert match, first
-        yield process, int(match[1]), first
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(TIMEOUT)
+        port = int(server.wait_for(server.stdout, r"^listening on 127\.0\.0\.1:(\d+)$")[1])
+    except BaseException:
+        server.kill()
+        raise
+    return server, with_port(client_command, port), port
 
 
-def finish(process: subprocess.Popen[bytes]) -> tuple[str, str]:
-    """Wait for the example to exit by itself (``--once``); its remaining stdout and stderr."""
-    stdout, stderr = process.communicate(timeout=TIMEOUT)
-    assert process.returncode == 0, (stdout, stderr)
-    return stdout.decode(), stderr.decode()
+def stop(server: Process) -> None:
+    """Ctrl-C, as the docstring says: a clean exit, no traceback."""
+    server.send_signal(signal.SIGINT)
+    assert server.wait() == 0, server.output()
+    assert "Traceback" not in server.output(), server.output()
 
 
 def test_asyncio_echo_server_with_openssl() -> None:
-    openssl = require_peer("openssl")
-    line = b"hello, echo over TLS 1.3\n"
-    with example("asyncio_echo_server.py") as (server, port, _):
-        # -quiet implies -ign_eof; -no_ign_eof makes s_client close (close_notify) at the end
-        # of its input, which ends the echo and so the --once server.
-        args = [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost"]
-        args += ["-tls1_3", "-quiet", "-no_ign_eof"]
-        client = subprocess.Popen(
-            args,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            assert client.stdin is not None and client.stdout is not None
-            client.stdin.write(line)
-            client.stdin.flush()
-            assert read_until(client.stdout, line) == line  # -quiet: only the echo
-            client.stdin.close()  # only now: closing earlier could beat the echo
-            assert client.wait(TIMEOUT) == 0
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait(TIMEOUT)
-        stdout, stderr = finish(server)
-    assert re.search(r"connected: TLS_\w+, \w+, cookie verified: True", stdout), stdout
-    assert LOG_LINE.search(stderr), stderr
+    line = "hello, echo over TLS 1.3"
+    server, command, _ = start("asyncio_echo_server.py")
+    client = Process(command, cwd=ROOT, stdin=True)
+    try:
+        client.write(line + "\n")  # "type a line: it comes back"
+        client.wait_for(client.stdout, f"^{re.escape(line)}$")
+        client.close_stdin()  # end of input: s_client sends close_notify and exits
+        assert client.wait() == 0, client.output()
+        server.wait_for(server.stdout, r"connected: TLS_\w+, \w+, cookie verified: True")
+        server.wait_for(server.stderr, LOG_LINE)
+        stop(server)
+    finally:
+        client.kill()
+        server.kill()
 
 
 def test_blocking_server_with_curl() -> None:
-    curl = require_peer("curl")
-    with example("blocking_server.py") as (server, port, _):
-        args = [curl, "--silent", "--show-error", "--insecure", "--tlsv1.3", "--noproxy", "*"]
-        args += ["--max-time", "5", f"https://127.0.0.1:{port}/"]
+    server, command, _ = start("blocking_server.py")
+    try:
         run = subprocess.run(
-            args,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
+            command, cwd=ROOT, env=user_env(), capture_output=True, text=True, timeout=WAIT
         )
         assert run.returncode == 0, run.stderr
         assert re.fullmatch(r"hello over TLS_\w+ with \w+; cookie verified: True\n", run.stdout), (
             run.stdout
         )
-        _, stderr = finish(server)
-    assert LOG_LINE.search(stderr), stderr
+        server.wait_for(server.stderr, LOG_LINE)
+        stop(server)
+    finally:
+        server.kill()
+
+
+def test_once_serves_one_connection_then_exits() -> None:
+    """``--once``, which the docstrings offer: the server leaves by itself after one client."""
+    server, command, _ = start("blocking_server.py", "--once")
+    try:
+        run = subprocess.run(
+            command, cwd=ROOT, env=user_env(), capture_output=True, text=True, timeout=WAIT
+        )
+        assert run.returncode == 0, run.stderr
+        assert server.wait() == 0, server.output()
+        assert re.search(LOG_LINE, "\n".join(server.stderr)), server.output()
+    finally:
+        server.kill()

@@ -1,56 +1,67 @@
-"""examples/quic_server.py runs as written: started with ``--once``, fetched by gtlsclient."""
+"""examples/quic_server.py runs as its docstring says: the server's command line and
+gtlsclient's are taken from the docstring and run as they are (tests/commands.py); gtlsclient
+must exit by itself with the page; then Ctrl-C (SIGINT) stops the server, cleanly."""
 
 from __future__ import annotations
 
-import os
 import re
-import select
+import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
+from tests.commands import EXAMPLES, ROOT, Process, docstring_commands, user_env, with_port
 from tests.peers.test_quic_peers import run_gtlsclient
+from tests.servers import require_peer
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+#: What gtlsclient prints when it fetched the page over HTTP/3 (its exit status is 0 even when
+#: the handshake failed).
+GTLSCLIENT_SUCCESS = ("QUIC handshake has completed", "Negotiated ALPN is h3", "[:status: 200]")
+CLIENT_TIMEOUT = 30  # seconds; the fetch takes well under 1 s, gtlsclient's idle timeout is 30 s
 
 
-def read_until(process: subprocess.Popen[bytes], needle: bytes, timeout: float = 15.0) -> bytes:
-    assert process.stdout is not None
-    data = b""
-    deadline = time.monotonic() + timeout
-    while needle not in data:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{needle!r} not seen in {data!r}"
-        if select.select([process.stdout], [], [], remaining)[0]:
-            chunk = os.read(process.stdout.fileno(), 65536)
-            assert chunk, f"end of output before {needle!r}: {data!r}"
-            data += chunk
-    return data
+def start(*options: str) -> tuple[Process, list[str], int]:
+    server_command, client_command = docstring_commands(EXAMPLES / "quic_server.py")
+    require_peer(client_command[0])
+    server = Process([*server_command, *options], cwd=ROOT)
+    try:
+        match = server.wait_for(server.stdout, r"^listening on 127\.0\.0\.1:(\d+) \(UDP, HTTP/3")
+        server.wait_for(server.stdout, r"^SPKI pin \S+$")
+    except BaseException:
+        server.kill()
+        raise
+    port = int(match[1])
+    return server, with_port(client_command, port), port
+
+
+def test_quic_server_example_as_its_docstring_says() -> None:
+    server, command, _ = start()
+    try:
+        try:
+            run = subprocess.run(
+                command, env=user_env(), capture_output=True, text=True, timeout=CLIENT_TIMEOUT
+            )
+        except subprocess.TimeoutExpired as expired:
+            raise AssertionError(f"{command} did not exit by itself: {expired.stderr!r}") from None
+        output = run.stdout + run.stderr
+        assert all(marker in output for marker in GTLSCLIENT_SUCCESS), output[-3000:]
+        server.wait_for(server.stderr, r"validation=cookie hrr=yes cookie=verified")
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        assert server.wait() == 0, server.output()
+        assert "Traceback" not in server.output(), server.output()
+    finally:
+        server.kill()
 
 
 @pytest.mark.parametrize("validation", ["hrr", "both"])
-def test_quic_server_example(validation: str) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "examples/quic_server.py", "--once", "--validation", validation],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+def test_quic_server_example_options(validation: str) -> None:
+    """The options the docstring offers: ``--validation`` and ``--once`` (exits by itself)."""
+    server, _, port = start("--once", "--validation", validation)
     try:
-        banner = read_until(process, b"SPKI pin")
-        match = re.search(rb"listening on 127\.0\.0\.1:(\d+) \(UDP, HTTP/3", banner)
-        assert match, banner
-        run = run_gtlsclient(int(match.group(1)))
+        run = run_gtlsclient(port)
         assert run.ok and run.hrr_seen, run.output
-        log = read_until(process, b"duration=")
-        expected = b"validation=cookie" if validation == "hrr" else b"validation=retry+cookie"
-        assert expected + b" hrr=yes cookie=verified" in log, log
-        assert process.wait(timeout=15) == 0
+        expected = "validation=cookie" if validation == "hrr" else "validation=retry+cookie"
+        server.wait_for(server.stderr, re.escape(f"{expected} hrr=yes cookie=verified"))
+        assert server.wait() == 0, server.output()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.kill()

@@ -460,10 +460,20 @@ def test_gtlsclient_through_the_stateless_hrr(quic_server: QuicServerFactory) ->
     assert server.stats.hrr_sent == 1 and server.stats.accepted == 1
 
 
-def test_gtlsclient_refuses_a_cookie_only_hrr(quic_server: QuicServerFactory) -> None:
-    # Why gtlsclient needs retry_names_a_group: GnuTLS 3.7 answers a cookie-only HRR with
-    # illegal_parameter (CRYPTO_ERROR 0x12f), and no connection is ever created.
+def test_gtlsclient_against_the_default_groups(quic_server: QuicServerFactory) -> None:
+    # gtlsclient (GnuTLS) shares P-256 and x25519: the stateless HRR names P-384, the third of
+    # the default classical tier, since GnuTLS refuses a cookie-only HRR.
     server = quic_server()
+    run = run_gtlsclient(server.port)
+    assert run.ok and run.hrr_seen, run.output
+    assert_report(server, NamedGroup.secp384r1)
+
+
+def test_gtlsclient_refuses_a_cookie_only_hrr(quic_server: QuicServerFactory) -> None:
+    # Why the tiers: with a strict order (x25519, then P-256: it shared both) the HRR can only
+    # carry the cookie, which GnuTLS 3.7 answers with illegal_parameter (CRYPTO_ERROR 0x12f),
+    # and no connection is ever created.
+    server = quic_server(groups=(NamedGroup.x25519, NamedGroup.secp256r1))
     run = run_gtlsclient(server.port)
     assert not run.ok and run.hrr_seen, run.output
     assert "CRYPTO_ERROR(0x12f)" in run.output, run.output
@@ -491,10 +501,10 @@ def test_gtlsclient_stateful_hrr_inside_one_connection(quic_server: QuicServerFa
 def test_quic_go_through_the_stateless_hrr(
     quic_server: QuicServerFactory, quicgoclient: Path
 ) -> None:
-    server = quic_server()  # quic-go shares x25519: a cookie-only HRR
+    server = quic_server()  # quic-go shares x25519: the HRR names its tier-mate P-256
     run = run_quicgo(quicgoclient, server.port)
     assert run.ok, run.output
-    assert_report(server, NamedGroup.x25519)
+    assert_report(server, NamedGroup.secp256r1)
 
 
 def test_quic_go_switches_from_p256_to_p384(

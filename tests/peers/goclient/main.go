@@ -90,7 +90,7 @@ func main() {
 	}
 	st := conn.ConnectionState()
 	fmt.Printf("version 0x%04x cipher 0x%04x\n", st.Version, st.CipherSuite)
-	if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")); err != nil {
+	if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")); err != nil {
 		fail("write: %v", err)
 	}
 	reply, err := io.ReadAll(conn)
