@@ -4,7 +4,7 @@
 
 Three ``python -m stateless13 serve`` processes on loopback, the same certificate, differing
 only in ``--validation``: ``hrr`` (the stateless HelloRetryRequest for every client: the
-anchor), ``adaptive`` (the default: the HRR only while more than 64 connections are
+anchor), ``adaptive`` (the default: the HRR only while more than 32 connections are
 handshaking) and ``none`` (never).  Measured in the same rounds, alternating the order:
 
   * idle: one honest client at a time (Python ``ssl``) through a relay that delays every
@@ -14,11 +14,11 @@ handshaking) and ``none`` (never).  Measured in the same rounds, alternating the
     read the server's first record and reset the connection, over and over (a client that takes
     the HRR and leaves, which is what a flood of abandoned handshakes looks like).  Answers per
     second of wall time and per second of the server's CPU: with enough connections at once
-    (the default 2 x 48 = 96 > 64) the adaptive server goes stateless and sheds like ``hrr``.
+    (the default 2 x 48 = 96 > 32) the adaptive server goes stateless and sheds like ``hrr``.
   * QUIC: first Initials of distinct new clients sent as fast as one process can
     (``serve --quic``), never answered (spoofed sources behave so): replies per second and per
     server CPU-second, and the connections each server created.  ``adaptive`` answers the
-    first 64 with connections, then the HRR, and Retries once new clients come faster than
+    first 33 with connections, then the HRR, and Retries once new clients come faster than
     3,000 a second.
 """
 
@@ -58,7 +58,7 @@ from .sockets import HOST, _cpu_seconds, _load_worker
 
 VALIDATIONS = ("hrr", "adaptive", "none")
 DELAY = 0.010  # seconds each way through the relay
-QUIC_INITIALS = 6000  # distinct first Initials per QUIC round
+QUIC_INITIALS_PER_SECOND = 3000  # distinct first Initials per QUIC round, per --seconds
 
 
 class Served:
@@ -205,26 +205,26 @@ def first_initials(count: int) -> list[bytes]:
 
 
 def quic_flood(port: int, initials: list[bytes]) -> tuple[int, float]:
-    """Send every Initial once, as fast as possible, from one socket; (replies, seconds)."""
+    """Send every Initial once, as fast as possible, from one socket; (replies, seconds from
+    the first Initial sent to the last reply received)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.setblocking(False)
     replies = 0
-    started = time.perf_counter()
+    started = last = time.perf_counter()
     for datagram in initials:
         sock.sendto(datagram, (HOST, port))
         with contextlib.suppress(BlockingIOError):
             while sock.recv(65536):
-                replies += 1
-    deadline = time.perf_counter() + 1.0
-    while time.perf_counter() < deadline:  # the answers still on their way
+                replies, last = replies + 1, time.perf_counter()
+    while time.perf_counter() - last < 0.5:  # the answers still on their way
         try:
             sock.recv(65536)
-            replies += 1
+            replies, last = replies + 1, time.perf_counter()
         except BlockingIOError:
-            time.sleep(0.01)
+            time.sleep(0.002)
     sock.close()
-    return replies, time.perf_counter() - started - 1.0
+    return replies, last - started
 
 
 def _quic_connections(stderr: str) -> int:
@@ -249,8 +249,9 @@ def run(
     quic_rate: dict[str, list[float]] = {v: [] for v in ("hrr", "adaptive")}
     quic_cpu: dict[str, list[float]] = {v: [] for v in ("hrr", "adaptive")}
     idle_count = max(5, int(seconds * 20))
+    per_round = max(300, int(seconds * QUIC_INITIALS_PER_SECOND))
     bar = Progress("flood", rounds * 7, enabled=progress)
-    initials = first_initials(QUIC_INITIALS * 2 * rounds)
+    initials = first_initials(per_round * 2 * rounds)
     with (
         pem_files(credential.certificate_pem(), private_key_pem(credential.private_key)) as (
             cert,
@@ -296,8 +297,8 @@ def run(
         for index in range(rounds):
             for name in ("hrr", "adaptive")[:: 1 if index % 2 == 0 else -1]:
                 server = quic[name]
-                batch = initials[position : position + QUIC_INITIALS]
-                position += QUIC_INITIALS
+                batch = initials[position : position + per_round]
+                position += per_round
                 cpu_before = server.cpu()
                 replies, elapsed = quic_flood(server.port, batch)
                 cpu = server.cpu() - cpu_before
@@ -318,7 +319,7 @@ def run(
             "workers": workers,
             "threads": threads,
             "relay_delay_ms_each_way": DELAY * 1000,
-            "quic_initials_per_round": QUIC_INITIALS,
+            "quic_initials_per_round": per_round,
         },
     )
     anchor = "--validation hrr"

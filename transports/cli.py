@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[v.value for v in Validation],
         default=Validation.ADAPTIVE.value,
         help="how a new client proves its address: adaptive (default: the stateless HRR only"
-        " while more than 64 connections are handshaking; with --quic, a Retry under a flood of"
+        " while more than 32 connections are handshaking; with --quic, a Retry under a flood of"
         " new clients), hrr (always the stateless HRR), none (ordinary handshakes: an HRR only"
         " when the key shares do not fit); with --quic also retry and both",
     )

@@ -74,20 +74,26 @@ TCP_VALIDATIONS = (Validation.ADAPTIVE, Validation.HRR, Validation.NONE)
 
 
 class PressureGauge:
-    """Whether a server is under pressure, from a load figure (handshakes in progress, Initials
-    per second): on once it goes above ``high``, off again only at or below half of it, so a
-    server near the threshold does not flip with every connection."""
+    """Whether a server is under pressure, from a load figure (handshakes in progress, new
+    clients a second): on as soon as it goes above ``high``; off again once it was last seen
+    above half of it ``hold`` seconds ago.  A flood makes the load spike and dip (a fast
+    stateless front drains the very handshakes in progress it is measured by), so the gauge
+    holds rather than flip back with every dip."""
 
-    __slots__ = ("high", "on")
+    __slots__ = ("_busy_at", "high", "hold", "on")
 
-    def __init__(self, high: float) -> None:
+    def __init__(self, high: float, hold: float = 5.0) -> None:
         self.high = high
+        self.hold = hold
         self.on = False
+        self._busy_at = -float("inf")
 
-    def __call__(self, load: float) -> bool:
+    def __call__(self, load: float, now: float) -> bool:
         if load > self.high:
             self.on = True
-        elif load <= self.high / 2:
+        if load > self.high / 2:
+            self._busy_at = now
+        elif self.on and now - self._busy_at >= self.hold:
             self.on = False
         return self.on
 
@@ -124,9 +130,11 @@ class Limits:
     #: CCS, refused early data), counted anew after the HRR.
     max_handshake_buffer: int = 65536
     #: Validation.ADAPTIVE: the stateless HRR goes on when more connections than this are
-    #: handshaking, off again at half (PressureGauge).  An idle server is far below it; a flood
-    #: of connections that stall or leave after ClientHello1 crosses it within a second.
-    adaptive_handshakes: int = 64
+    #: handshaking, off again 5 s after the count was last above half (PressureGauge).  An
+    #: idle server is far below it; a flood of connections that stall or leave after
+    #: ClientHello1 crosses it within a second, even from one address (half the per-source
+    #: limit, which would otherwise stop one address short of it).
+    adaptive_handshakes: int = 32
     #: Bytes read from the socket at a time (and so the most buffered per read after the
     #: handshake: the application reads at its own pace, the adapter never reads ahead more).
     read_size: int = 65536
@@ -444,6 +452,7 @@ class Admission:
         self.max_connections = max_connections
         self.validation = Validation.parse(validation, TCP_VALIDATIONS)
         self.pressure = PressureGauge(limits.adaptive_handshakes)
+        self.clock = time.monotonic  # the pressure gauge's
         self.open = 0
         self.handshaking = 0
         self._by_source: dict[str, int] = {}
@@ -475,7 +484,7 @@ class Admission:
         """Whether the connection just admitted gets the stateless HelloRetryRequest: always
         with Validation.HRR, under pressure (handshakes in progress) with ADAPTIVE."""
         if self.validation is Validation.ADAPTIVE:
-            return self.pressure(self.handshaking)
+            return self.pressure(self.handshaking, self.clock())
         return self.validation is Validation.HRR
 
     @property

@@ -104,11 +104,12 @@ class QuicOptions:
     receive_buffer: int = 7 << 20
     #: Validation.ADAPTIVE: the stateless HRR goes on when more connections than this are
     #: handshaking (each one unvalidated may send 3x what it received, and costs a full
-    #: handshake), off again at half; a spoofed flood of a few Initials a second crosses it.
-    adaptive_handshakes: int = 64
+    #: handshake), off 5 s after it was last above half; a spoofed flood of a few Initials a
+    #: second crosses it.
+    adaptive_handshakes: int = 32
     #: Validation.ADAPTIVE: above this many new clients' Initials a second, a Retry (~33 µs)
     #: answers them instead of the HRR (~160 µs), as msquic switches above RetryMemoryLimit:
-    #: one core answers about 6,000 HRRs a second; off again at half.
+    #: one core answers about 6,000 HRRs a second; off 5 s after it was last above half.
     adaptive_retry_rate: float = 3000.0
 
     def __post_init__(self) -> None:
@@ -337,9 +338,9 @@ class InitialFront:
             return Validation.RETRY
         if len(self.cids.key_candidates(dcid)) > 1 or (peer[0], peer[1], dcid) in self.table:
             return Validation.HRR
-        if self._flood(self._new_clients.rate(now)):
+        if self._flood(self._new_clients.rate(now), now):
             return Validation.RETRY
-        if self._handshake_pressure(self.handshakes_in_progress()):
+        if self._handshake_pressure(self.handshakes_in_progress(), now):
             return Validation.HRR
         return Validation.NONE
 

@@ -36,22 +36,32 @@ from tests.memory.test_quic import (
 )
 
 
-def test_pressure_gauge_goes_on_above_the_threshold_and_off_at_half() -> None:
-    gauge = PressureGauge(10)
-    assert [gauge(load) for load in (0, 10, 11, 10, 6, 5, 4, 11)] == [
+def test_pressure_gauge_goes_on_above_the_threshold_and_off_after_a_calm_hold() -> None:
+    gauge = PressureGauge(10, hold=5.0)
+    readings = [(0, 0.0), (10, 1.0), (11, 2.0), (3, 3.0), (9, 4.0), (3, 8.5), (3, 9.0)]
+    assert [gauge(load, now) for load, now in readings] == [
         False,  # calm
         False,  # at the threshold: not above it
         True,  # above: on
-        True,  # back at the threshold: stays on (no flapping)
-        True,
-        False,  # half: off
-        False,
-        True,
+        True,  # a dip (a fast stateless front drains what it is measured by): still on
+        True,  # above half again, at 4.0: the hold starts over
+        True,  # 4.5 s since
+        False,  # 5 s since the load was last above half: off
     ]
 
 
-def test_tcp_admission_validates_only_while_many_handshakes_are_in_progress() -> None:
+def test_pressure_gauge_after_a_flood_the_next_client_is_calm() -> None:
+    """Readings come only with new clients: a minute after a flood the first one is answered
+    without validation (the last busy reading was long ago)."""
+    gauge = PressureGauge(10, hold=5.0)
+    assert gauge(50, 100.0)
+    assert not gauge(1, 160.0)
+
+
+def test_tcp_admission_validates_while_many_handshakes_are_in_progress() -> None:
     admission = Admission(Limits(adaptive_handshakes=4), 1000, Validation.ADAPTIVE)
+    clock = [0.0]
+    admission.clock = lambda: clock[0]
     decisions = []
     for _ in range(6):  # six clients connect and stay in their handshakes
         assert admission.admit("10.0.0.1/32") is None
@@ -59,13 +69,14 @@ def test_tcp_admission_validates_only_while_many_handshakes_are_in_progress() ->
     # The connection just admitted counts: the fifth is the first above 4.
     assert decisions == [False, False, False, False, True, True]
     assert admission.validating
-    for _ in range(4):
+    for _ in range(6):
         admission.handshake_over("10.0.0.1/32")
-    assert admission.admit("10.0.0.1/32") is None  # 3 in progress, this one included
-    assert admission.stateless() and admission.validating  # 3 > 4 / 2: still on, no flapping
-    for _ in range(2):
-        admission.handshake_over("10.0.0.1/32")
-    assert admission.admit("10.0.0.1/32") is None  # 2 in progress: half the threshold
+    clock[0] = 1.0
+    assert admission.admit("10.0.0.1/32") is None  # 1 in progress, within the hold: still on
+    assert admission.stateless() and admission.validating
+    admission.handshake_over("10.0.0.1/32")
+    clock[0] = 6.0  # 6 s after the count was last above half (2)
+    assert admission.admit("10.0.0.1/32") is None
     assert admission.stateless() is False and not admission.validating
 
 
@@ -117,7 +128,7 @@ def test_quic_calm_server_answers_the_first_initial_directly() -> None:
 
 
 def test_quic_many_handshakes_in_progress_bring_the_stateless_hrr() -> None:
-    in_progress = [65]  # over QuicOptions.adaptive_handshakes (64)
+    in_progress = [33]  # over QuicOptions.adaptive_handshakes (32)
     front = adaptive_front(in_progress)
     exchange = first_exchange(front)  # asserts the HRR
     assert front.adaptive_level is Validation.HRR
@@ -126,9 +137,12 @@ def test_quic_many_handshakes_in_progress_bring_the_stateless_hrr() -> None:
     in_progress[0] = 0
     accepted = exchange.client_hello2()
     assert isinstance(accepted, Accept) and accepted.start.validation == "cookie", accepted
-    # ... and the next new client is answered directly again.
+    # ... and a new client is answered directly again once it has been calm for 5 s.
     _, other = aioquic_client()
-    assert isinstance(front.receive(other[0], ("198.51.100.8", 40000), NOW), Accept)
+    hrr = front.receive(other[0], ("198.51.100.8", 40000), NOW + 1)
+    assert isinstance(hrr, Reply) and hrr.kind is ReplyKind.HRR  # within the hold
+    _, other = aioquic_client()
+    assert isinstance(front.receive(other[0], ("198.51.100.8", 40001), NOW + 6), Accept)
 
 
 def test_quic_a_flood_of_new_clients_gets_retries_and_back() -> None:
@@ -148,9 +162,9 @@ def test_quic_a_flood_of_new_clients_gets_retries_and_back() -> None:
     (second, _), *_ = client.datagrams_to_send(NOW + 0.5)
     accepted = front.receive(second, CLIENT, NOW + 0.5)
     assert isinstance(accepted, Accept) and accepted.start.validation == "retry"
-    # Two quiet seconds later the rate has fallen: new clients are answered directly.
+    # Once the rate has been low for 5 s, new clients are answered directly.
     _, first = aioquic_client()
-    assert isinstance(front.receive(first[0], CLIENT, NOW + 3), Accept)
+    assert isinstance(front.receive(first[0], CLIENT, NOW + 10), Accept)
     assert level(front) is Validation.NONE
 
 
