@@ -403,7 +403,11 @@ def _cannot_listen(args: argparse.Namespace, error: OSError) -> CommandError:
 
 
 async def _serve_quic(
-    args: argparse.Namespace, config: ServerConfig, described: str | None, secret: bytes | None
+    args: argparse.Namespace,
+    config: ServerConfig,
+    described: str | None,
+    secret: bytes | None,
+    parent: int | None = None,
 ) -> None:
     """HTTP/3 over QUIC; a new client's first Initial gets a stateless HRR (``--validation``).
 
@@ -428,13 +432,19 @@ async def _serve_quic(
     if described is not None:
         _announce(args, server.address, described, config)
     async with server, _stat_lines(server.log_stats, args.stats_interval):
-        await _until_signalled()
+        await _until_signalled(parent)
     if described is not None:
         print("stateless13: shut down", flush=True)
 
 
-async def _serve(args: argparse.Namespace, config: ServerConfig, described: str | None) -> None:
-    """Serve until SIGINT/SIGTERM; ``described`` is printed by the one process that announces."""
+async def _serve(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    described: str | None,
+    parent: int | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; ``described`` is printed by the one process that announces;
+    a worker also stops when its ``parent`` is gone."""
     from .asyncio_tcp import serve
     from .demo import echo, http_page
 
@@ -462,7 +472,7 @@ async def _serve(args: argparse.Namespace, config: ServerConfig, described: str 
         _announce(args, server.sockets[0].getsockname()[:2], described, config)
     try:
         async with _stat_lines(server.log_stats, args.stats_interval):
-            await _until_signalled()
+            await _until_signalled(parent)
     finally:  # graceful: idle connections get close_notify, busy ones --stop-timeout seconds
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -492,13 +502,23 @@ async def _stat_lines(log: Callable[[], None], interval: float) -> AsyncIterator
         log()
 
 
-async def _until_signalled() -> None:
-    """Return at SIGINT or SIGTERM (the server then closes cleanly)."""
+async def _until_signalled(parent: int | None = None) -> None:
+    """Return at SIGINT or SIGTERM (the server then closes cleanly), or, for a worker, once
+    its ``parent`` is gone (killed without a chance to stop it: no orphan keeps the port)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+
+    async def watch_parent() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        stop.set()
+
+    watcher = asyncio.create_task(watch_parent()) if parent is not None else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
 
 
 def _announce(
@@ -663,10 +683,11 @@ def _run_worker(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         placeholder.close()
+        parent = os.getppid()
         worker = (
-            _serve_quic(args, config, None, quic_secret)
+            _serve_quic(args, config, None, quic_secret, parent)
             if args.quic
-            else _serve(args, config, None)
+            else _serve(args, config, None, parent)
         )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(worker)

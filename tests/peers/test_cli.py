@@ -430,6 +430,29 @@ def test_a_killed_worker_comes_back(serve: Serve) -> None:
     server.stop()
 
 
+def test_workers_leave_when_their_parent_is_killed(serve: Serve) -> None:
+    """SIGKILL to the parent (nothing can forward it): the workers notice within a second or
+    two and stop, so no orphan keeps serving the port."""
+    server = serve(["--workers", "2"])
+    workers = server.wait_for(server.stdout, r"2 workers: (\d+) (\d+)")
+    server.process.kill()
+    server.process.wait(timeout=STOP_TIMEOUT)
+    deadline = time.monotonic() + 10
+    alive = {int(workers[1]), int(workers[2])}
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if _running(pid)}
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"  # not a zombie
+    except FileNotFoundError:
+        return False
+
+
 def test_workers_that_keep_dying_stop_the_server_with_a_failure(serve: Serve) -> None:
     """More than five deaths in a minute: exit status 1, for a supervisor to act on."""
     server = serve(["--workers", "2"])
