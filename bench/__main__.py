@@ -24,6 +24,7 @@ from .common import BENCHMARKS, RESULTS_DIR, ROOT, Report
 OTHER = {
     "chart": "draw docs/benchmarks.png from the JSON results",
     "capture": "capture ClientHello1s from the installed peers (tests/data/client_hellos)",
+    "hostile": "issue 20's ten hostile-load measurements against stateless13 serve (~4 min)",
 }
 
 

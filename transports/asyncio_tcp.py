@@ -88,6 +88,11 @@ class TLSStream(StreamState):
         if self._waiting and not self._received:
             self._session.close()
             self._flush()
+            # Read no more: the stream ends here, and a client's next bytes, already on their
+            # way, would otherwise reach a reader at EOF (asyncio: "feed_data after feed_eof").
+            transport = self._writer.transport
+            if isinstance(transport, asyncio.Transport):  # a socket's: it reads too
+                transport.pause_reading()
             self._reader.feed_eof()
 
     def write(self, data: bytes) -> None:

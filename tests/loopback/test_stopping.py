@@ -5,6 +5,7 @@ close_notify to every idle connection at once, lets a busy one finish, cuts what
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -59,6 +60,40 @@ def test_sigterm_closes_idle_connections_cleanly_and_exits_0(tmp_path: Path) -> 
     assert "stateless13: shut down" in output, output
     refused = socket.socket()
     assert refused.connect_ex(("127.0.0.1", port)) != 0  # no longer accepting
+
+
+def test_a_client_writing_as_the_server_stops() -> None:
+    """An idle connection whose client sends more just after the server ended its stream (at
+    stop: close_notify, read() returns b""), while the handler still holds the connection:
+    those bytes are not read, rather than reach a reader at EOF, which asyncio reports as an
+    error ("feed_data after feed_eof") with a traceback."""
+    from stateless13 import ServerConfig
+    from stateless13.transports.asyncio_tcp import TLSStream, serve
+
+    errors: list[dict[str, object]] = []
+
+    async def handler(stream: TLSStream) -> None:
+        while data := await stream.read():
+            stream.write(data)
+            await stream.drain()
+        await asyncio.sleep(0.3)  # the handler's own cleanup, before it closes
+        await stream.close()
+
+    async def main() -> None:
+        server = await serve(ServerConfig.self_signed(), handler, validation="none")
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        port = server.sockets[0].getsockname()[1]
+        clients = await asyncio.gather(*(asyncio.to_thread(connect, port) for _ in range(5)))
+        stopping = asyncio.create_task(server.stop(timeout=2))
+        await asyncio.sleep(0.1)  # close_notify sent, each stream at its end
+        for tls in clients:
+            await asyncio.to_thread(tls.sendall, b"more")
+        await stopping
+        for tls in clients:
+            tls.close()
+
+    asyncio.run(main())
+    assert not errors, errors
 
 
 def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
