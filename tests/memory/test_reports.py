@@ -1,0 +1,118 @@
+"""The operator's output without sockets: a connection's report as structured log fields, what
+is logged at which level, and the stat line's counters (issue 13, item 4)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from stateless13 import ServerConfig
+from stateless13.transports.common import ConnectionReport, Reporter, ServerStats
+from stateless13.transports.memory import MemoryServer
+from tests.helpers import PythonSSLClient
+
+Report = ConnectionReport
+PEER = ("192.0.2.7", 1)
+
+
+def completed_report() -> ConnectionReport:
+    client, server = PythonSSLClient(), MemoryServer(ServerConfig.self_signed())
+    to_server = client.step()
+    for _ in range(4):
+        server.receive(to_server)
+        to_server = client.step(server.data_to_send())
+    server.receive(to_server)
+    assert server.handshake is not None
+    return ConnectionReport.of(
+        server, ("192.0.2.7", 50000), 0.25, None, validation="hrr", handshake_time=0.004
+    )
+
+
+def test_the_log_line_carries_its_fields_as_extra(caplog: pytest.LogCaptureFixture) -> None:
+    report = completed_report()
+    with caplog.at_level(logging.INFO, logger="stateless13.server"):
+        report.log()
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO and record.getMessage() == report.log_line()
+    fields = report.fields()
+    for name, value in fields.items():
+        assert getattr(record, name) == value, name
+    assert fields["outcome"] == "completed" and fields["hrr"] is True
+    assert fields["group"] == "secp256r1" and fields["handshake_ms"] == 4.0
+    assert fields["duration_ms"] == 250.0
+    assert isinstance(fields["bytes_in"], int) and fields["bytes_in"] > 500
+    assert isinstance(fields["bytes_out"], int) and fields["bytes_out"] > 500
+    json.dumps(fields)  # what a JSON formatter would do with them
+    assert "handshake=4.0ms duration=250.0ms in=" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("report", "outcome", "level"),
+    [
+        (
+            Report(PEER, True, False, None, 0.1, "client closed during the handshake"),
+            "left_after_hrr",
+            logging.DEBUG,
+        ),
+        (
+            Report(PEER, False, False, None, 0.1, "client closed during the handshake"),
+            "client_left",
+            logging.INFO,
+        ),
+        (
+            Report(PEER, True, False, None, 10.0, "handshake_timeout (10s)"),
+            "handshake_timeout",
+            logging.INFO,
+        ),
+        (
+            Report(PEER, False, False, None, 0.0, "illegal_parameter: x y"),
+            "illegal_parameter",
+            logging.INFO,
+        ),
+        (
+            Report(PEER, True, False, None, 0.1, "client sent handshake_failure"),
+            "client_alert_handshake_failure",
+            logging.INFO,
+        ),
+    ],
+    ids=["left-after-hrr", "left-before", "timeout", "alert", "client-alert"],
+)  # fmt: skip
+def test_outcomes_and_levels(
+    report: ConnectionReport, outcome: str, level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert report.outcome == outcome
+    with caplog.at_level(logging.DEBUG, logger="stateless13.server"):
+        report.log()
+    assert [r.levelno for r in caplog.records] == [level]
+
+
+def test_the_stat_line_counts_what_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    reporter = Reporter(None)
+    peer = PEER
+    with caplog.at_level(logging.INFO):
+        reporter(completed_report())
+        for _ in range(3):
+            reporter(ConnectionReport(peer, True, False, None, 0.1, "client closed during it"))
+        for _ in range(50):  # refusals: one rate-limited warning, not fifty lines
+            reporter(ConnectionReport.refused(peer, "max_handshakes_per_source"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "stateless13.server"]
+    assert len(lines) == 2, lines  # the completed one, and one warning for the 50 refusals
+    assert "refused at accept (1 times)" in lines[1], lines
+    stats = reporter.stats
+    snapshot = stats.snapshot(in_progress=2, open=5, validating=1)
+    assert snapshot["completed"] == 1 and snapshot["hrr"] == 4
+    assert snapshot["cookies_verified"] == 1 and snapshot["left_after_hrr"] == 3
+    assert snapshot["refused"] == {"max_handshakes_per_source": 50}
+    assert snapshot["failed"] == {}
+    line = ServerStats.line(snapshot)
+    assert line.startswith("stats tcp: completed=1 completed_per_s=")
+    assert "refused=max_handshakes_per_source=50 failed=0" in line
+    assert line.endswith("in_progress=2 open=5 validating=1")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="stateless13.stats"):
+        stats.log_line(in_progress=0, open=0, validating=0)
+    (record,) = caplog.records
+    assert record.name == "stateless13.stats"
+    assert record.stats["completed"] == 1 and record.stats["completed_per_s"] == 0.0  # type: ignore[attr-defined]
