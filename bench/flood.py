@@ -31,7 +31,6 @@ import re
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -43,7 +42,6 @@ from aioquic.quic.connection import QuicConnection
 from stateless13 import ServerConfig
 
 from .common import (
-    ROOT,
     Progress,
     Report,
     Row,
@@ -54,58 +52,21 @@ from .common import (
     private_key_pem,
     python_ssl_client_context,
 )
-from .sockets import HOST, _cpu_seconds, _load_worker
+from .sockets import HOST, Server, _load_worker
 
 VALIDATIONS = ("hrr", "adaptive", "none")
 DELAY = 0.010  # seconds each way through the relay
 QUIC_INITIALS_PER_SECOND = 3000  # distinct first Initials per QUIC round, per --seconds
 
 
-class Served:
-    """``stateless13 serve`` in its own process; the port read from its banner."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None and self.process.stderr is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"on 127\.0\.0\.1:(\d+)", line)
-        if match is None:
-            self.stop()
-            raise SystemExit(f"could not read the port from {line!r}")
-        self.port = int(match.group(1))
-        self.log: list[str] = []  # its stderr, read as it comes so that the pipe never fills
-        stderr = self.process.stderr
-        threading.Thread(target=lambda: self.log.extend(stderr), daemon=True).start()
-
-    def cpu(self) -> float:
-        return _cpu_seconds(self.process.pid)
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return "".join(self.log)
-
-
 @contextlib.contextmanager
-def servers(cert: str, key: str, *extra: str) -> Iterator[dict[str, Served]]:
+def servers(cert: str, key: str, *extra: str) -> Iterator[dict[str, Server]]:
     base = [sys.executable, "-m", "stateless13", "serve", "--host", HOST, "--port", "0"]
     base += ["--mode", "echo", "--quiet", "--cert", cert, "--key", key, *extra]
-    started: dict[str, Served] = {}
+    started: dict[str, Server] = {}
     try:
         for validation in VALIDATIONS:
-            started[validation] = Served([*base, "--validation", validation])
+            started[validation] = Server(validation, [*base, "--validation", validation])
         yield started
     finally:
         for server in started.values():
@@ -310,7 +271,8 @@ def run(
                 bar.step(f"round {index + 1}/{rounds} quic {name}")
         time.sleep(1.0)  # one more stat line
         for name, server in quic.items():
-            quic_connections[name] = _quic_connections(server.stop())
+            server.stop()
+            quic_connections[name] = _quic_connections("".join(server.log))
     bar.close()
 
     report = Report(
@@ -370,8 +332,8 @@ def run(
 
 
 @contextlib.contextmanager
-def _served(argv: list[str]) -> Iterator[Served]:
-    server = Served(argv)
+def _served(argv: list[str]) -> Iterator[Server]:
+    server = Server(argv[-1], argv)
     try:
         yield server
     finally:

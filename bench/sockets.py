@@ -178,7 +178,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    """A server process on loopback; its port is read from the first line it prints."""
+    """A server process on loopback; its port is read from the first line it prints, its
+    stderr kept in ``log`` (read as it comes, so that the pipe never fills)."""
 
     def __init__(self, name: str, argv: list[str]) -> None:
         self.name = name
@@ -186,11 +187,15 @@ class Server:
             argv,
             cwd=ROOT,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        assert self.process.stdout is not None
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.log: list[str] = []
+        stderr = self.process.stderr
+        self._log_reader = threading.Thread(target=lambda: self.log.extend(stderr), daemon=True)
+        self._log_reader.start()
         line = self.process.stdout.readline()
         match = re.search(r"on 127\.0\.0\.1:(\d+)", line)
         if match is None:
@@ -209,6 +214,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._log_reader.join(5)
 
 
 @contextlib.contextmanager

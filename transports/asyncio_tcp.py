@@ -222,16 +222,7 @@ class _Front:
         finally:
             if not writer.is_closing():
                 writer.close()
-            self.report(
-                ConnectionReport.of(
-                    session,
-                    peer,
-                    time.monotonic() - started,
-                    error,
-                    validation="hrr" if stateless else "none",
-                    handshake_time=handshake_time if session.handshake is not None else None,
-                )
-            )
+            self.report(ConnectionReport.of(session, peer, started, handshake_time, error))
 
     async def _handshake(
         self, session: MemoryServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

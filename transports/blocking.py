@@ -223,16 +223,7 @@ class ThreadedServer:
         finally:
             sock.close()
             self._admission.closed()
-            self.report(
-                ConnectionReport.of(
-                    session,
-                    peer,
-                    time.monotonic() - started,
-                    error,
-                    validation="hrr" if stateless else "none",
-                    handshake_time=handshake_time if session.handshake is not None else None,
-                )
-            )
+            self.report(ConnectionReport.of(session, peer, started, handshake_time, error))
 
 
 def serve(

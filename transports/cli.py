@@ -612,9 +612,10 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
     quic_secret = os.urandom(32)  # shared by the QUIC workers, like the cookie keys
 
     def start_worker() -> int:
+        parent = os.getpid()  # taken before the fork: the parent may die before the child runs
         pid = os.fork()
         if pid == 0:
-            _run_worker(args, config, quic_secret, placeholder)
+            _run_worker(args, config, quic_secret, placeholder, parent)
         return pid
 
     children = {start_worker() for _ in range(args.workers)}
@@ -674,7 +675,11 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
 
 
 def _run_worker(
-    args: argparse.Namespace, config: ServerConfig, quic_secret: bytes, placeholder: socket.socket
+    args: argparse.Namespace,
+    config: ServerConfig,
+    quic_secret: bytes,
+    placeholder: socket.socket,
+    parent: int,
 ) -> NoReturn:
     """A forked worker: serve until SIGTERM, then leave with os._exit, whatever happens, so that
     it never returns into the parent's code (its worker loop, its cleanup)."""
@@ -683,7 +688,6 @@ def _run_worker(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         placeholder.close()
-        parent = os.getppid()
         worker = (
             _serve_quic(args, config, None, quic_secret, parent)
             if args.quic

@@ -241,22 +241,22 @@ class ConnectionReport:
         cls,
         session: MemoryServer,
         peer: tuple[str, int],
-        duration: float,
-        error: str | None,
-        *,
-        validation: str,
+        started: float,
         handshake_time: float | None,
+        error: str | None,
     ) -> ConnectionReport:
-        """The report of ``session``; ``error`` (a timeout, the socket) before the session's own."""
+        """The report of ``session``, accepted at ``started`` (time.monotonic), closed now;
+        ``handshake_time``: seconds until its handshake was over, completed or not; ``error`` (a
+        timeout, the socket) before the session's own."""
         return cls(
             peer,
             session.hello_retry,
             session.cookie_verified,
             session.handshake,
-            duration,
+            time.monotonic() - started,
             error or session.error,
-            validation=validation,
-            handshake_time=handshake_time,
+            validation="hrr" if session.stateless else "none",
+            handshake_time=handshake_time if session.handshake is not None else None,
             bytes_in=session.bytes_in,
             bytes_out=session.bytes_out,
         )

@@ -61,6 +61,7 @@ class MemoryServer:
         "handshake",
         "hello_retry",
         "peer",
+        "stateless",
     )
 
     def __init__(
@@ -74,6 +75,8 @@ class MemoryServer:
     ) -> None:
         self.config = config
         self.peer = peer
+        #: Whether ClientHello1 goes to the stateless front (else an ordinary handshake).
+        self.stateless = stateless
         self._clock = clock
         self._max_handshake_buffer = max_handshake_buffer
         self._buffered = 0  # bytes received toward the current ClientHello (and the handshake)

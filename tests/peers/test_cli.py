@@ -15,16 +15,15 @@ import ssl
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from stateless13 import Credential
+from tests.commands import Process
 from tests.helpers import PythonSSLClient, read_record, read_until_closed
 from tests.servers import require_peer
 
@@ -50,55 +49,22 @@ NSS_LABELS = {
 }
 
 
-class CliServer:
-    """One ``stateless13 serve`` process; stdout and stderr are collected line by line."""
+class CliServer(Process):
+    """One ``stateless13 serve`` process of this checkout (PYTHONPATH), its address read from the
+    banner; stdout and stderr are collected line by line."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         environment = {k: v for k, v in os.environ.items() if k != "SSLKEYLOGFILE"}
         environment |= {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"} | (env or {})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stateless13", "serve", *args],
-            cwd=cwd,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
-            for stream, lines in (
-                (self.process.stdout, self.stdout),
-                (self.process.stderr, self.stderr),
-            )
-        ]
-        for reader in self._readers:
-            reader.start()
+        super().__init__([sys.executable, "-m", "stateless13", "serve", *args], cwd, environment)
         serving = self.wait_for(self.stdout, r"serving (\w+) on (127\.0\.0\.1):(\d+) ")
         self.mode, self.host, self.port = serving[1], serving[2], int(serving[3])
 
-    @staticmethod
-    def _collect(stream: IO[str], lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line.rstrip("\n"))
-
-    def wait_for(self, lines: list[str], pattern: str, count: int = 1) -> re.Match[str]:
+    def wait_for(  # type: ignore[override]
+        self, lines: list[str], pattern: str, count: int = 1
+    ) -> re.Match[str]:
         """The ``count``-th line matching ``pattern`` (waits for it, up to START_TIMEOUT)."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            exited = self.process.poll() is not None
-            if exited:
-                for reader in self._readers:
-                    reader.join(1)
-            matches = [m for line in list(lines) if (m := re.search(pattern, line))]
-            if len(matches) >= count:
-                return matches[count - 1]
-            if exited:
-                break
-            time.sleep(0.01)
-        raise AssertionError(f"no line matching {pattern!r}:\n{self.output()}")
+        return super().wait_for(lines, pattern, START_TIMEOUT, count)
 
     def log_lines(self, count: int = 1) -> list[re.Match[str]]:
         """The first ``count`` per-connection log lines, parsed."""
@@ -107,20 +73,9 @@ class CliServer:
 
     def stop(self) -> None:
         """SIGINT, then a clean exit (code 0, ``shut down``) within STOP_TIMEOUT."""
-        self.process.send_signal(signal.SIGINT)
-        returncode = self.process.wait(timeout=STOP_TIMEOUT)
-        for reader in self._readers:
-            reader.join(STOP_TIMEOUT)
-        assert returncode == 0, self.output()
+        self.send_signal(signal.SIGINT)
+        assert self.wait(STOP_TIMEOUT) == 0, self.output()
         assert "stateless13: shut down" in self.stdout, self.output()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT)
-
-    def output(self) -> str:
-        return "stdout:\n" + "\n".join(self.stdout) + "\nstderr:\n" + "\n".join(self.stderr)
 
 
 Serve = Callable[..., CliServer]  # serve(args, env=None)
@@ -148,6 +103,13 @@ def s_client(
     args = [require_peer("openssl"), "s_client", "-connect", f"{server.host}:{server.port}"]
     args += ["-servername", "localhost", "-tls1_3", "-ign_eof", *options]
     return subprocess.run(args, input=request.decode(), capture_output=True, text=True, timeout=10)
+
+
+def serve_once(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``stateless13 serve ARGS`` expected to exit by itself (a usage or configuration error)."""
+    command = [sys.executable, "-m", "stateless13", "serve", *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
 
 
 def assert_page(run: subprocess.CompletedProcess[str]) -> None:
@@ -209,14 +171,7 @@ def test_stat_line(serve: Serve) -> None:
 
 
 def test_validation_retry_is_for_quic_only(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "stateless13", "serve", "--validation", "retry"],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    run = serve_once(tmp_path, "--validation", "retry")
     assert run.returncode == 2, run
     assert run.stderr == "stateless13: --validation retry is for --quic only (QUIC Retry)\n"
 
@@ -267,14 +222,7 @@ def test_groups_of_equal_preference(serve: Serve) -> None:
 
 
 def test_bad_groups_name_exits_with_a_message(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "stateless13", "serve", "--groups", "x25519,p999"],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    run = serve_once(tmp_path, "--groups", "x25519,p999")
     assert run.returncode != 0, run
     assert "--groups" in run.stderr and "p999" in run.stderr, run.stderr
     assert "serving" not in run.stdout, run.stdout
@@ -524,14 +472,7 @@ def test_a_key_log_that_cannot_be_written_exits_with_a_message(tmp_path: Path) -
     """Refused at start, in one line and exit status 2 (a configuration error), rather than
     failing every handshake later (issues 20, 13)."""
     keylog = tmp_path / "missing" / "keys.log"
-    run = subprocess.run(
-        [sys.executable, "-m", "stateless13", "serve", "--keylog", str(keylog)],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    run = serve_once(tmp_path, "--keylog", str(keylog))
     assert run.returncode == 2, run
     assert run.stderr.strip().splitlines() == [
         f"stateless13: cannot write the key log {keylog}: [Errno 2] No such file or directory:"
