@@ -1,23 +1,35 @@
-"""HelloRetryRequests per second: ``stateless_accept`` vs OpenSSL's ``SSL_stateless()`` (ctypes).
+"""HelloRetryRequests per second: ``stateless_accept``, both builds, vs ``SSL_stateless()``.
 
     python -m bench.hrr_rate [--seconds S] [--rounds N] [--json]
 
-Both answer the same captured ClientHello1s (tests/data/client_hellos/*.bin) on one core: ours
-with a fresh ``stateless_accept`` call, OpenSSL with a fresh SSL object from one SSL_CTX (ECDSA
-P-256 certificate, TLS 1.3 only, our suite order, Python HMAC cookie callbacks).  Before and
-after the rounds every OpenSSL answer is checked to be a real HelloRetryRequest, and every one of
-ours a ``HelloRetry``.
+Every side answers the same captured ClientHello1s (tests/data/client_hellos/*.bin) on one core:
+ours with a fresh ``stateless_accept`` call, OpenSSL with a fresh SSL object from one SSL_CTX
+(ECDSA P-256 certificate, TLS 1.3 only, our suite order).  Two anchors: OpenSSL in C
+(bench/openssl_stateless.c, built here with ``cc`` against Debian's libssl-dev, C cookie
+callbacks) and OpenSSL through ctypes (Python cookie callbacks).  The mix of all clients in turn
+is measured for both builds of the core (bench/builds.py: mypyc-compiled and pure Python, each
+in a worker process) and both anchors, in the same rounds; the per-client rows are the build
+this process runs (``stateless13.COMPILED``) against ctypes.  Before and after the rounds every
+OpenSSL answer is checked to be a real HelloRetryRequest, and every one of ours a ``HelloRetry``.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from stateless13 import HelloRetry, ServerConfig, stateless_accept
+from stateless13 import COMPILED, HelloRetry, ServerConfig, stateless_accept
 
+from .builds import BUILDS, builds, worker_env
 from .common import (
-    OPENSSL_C_HRR_PER_S,
+    BENCH_DIR,
+    CLIENT_HELLOS_DIR,
     PEER,
     Progress,
     Report,
@@ -26,6 +38,7 @@ from .common import (
     captured_client_hellos,
     emit,
     parser,
+    pem_files,
     private_key_pem,
     timed_rate,
 )
@@ -33,6 +46,7 @@ from .openssl_anchor import OpenSSLStateless
 
 BATCH = 50
 ANCHOR = "OpenSSL SSL_stateless (ctypes)"
+C_ANCHOR = "OpenSSL SSL_stateless in C"
 
 
 def _check(config: ServerConfig, anchor: OpenSSLStateless, hellos: dict[str, bytes]) -> None:
@@ -41,6 +55,47 @@ def _check(config: ServerConfig, anchor: OpenSSLStateless, hellos: dict[str, byt
         if not isinstance(result, HelloRetry):
             raise SystemExit(f"{name}: stateless_accept gave {result!r}, not a HelloRetry")
         anchor.hello_retry(hello)  # raises unless OpenSSL wrote an HRR
+
+
+@contextlib.contextmanager
+def c_anchor() -> Iterator[Path]:
+    """bench/openssl_stateless.c, compiled against the system's libssl."""
+    with tempfile.TemporaryDirectory(prefix="stateless13-anchor-") as scratch:
+        binary = Path(scratch) / "openssl_stateless"
+        source = BENCH_DIR / "openssl_stateless.c"
+        built = subprocess.run(
+            ["cc", "-O2", "-o", str(binary), str(source), "-lssl", "-lcrypto"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if built.returncode != 0:
+            raise SystemExit(f"cannot build the C anchor (libssl-dev?):\n{built.stderr}")
+        yield binary
+
+
+def _rate(output: str) -> float:
+    """``<count> <seconds>`` -> count / seconds."""
+    count, elapsed = output.split()
+    return int(count) / float(elapsed)
+
+
+def worker(seconds: float) -> float:
+    """HRRs/s of the build this process imports, over the captured clients in turn."""
+    config = ServerConfig.self_signed("localhost")
+    hellos = list(captured_client_hellos().values())
+    now = time.time()
+    for hello in hellos:
+        if not isinstance(stateless_accept(config, hello, peer=PEER, now=now), HelloRetry):
+            raise SystemExit("a captured ClientHello got no HelloRetry")
+
+    def batch() -> int:
+        for hello in hellos:
+            stateless_accept(config, hello, peer=PEER, now=now)
+        return len(hellos)
+
+    timed_rate(batch, min(seconds, 0.05))  # warm-up
+    return timed_rate(batch, seconds)
 
 
 def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
@@ -52,7 +107,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
     now = time.time()
     cases: dict[str, list[bytes]] = {name: [hello] for name, hello in hellos.items()}
     cases["all clients, in turn"] = list(hellos.values())
-    bar = Progress("hrr_rate", 2 * rounds * len(cases), enabled=progress)
+    bar = Progress("hrr_rate", 2 * rounds * len(cases) + 4 * rounds, enabled=progress)
 
     def ours(inputs: list[bytes]) -> Callable[[], float]:
         count = max(BATCH // len(inputs), 1)
@@ -77,33 +132,67 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
 
         return lambda: timed_rate(batch, seconds)
 
+    build = "compiled" if COMPILED else "pure"
     report = Report(
         "hrr_rate",
         "HRR rate: CH1 -> HelloRetryRequest, one core",
-        {"seconds_per_round": seconds, "rounds": rounds, "peer": PEER[0]},
+        {"seconds_per_round": seconds, "rounds": rounds, "peer": PEER[0], "this process": build},
     )
-    mixed: Row | None = None
+    files = [str(path) for path in sorted(CLIENT_HELLOS_DIR.glob("*.bin"))]
+    with (
+        builds() as trees,
+        c_anchor() as binary,
+        pem_files(credential.certificate_pem(), private_key_pem(credential.private_key)) as (
+            cert,
+            key,
+        ),
+    ):
+
+        def in_c() -> float:
+            run = [str(binary), cert, key, f"{seconds:g}", *files]
+            return _rate(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+
+        def in_worker(name: str) -> Callable[[], float]:
+            command = [sys.executable, "-m", "bench.hrr_rate", "--worker", f"{seconds:g}"]
+            env = worker_env(trees[name])
+
+            def measure() -> float:
+                done = subprocess.run(
+                    command, cwd=trees[name], env=env, capture_output=True, text=True, check=True
+                )
+                return float(done.stdout)
+
+            return measure
+
+        mix = alternate(
+            {
+                **{name: in_worker(name) for name in BUILDS},
+                "C": in_c,
+                "ctypes": openssl(cases["all clients, in turn"]),
+            },
+            rounds,
+            bar,
+        )
+    for name in BUILDS:
+        for anchor_name, key_ in ((C_ANCHOR, "C"), (ANCHOR, "ctypes")):
+            report.rows.append(
+                Row(
+                    f"all clients, in turn: {name} build",
+                    "HRR/s",
+                    mix[name],
+                    anchor_name,
+                    mix[key_],
+                )
+            )
     for name, inputs in cases.items():
-        measured = alternate({"ours": ours(inputs), "anchor": openssl(inputs)}, rounds, bar)
-        size = f"{len(inputs[0])} B" if len(inputs) == 1 else "mix"
-        row = Row(f"{name} ({size})", "HRR/s", measured["ours"], ANCHOR, measured["anchor"])
-        report.rows.append(row)
         if len(inputs) > 1:
-            mixed = row
+            continue
+        measured = alternate({"ours": ours(inputs), "anchor": openssl(inputs)}, rounds, bar)
+        label = f"{name} ({len(inputs[0])} B), {build} build"
+        report.rows.append(Row(label, "HRR/s", measured["ours"], ANCHOR, measured["anchor"]))
     bar.close()
     _check(config, anchor, hellos)  # still HRRs after the rounds
     anchor.close()
-    assert mixed is not None
-    report.rows.append(
-        Row(
-            "all clients vs the published C figure",
-            "HRR/s",
-            mixed.ours,
-            "OpenSSL SSL_stateless in C (published)",
-            [OPENSSL_C_HRR_PER_S],
-            note="44.6k/s: ../shared/research/openssl_stateless.md, not measured in this run",
-        )
-    )
     report.notes.append(
         "OpenSSL's output was checked to be a HelloRetryRequest (handshake record, ServerHello, "
         "random = SHA-256('HelloRetryRequest')) for every client, before and after the rounds."
@@ -117,7 +206,12 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser("hrr_rate", __doc__.splitlines()[0]).parse_args(argv)
+    options = parser("hrr_rate", __doc__.splitlines()[0])
+    options.add_argument("--worker", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    args = options.parse_args(argv)
+    if args.worker is not None:
+        print(worker(args.worker))
+        return 0
     emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
     return 0
 

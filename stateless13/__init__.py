@@ -74,7 +74,14 @@ from .stateless import (
 
 __version__ = "0.1.0"
 
+from . import handshake as _handshake
+
+#: Whether this is the mypyc-compiled build of the core (setup.py): the same source and API as
+#: the pure-Python one, faster; its modules are C extensions, not .py files.
+COMPILED: bool = not (_handshake.__file__ or "").endswith(".py")
+
 __all__ = [
+    "COMPILED",
     # the second tier (see the module docstring)
     "Action",
     "CookieVerified",

@@ -50,11 +50,11 @@ class ServerConnection:
         *,
         peer: tuple[str, int] | None = None,
         entropy: Entropy | None = None,
+        _handshake: ServerHandshake | None = None,
     ) -> None:
-        handshake = ServerHandshake(config, peer=peer, entropy=entropy)
-        self._setup(handshake)
-
-    def _setup(self, handshake: ServerHandshake) -> None:
+        # _handshake: one made elsewhere (resumed from a cookie by stateless_accept, or with a
+        # test's own options); what it has already done is applied at once.
+        handshake = _handshake or ServerHandshake(config, peer=peer, entropy=entropy)
         self._handshake = handshake
         self.peer = handshake.peer
         self._records = RecordLayer()
@@ -66,14 +66,12 @@ class ServerConnection:
         self._error: AlertError | None = None
         #: The HandshakeComplete event's contents, once the handshake is done.
         self.handshake: HandshakeComplete | None = None
+        self._apply(handshake.take_actions())
 
     @classmethod
     def _from_resumed_handshake(cls, handshake: ServerHandshake) -> ServerConnection:
         """Wrap a handshake already resumed from a cookie (used by ``stateless_accept``)."""
-        connection = cls.__new__(cls)
-        connection._setup(handshake)
-        connection._apply(handshake.take_actions())
-        return connection
+        return cls(handshake.config, _handshake=handshake)
 
     # -- input -----------------------------------------------------------------------------------
 

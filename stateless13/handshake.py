@@ -24,6 +24,7 @@ import os
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import key_schedule as ks
 from .alerts import (
@@ -163,11 +164,22 @@ Action = (
 OUR_RECORD_SIZE_LIMIT = (1 << 14) + 1
 
 
-class Entropy:
-    """Where the handshake's randomness comes from.
+class Entropy(Protocol):
+    """Where the handshake's randomness comes from (a protocol, not a base class: a compiled
+    class cannot be subclassed by interpreted code).
 
     Tests that replay RFC 8448 substitute fixed values; nobody else needs to touch this.
     """
+
+    def random(self, n: int) -> bytes: ...
+
+    def key_exchange(self, group: NamedGroup) -> KeyExchange: ...
+
+    def sign(self, credential: Credential, scheme: int, data: bytes) -> bytes: ...
+
+
+class SystemEntropy:
+    """The operating system's randomness and fresh keys: what every real handshake uses."""
 
     def random(self, n: int) -> bytes:
         return os.urandom(n)
@@ -179,7 +191,7 @@ class Entropy:
         return sign(credential.private_key, scheme, data)
 
 
-_ENTROPY = Entropy()
+_ENTROPY: Entropy = SystemEntropy()
 
 logger = logging.getLogger("stateless13")
 #: Key log callbacks that have failed (each is reported once).

@@ -151,8 +151,11 @@ def group_to_request(
     tiers = config.group_tiers
     position = next(i for i, tier in enumerate(tiers) if negotiated.group in tier)
     allowed = tiers[position:] if config.retry_names_a_group else tiers[position : position + 1]
-    unshared = (g for tier in allowed for g in tier if g in hello.supported_groups)
-    return next((g for g in unshared if g not in shared), None)
+    for tier in allowed:
+        for group in tier:
+            if group in hello.supported_groups and group not in shared:
+                return group
+    return None
 
 
 def _choose_credential(

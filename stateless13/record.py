@@ -187,6 +187,21 @@ class RecordLayer:
         self._early_data_left = left - size
         self._early_data_skipped += size
 
+    def _open(self, read: RecordProtection, start: int, end: int) -> Record | None:
+        """The protected record ``buffer[start:end]``, opened; None if it was skipped as early
+        data.  The AEAD reads the payload in place, through a view of the received bytes."""
+        buffer = self._buffer
+        try:
+            with memoryview(buffer)[start + HEADER_SIZE : end] as sealed:
+                inner_type, data = read.open(buffer[start : start + HEADER_SIZE], sealed)
+        except BadRecordMac as error:
+            self._skip_early_data_record(end - start, error)
+            return None
+        self._early_data_left = None
+        if not data and inner_type != ContentType.application_data:
+            raise UnexpectedMessage(f"empty {inner_type.name} record")
+        return Record(inner_type, data, protected=True)
+
     def next_record(self) -> Record | None:
         """The next complete record, decrypted if a read key is installed; None if incomplete."""
         while True:  # only skipped early data records go round again
@@ -201,36 +216,20 @@ class RecordLayer:
                 end = start + HEADER_SIZE + ((buffer[start + 3] << 8) | buffer[start + 4])
                 if end - start <= HEADER_SIZE + MAX_CIPHERTEXT and end <= len(buffer):
                     self._offset = end
-                    try:
-                        with memoryview(buffer)[start + HEADER_SIZE : end] as sealed:
-                            inner_type, data = self._read.open(
-                                buffer[start : start + HEADER_SIZE], sealed
-                            )
-                    except BadRecordMac as error:
-                        self._skip_early_data_record(end - start, error)
+                    record = self._open(self._read, start, end)
+                    if record is None:
                         continue
-                    self._early_data_left = None
-                    if not data and inner_type != ContentType.application_data:
-                        raise UnexpectedMessage(f"empty {inner_type.name} record")
-                    return Record(inner_type, data, protected=True)
+                    return record
             framed = split_record(self._buffer, start)
             if framed is None:
                 return None
             content_type, length, total = framed
-            header = bytes(self._buffer[start : start + HEADER_SIZE])
             self._offset = start + total
             if self._read is not None and content_type == ContentType.application_data:
-                # The AEAD reads the payload in place, through a view of the received bytes.
-                try:
-                    with memoryview(self._buffer)[start + HEADER_SIZE : start + total] as sealed:
-                        inner_type, data = self._read.open(header, sealed)
-                except BadRecordMac as error:
-                    self._skip_early_data_record(total, error)
+                record = self._open(self._read, start, start + total)
+                if record is None:
                     continue
-                self._early_data_left = None
-                if not data and inner_type != ContentType.application_data:
-                    raise UnexpectedMessage(f"empty {inner_type.name} record")
-                return Record(inner_type, data, protected=True)
+                return record
             if self._read is None and content_type == ContentType.application_data:
                 if self._early_data_left is not None:
                     self._skip_early_data_record(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -30,6 +31,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from stateless13 import (
+    COMPILED,
     CipherSuite,
     CookieKeyRing,
     Credential,
@@ -91,6 +93,16 @@ SUITE_NAMES = {
 } | {suite.name.lower(): suite for suite in CipherSuite}
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+#: The version and which build of the core runs (setup.py: mypyc-compiled, or pure Python).
+VERSION = f"{__version__} ({'compiled' if COMPILED else 'pure Python'})"
+
+#: ServerConfig's defaults (read from its fields: a compiled dataclass has no class attributes
+#: holding them).
+CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+
+
 def _names(table: dict[str, CipherSuite] | dict[str, NamedGroup], text: str) -> tuple[int, ...]:
     try:
         return tuple(table[name.strip().lower()] for name in text.split(",") if name.strip())
@@ -141,7 +153,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stateless13", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"stateless13 {__version__}")
+    parser.add_argument("--version", action="version", version=f"stateless13 {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
@@ -196,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-client-hello-size",
         type=int,
-        default=ServerConfig.max_client_hello_size,
+        default=CONFIG_DEFAULTS["max_client_hello_size"],
         help="largest ClientHello accepted, in bytes (default %(default)s; at least 512)",
     )
     serve.add_argument("--keylog", type=Path, help="append NSS SSLKEYLOGFILE lines to this file")
@@ -533,7 +545,7 @@ def _announce(
         from .quic_server import spki_pin
 
         print(
-            f"stateless13 {__version__} serving h3 on {_host_port(host, port)} over QUIC "
+            f"stateless13 {VERSION} serving h3 on {_host_port(host, port)} over QUIC "
             f"(address validation: {args.validation})",
             flush=True,
         )
@@ -559,7 +571,7 @@ def _announce(
         print(f"  or: {shlex.join(chromium)}", flush=True)
         return
     print(
-        f"stateless13 {__version__} serving {args.mode} on {_host_port(host, port)}"
+        f"stateless13 {VERSION} serving {args.mode} on {_host_port(host, port)}"
         f" (validation: {args.validation})",
         flush=True,
     )
@@ -613,9 +625,16 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
 
     def start_worker() -> int:
         parent = os.getpid()  # taken before the fork: the parent may die before the child runs
-        pid = os.fork()
-        if pid == 0:
-            _run_worker(args, config, quic_secret, placeholder, parent)
+        # A stop signal waits until the child has its own handlers: the parent's would raise
+        # KeyboardInterrupt inside fork's bookkeeping, where it is ignored, and the child would
+        # serve on, deaf to the signal it missed.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _run_worker(args, config, quic_secret, placeholder, parent)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return pid
 
     children = {start_worker() for _ in range(args.workers)}
@@ -687,6 +706,7 @@ def _run_worker(
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked across the fork
         placeholder.close()
         worker = (
             _serve_quic(args, config, None, quic_secret, parent)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stateless13 import NamedGroup, ServerConfig
+from stateless13 import COMPILED, NamedGroup, ServerConfig
 from stateless13.connection import ServerConnection
 from stateless13.transports.asyncio_tcp import TLSStream, serve
 from stateless13.transports.common import ConnectionReport, Limits
@@ -273,15 +273,22 @@ def measurements() -> Callable[[bool], Measurement]:
     return get
 
 
+def core_bytes(m: Measurement) -> float:
+    """Bytes per client the core allocated.  A compiled core (``stateless13.COMPILED``) runs no
+    Python frames of its own, so tracemalloc puts its allocations on the Python caller, the
+    adapter: there the core is counted with the adapter, whose own share is under 2 KiB."""
+    return m.per_client("stateless13") + (m.per_client("transports") if COMPILED else 0)
+
+
 def test_clients_paused_after_hrr_keep_no_core_state(
     measurements: Callable[[bool], Measurement],
 ) -> None:
     m = measurements(True)
     assert m.server_connections == 0, m.describe()
     assert m.stateless13_objects <= 0, m.describe()
-    assert m.per_client("stateless13") < 64, m.describe()
     # The adapter's bit and buffer (MemoryServer) and its coroutines; asyncio's transport,
     # stream reader/writer and tasks. Generous bounds: the point is that nothing grows with TLS.
+    assert core_bytes(m) < 64 + (2048 if COMPILED else 0), m.describe()
     assert m.per_client("transports") < 2048, m.describe()
     assert m.server_per_client < 16384, m.describe()
 
@@ -292,14 +299,14 @@ def test_ordinary_pending_handshakes_each_hold_a_connection(
     m = measurements(False)
     assert m.server_connections == CLIENTS, m.describe()
     assert m.stateless13_objects >= CLIENTS, m.describe()
-    assert m.per_client("stateless13") > 1024, m.describe()
+    assert core_bytes(m) > 1024 + (2048 if COMPILED else 0), m.describe()
 
 
 def test_stateless_pending_client_costs_less(measurements: Callable[[bool], Measurement]) -> None:
     stateless, ordinary = measurements(True), measurements(False)
     print(stateless.describe(), ordinary.describe(), sep="\n")
     saved = ordinary.server_per_client - stateless.server_per_client
-    assert saved > ordinary.per_client("stateless13") / 2, (
+    assert saved > ordinary.per_client("stateless13" if not COMPILED else "transports") / 2, (
         stateless.describe(),
         ordinary.describe(),
     )

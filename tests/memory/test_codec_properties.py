@@ -81,6 +81,7 @@ PARSED_BY_CLIENT_HELLO = {
     Ext.key_share,
     Ext.early_data,
     Ext.pre_shared_key,
+    Ext.record_size_limit,
 }
 
 

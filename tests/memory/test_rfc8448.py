@@ -29,7 +29,7 @@ from stateless13.config import Credential, ServerConfig
 from stateless13.connection import ServerConnection
 from stateless13.cookie import CookieState
 from stateless13.events import ApplicationData, ConnectionClosed, HandshakeComplete
-from stateless13.handshake import Entropy, ServerHandshake
+from stateless13.handshake import ServerHandshake
 from stateless13.messages import (
     CipherSuite,
     ExtensionType,
@@ -84,7 +84,7 @@ def server_private_key(v: dict[str, bytes]) -> object:
     return ec.derive_private_key(int.from_bytes(v["server_p256_private"]), ec.SECP256R1())
 
 
-class TraceEntropy(Entropy):
+class TraceEntropy:
     """The server's randomness, taken from the trace; the signature is checked before use."""
 
     def __init__(self, v: dict[str, bytes], *, check_signature: bool = True) -> None:
@@ -285,8 +285,7 @@ def test_simple_1rtt_server_flight() -> None:
     handshake = ServerHandshake(
         config, encrypted_extensions=extra_encrypted_extensions(S3), entropy=entropy
     )
-    conn = ServerConnection.__new__(ServerConnection)
-    conn._setup(handshake)
+    conn = ServerConnection(config, _handshake=handshake)
     conn.receive_data(S3["client_hello_record"])
     assert conn.next_event() is None
     assert entropy.signed_content is not None
