@@ -147,7 +147,8 @@ def _split_extensions(block: bytes, *, psk_last: bool = False) -> Extensions:
     while position < end:
         if end - position < 4:
             raise DecodeError("truncated extension header")
-        ext_type, length = _TYPE_AND_LENGTH.unpack_from(block, position)
+        ext_type = (block[position] << 8) | block[position + 1]
+        length = (block[position + 2] << 8) | block[position + 3]
         position += 4
         if length > end - position:
             raise DecodeError(f"extension {ext_type} overruns the extensions block")
