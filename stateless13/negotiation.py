@@ -111,14 +111,28 @@ def negotiate(
 
 def _choose_group(config: ServerConfig, hello: ClientHello) -> NamedGroup:
     """Our first tier with a group the client supports; in it, the first group the client sent
-    a share for (no HelloRetryRequest needed), else the first it supports."""
-    assert hello.supported_groups is not None and hello.key_share is not None
-    shared = {share.group for share in hello.key_share}
+    a share for (no HelloRetryRequest needed), else the first it supports.  (Plain loops: this
+    runs for every ClientHello1 of a flood.)"""
+    assert hello.supported_groups is not None
+    supported = hello.supported_groups
     for tier in config.group_tiers:
-        supported = [g for g in tier if g in hello.supported_groups]
-        if supported:
-            return next((g for g in supported if g in shared), supported[0])
+        first: NamedGroup | None = None
+        for group in tier:
+            if group in supported:
+                if _has_share(hello, group):
+                    return group
+                if first is None:
+                    first = group
+        if first is not None:
+            return first
     raise HandshakeFailure("no key exchange group in common")
+
+
+def _has_share(hello: ClientHello, group: int) -> bool:
+    for share in hello.key_share or ():  # noqa: SIM110 (any() and a generator: slower here)
+        if share.group == group:
+            return True
+    return False
 
 
 def select_alpn(config: ServerConfig, hello: ClientHello) -> bytes:
@@ -146,14 +160,18 @@ def group_to_request(
     """
     if negotiated.client_share is None:
         return negotiated.group
-    assert hello.supported_groups is not None and hello.key_share is not None
-    shared = {share.group for share in hello.key_share}
-    tiers = config.group_tiers
-    position = next(i for i, tier in enumerate(tiers) if negotiated.group in tier)
-    allowed = tiers[position:] if config.retry_names_a_group else tiers[position : position + 1]
-    for tier in allowed:
+    assert hello.supported_groups is not None
+    supported = hello.supported_groups
+    in_tier = False  # from the negotiated group's tier on
+    for tier in config.group_tiers:
+        if not in_tier:
+            if negotiated.group not in tier:
+                continue
+            in_tier = True
+        elif not config.retry_names_a_group:
+            break
         for group in tier:
-            if group in hello.supported_groups and group not in shared:
+            if group in supported and not _has_share(hello, group):
                 return group
     return None
 
