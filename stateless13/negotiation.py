@@ -210,8 +210,10 @@ def client_hello_digest(hello: ClientHello) -> bytes:
     versions = _without_grease(hello.supported_versions or ())
     groups = _without_grease(hello.supported_groups or ())
     schemes = _without_grease(hello.signature_algorithms or ())
-    counted = (len(suites), *suites, len(versions), *versions, len(groups), *groups)
-    counted = (*counted, len(schemes), *schemes)
+    counted = (
+        len(suites), *suites, len(versions), *versions,
+        len(groups), *groups, len(schemes), *schemes,
+    )  # fmt: skip
     pieces.append(_uint16s(len(counted)).pack(*counted))
     # SNI and ALPN, an absent extension told apart from an empty one.
     alpn = hello.alpn_protocols

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import functools
 import ipaddress
 import logging
 import re
@@ -261,7 +262,7 @@ class ConnectionReport:
             bytes_out=session.bytes_out,
         )
 
-    @property
+    @functools.cached_property  # read by the counters, the log level and the fields alike
     def outcome(self) -> str:
         """What became of the client, as the stat line counts it: ``completed``,
         ``left_after_hrr`` (took the HelloRetryRequest and went: what a flood of spoofed or

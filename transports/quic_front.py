@@ -313,9 +313,9 @@ class InitialFront:
         refusal = self._check_header(data, header)
         if refusal is not None:
             return refusal
-        validation = self.validation
+        validation, candidates = self.validation, None
         if validation is Validation.ADAPTIVE:
-            validation = self._adaptive(header, peer, now)
+            validation, candidates = self._adaptive(header, peer, now)
         retry_first = validation in (Validation.RETRY, Validation.BOTH)
         if retry_first and not header.token:
             return self._retry(header, peer, now)  # the cheapest answer: no per-datagram object
@@ -326,23 +326,28 @@ class InitialFront:
                 return refusal
         if validation in (Validation.RETRY, Validation.NONE):
             return self._accept_at_once(datagram)
-        return self._stateless(datagram)
+        return self._stateless(datagram, candidates)
 
-    def _adaptive(self, header: QuicHeader, peer: tuple[str, int], now: float) -> Validation:
-        """Validation.ADAPTIVE: how to treat this Initial.  A client already on one path stays
-        on it (a Retry token; ClientHello2 to our HRR's CID; the rest of a ClientHello the
-        table holds); a new client gets no validation while the server is calm, the stateless
-        HRR when many handshakes are in progress, a Retry when new clients flood in."""
+    def _adaptive(
+        self, header: QuicHeader, peer: tuple[str, int], now: float
+    ) -> tuple[Validation, tuple[bytes, ...] | None]:
+        """Validation.ADAPTIVE: how to treat this Initial, and the key CIDs its DCID may derive
+        from if they were worked out (the HRR path takes them, rather than decode the DCID
+        again).  A client already on one path stays on it (a Retry token; ClientHello2 to our
+        HRR's CID; the rest of a ClientHello the table holds); a new client gets no validation
+        while the server is calm, the stateless HRR when many handshakes are in progress, a
+        Retry when new clients flood in."""
         dcid = header.destination_cid
         if header.token:
-            return Validation.RETRY
-        if len(self.cids.key_candidates(dcid)) > 1 or (peer[0], peer[1], dcid) in self.table:
-            return Validation.HRR
+            return Validation.RETRY, None
+        candidates = self.cids.key_candidates(dcid)
+        if len(candidates) > 1 or (peer[0], peer[1], dcid) in self.table:
+            return Validation.HRR, candidates
         if self._flood(self._new_clients.rate(now), now):
-            return Validation.RETRY
+            return Validation.RETRY, None
         if self._handshake_pressure(self.handshakes_in_progress(), now):
-            return Validation.HRR
-        return Validation.NONE
+            return Validation.HRR, candidates
+        return Validation.NONE, None
 
     @property
     def adaptive_level(self) -> Validation:
@@ -427,11 +432,14 @@ class InitialFront:
 
     # -- the stateless HRR path ---------------------------------------------------------------
 
-    def _stateless(self, datagram: Datagram) -> FrontResult:
-        """Validation.HRR or BOTH: decrypt, join what the table holds, read the ClientHello."""
+    def _stateless(
+        self, datagram: Datagram, candidates: tuple[bytes, ...] | None = None
+    ) -> FrontResult:
+        """Validation.HRR or BOTH: decrypt, join what the table holds, read the ClientHello.
+        ``candidates``: the key CIDs of the DCID, if the caller already worked them out."""
         if datagram.retry_scid is not None:
-            candidates: tuple[bytes, ...] = (datagram.retry_scid,)
-        else:
+            candidates = (datagram.retry_scid,)
+        elif candidates is None:
             candidates = self.cids.key_candidates(datagram.header.destination_cid)
         if not self._decrypt(datagram, candidates):
             return Drop("Initial does not decrypt")
