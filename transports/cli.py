@@ -414,10 +414,15 @@ def _cannot_listen(args: argparse.Namespace, error: OSError) -> CommandError:
     )
 
 
+#: Called once the server listens, with the address it is bound to: the banner of a single
+#: process, a worker's word to its parent that it serves.
+Listening = Callable[[tuple[str, int]], None]
+
+
 async def _serve_quic(
     args: argparse.Namespace,
     config: ServerConfig,
-    described: str | None,
+    listening: Listening,
     secret: bytes | None,
     parent: int | None = None,
 ) -> None:
@@ -441,22 +446,18 @@ async def _serve_quic(
         )
     except OSError as error:
         raise _cannot_listen(args, error) from None
-    if described is not None:
-        _announce(args, server.address, described, config)
+    listening(server.address)
     async with server, _stat_lines(server.log_stats, args.stats_interval):
         await _until_signalled(parent)
-    if described is not None:
-        print("stateless13: shut down", flush=True)
 
 
 async def _serve(
     args: argparse.Namespace,
     config: ServerConfig,
-    described: str | None,
+    listening: Listening,
     parent: int | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; ``described`` is printed by the one process that announces;
-    a worker also stops when its ``parent`` is gone."""
+    """Serve until SIGINT/SIGTERM; a worker also stops when its ``parent`` is gone."""
     from .asyncio_tcp import serve
     from .demo import echo, http_page
 
@@ -480,8 +481,7 @@ async def _serve(
         )
     except OSError as error:
         raise _cannot_listen(args, error) from None
-    if described is not None:
-        _announce(args, server.sockets[0].getsockname()[:2], described, config)
+    listening(server.sockets[0].getsockname()[:2])
     try:
         async with _stat_lines(server.log_stats, args.stats_interval):
             await _until_signalled(parent)
@@ -490,8 +490,6 @@ async def _serve(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.abort)  # a second signal: at once
         await server.stop(args.stop_timeout)
-    if described is not None:
-        print("stateless13: shut down", flush=True)
 
 
 @contextlib.asynccontextmanager
@@ -601,6 +599,8 @@ def _host_port(host: str, port: int) -> str:
 RESTART_DELAYS = (0.5, 30.0)
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+#: What a worker writes to its parent once it listens.
+WORKER_LISTENS = b"L"
 
 
 def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: str) -> int:
@@ -623,8 +623,11 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
     args.port = bound[1]
     quic_secret = os.urandom(32)  # shared by the QUIC workers, like the cookie keys
 
-    def start_worker() -> int:
+    def start_worker() -> tuple[int, int | None]:
+        """Fork a worker and wait until it listens: its pid, and its exit code if it died
+        before it could (it said why on stderr)."""
         parent = os.getpid()  # taken before the fork: the parent may die before the child runs
+        ready_read, ready_write = os.pipe()
         # A stop signal waits until the child has its own handlers: the parent's would raise
         # KeyboardInterrupt inside fork's bookkeeping, where it is ignored, and the child would
         # serve on, deaf to the signal it missed.
@@ -632,12 +635,27 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
         try:
             pid = os.fork()
             if pid == 0:
-                _run_worker(args, config, quic_secret, placeholder, parent)
+                os.close(ready_read)
+                _run_worker(args, config, quic_secret, placeholder, parent, ready_write)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        return pid
+        os.close(ready_write)
+        with open(ready_read, "rb", buffering=0) as ready:  # b"" once the child is gone
+            if ready.read(1) == WORKER_LISTENS:
+                return pid, None
+        return pid, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
-    children = {start_worker() for _ in range(args.workers)}
+    # A worker that cannot serve (the address, a permission) fails its first start: stop there,
+    # rather than restart workers that cannot do better.
+    started = [start_worker() for _ in range(args.workers)]
+    children = {pid for pid, died in started if died is None}
+    if len(children) < len(started):
+        placeholder.close()
+        for child in children:
+            os.kill(child, signal.SIGTERM)
+            os.waitpid(child, 0)
+        return EXIT_RUNTIME
+    # Every worker listens: a client that reads the banner and connects finds one.
     _announce(args, bound, described, config)
     print(f"{args.workers} workers: {' '.join(map(str, sorted(children)))}", flush=True)
     placeholder.close()
@@ -661,34 +679,38 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
         except ChildProcessError:
             break
         children.discard(pid)
-        if stopping:
-            continue
-        code = os.waitstatus_to_exitcode(wait_status)
-        now = time.monotonic()
-        deaths = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
-        if len(deaths) > MAX_RESTARTS:
+        code: int | None = os.waitstatus_to_exitcode(wait_status)
+        while not stopping and code is not None:  # restart it until a new one listens
+            now = time.monotonic()
+            deaths = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
+            if len(deaths) > MAX_RESTARTS:
+                print(
+                    f"stateless13: worker {pid} exited ({code}), {len(deaths)} deaths in"
+                    f" {RESTART_WINDOW:g} s: stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                status = EXIT_RUNTIME
+                stop(signal.SIGTERM, None)
+                break
+            delay = min(RESTART_DELAYS[0] * 2 ** (len(deaths) - 1), RESTART_DELAYS[1])
             print(
-                f"stateless13: worker {pid} exited ({code}), {len(deaths)} deaths in"
-                f" {RESTART_WINDOW:g} s: stopping",
+                f"stateless13: worker {pid} exited ({code}); restarting in {delay:g} s",
                 file=sys.stderr,
                 flush=True,
             )
-            status = 1
-            stop(signal.SIGTERM, None)
-            continue
-        delay = min(RESTART_DELAYS[0] * 2 ** (len(deaths) - 1), RESTART_DELAYS[1])
-        print(
-            f"stateless13: worker {pid} exited ({code}); restarting in {delay:g} s",
-            file=sys.stderr,
-            flush=True,
-        )
-        deadline = now + delay
-        while not stopping and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not stopping:
-            child = start_worker()
-            children.add(child)
-            print(f"stateless13: worker {child} started", file=sys.stderr, flush=True)
+            deadline = now + delay
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if stopping:
+                break
+            pid, code = start_worker()
+            if code is None:
+                children.add(pid)
+                if stopping:  # the signal came while it started: stop() did not see it
+                    os.kill(pid, signal.SIGTERM)
+                else:
+                    print(f"stateless13: worker {pid} started", file=sys.stderr, flush=True)
     print("stateless13: shut down", flush=True)
     return status
 
@@ -699,19 +721,26 @@ def _run_worker(
     quic_secret: bytes,
     placeholder: socket.socket,
     parent: int,
+    ready: int,
 ) -> NoReturn:
     """A forked worker: serve until SIGTERM, then leave with os._exit, whatever happens, so that
-    it never returns into the parent's code (its worker loop, its cleanup)."""
+    it never returns into the parent's code (its worker loop, its cleanup).  Once it listens it
+    writes WORKER_LISTENS to the pipe ``ready``, which its parent waits on."""
     status = EXIT_RUNTIME
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked across the fork
         placeholder.close()
+
+        def listening(_address: tuple[str, int]) -> None:
+            os.write(ready, WORKER_LISTENS)
+            os.close(ready)
+
         worker = (
-            _serve_quic(args, config, None, quic_secret, parent)
+            _serve_quic(args, config, listening, quic_secret, parent)
             if args.quic
-            else _serve(args, config, None, parent)
+            else _serve(args, config, listening, parent)
         )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(worker)
@@ -760,11 +789,16 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     config, described = build_config(args, cleanup)
     if args.workers > 1:
         return _serve_workers(args, config, described)
+
+    def listening(address: tuple[str, int]) -> None:
+        _announce(args, address, described, config)
+
     serving = (
-        _serve_quic(args, config, described, None) if args.quic else _serve(args, config, described)
+        _serve_quic(args, config, listening, None) if args.quic else _serve(args, config, listening)
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serving)
+    print("stateless13: shut down", flush=True)
     return 0
 
 
