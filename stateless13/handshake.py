@@ -521,9 +521,7 @@ class ServerHandshake:
             ),
         )
 
-        application = ks.derive_application_secrets(
-            suite, secrets.handshake_secret, transcript.digest()
-        )
+        application = ks.derive_application_secrets(suite, secrets, transcript.digest())
         self._keylog("SERVER_TRAFFIC_SECRET_0", application.server)
         self._keylog("CLIENT_TRAFFIC_SECRET_0", application.client)
         self._keylog("EXPORTER_SECRET", application.exporter)

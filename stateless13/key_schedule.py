@@ -1,16 +1,21 @@
 """The TLS 1.3 key schedule (RFC 8446 §7), one function per formula.
 
 There is no PSK support, so the early secret is HKDF-Extract(0, 0) and is computed once per hash.
+
+HKDF (RFC 5869) is written here over HMAC (RFC 2104) built from hashlib's hash objects, not taken
+from ``cryptography``'s HKDF or the ``hmac`` module: each of those keys a new HMAC and looks its
+digest up in OpenSSL on every call, and a handshake makes about twenty such calls, most of them
+several under one secret (c/s hs traffic; key and iv; c/s ap traffic and exp master).  Keyed once,
+an HMAC here costs two copies of a hash state: the key schedule of a handshake went from 44 to
+38 us compiled (docs/BENCHMARKS.md §11).  tests/memory/test_key_schedule.py checks both against
+``hmac`` and ``cryptography``'s HKDF; the RFC 8448 traces check the schedule.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 from dataclasses import dataclass
 from enum import IntEnum
-
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from .primitives import SuiteParams
 
@@ -31,16 +36,62 @@ class Direction(IntEnum):
     ENCRYPT = 1
 
 
+class KeyedHmac:
+    """HMAC(key, message) for one key: the inner and outer hash states after the padded key,
+    copied for each message.  Holds key material: never logged, never kept past its use."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, suite: SuiteParams, key: bytes) -> None:
+        if len(key) > suite.hash_block_size:
+            key = suite.digest(key)
+        # The key XORed with the pads as an integer (a table, as bytes.translate, would index
+        # memory by key bytes); the key's zero padding XORed with a pad is the pad itself.
+        size = len(key)
+        value = int.from_bytes(key, "big")
+        tail = suite.hash_block_size - size
+        self._inner = suite.new_hash((value ^ _IPAD[size]).to_bytes(size, "big") + _IPAD_TAIL[tail])
+        self._outer = suite.new_hash((value ^ _OPAD[size]).to_bytes(size, "big") + _OPAD_TAIL[tail])
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+#: By key length (at most the largest block, 128): the pad as an integer, and as bytes.
+_IPAD = [int.from_bytes(b"\x36" * size, "big") for size in range(129)]
+_OPAD = [int.from_bytes(b"\x5c" * size, "big") for size in range(129)]
+_IPAD_TAIL = [b"\x36" * size for size in range(129)]
+_OPAD_TAIL = [b"\x5c" * size for size in range(129)]
+
+
 def hkdf_extract(suite: SuiteParams, salt: bytes, ikm: bytes) -> bytes:
-    return HKDF.extract(suite.hash_algorithm, salt, ikm)
+    """HKDF-Extract (RFC 5869 §2.2)."""
+    return KeyedHmac(suite, salt).digest(ikm)
+
+
+def expand_label(prk: KeyedHmac, label: bytes, context: bytes, length: int) -> bytes:
+    """HKDF-Expand-Label (§7.1) under a keyed secret: HKDF-Expand (RFC 5869 §2.3) of
+    HkdfLabel = length || "tls13 " + label || context."""
+    info = _hkdf_label_prefix(length, label) + bytes((len(context),)) + context
+    block = prk.digest(info + b"\x01")
+    if length > 255 * len(block):
+        raise ValueError(f"HKDF-Expand gives at most {255 * len(block)} bytes, not {length}")
+    output = block
+    while len(output) < length:  # longer than the hash: only exporters ask for that
+        block = prk.digest(block + info + bytes((len(output) // len(block) + 1,)))
+        output += block
+    return output[:length]
 
 
 def hkdf_expand_label(
     suite: SuiteParams, secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
-    """HKDF-Expand-Label (§7.1): HkdfLabel = length || "tls13 " + label || context."""
-    info = _hkdf_label_prefix(length, label) + bytes((len(context),)) + context
-    return HKDFExpand(suite.hash_algorithm, length, info).derive(secret)
+    """HKDF-Expand-Label (§7.1) of one label under ``secret``."""
+    return expand_label(KeyedHmac(suite, secret), label, context, length)
 
 
 @functools.lru_cache(maxsize=256)  # a handful of (length, label) pairs; exporter labels vary
@@ -55,10 +106,9 @@ def derive_secret(suite: SuiteParams, secret: bytes, label: bytes, transcript_ha
 
 
 @functools.cache
-def _derived_from_early_secret(suite: SuiteParams) -> bytes:
-    zeros = bytes(suite.hash_len)
-    early_secret = hkdf_extract(suite, zeros, zeros)
-    return derive_secret(suite, early_secret, b"derived", suite.digest(b""))
+def _empty_hash(suite: SuiteParams) -> bytes:
+    """Transcript-Hash("") of Derive-Secret(., "derived", "")."""
+    return suite.digest(b"")
 
 
 def early_secret(suite: SuiteParams) -> bytes:
@@ -66,22 +116,33 @@ def early_secret(suite: SuiteParams) -> bytes:
     return hkdf_extract(suite, zeros, zeros)
 
 
+@functools.cache
+def _handshake_salt(suite: SuiteParams) -> KeyedHmac:
+    """HKDF-Extract's key for the Handshake Secret: Derive-Secret(Early Secret, "derived", "")
+    with no PSK, the same for every handshake of a suite."""
+    derived = derive_secret(suite, early_secret(suite), b"derived", _empty_hash(suite))
+    return KeyedHmac(suite, derived)
+
+
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs more, on every handshake
 class HandshakeSecrets:
     handshake_secret: bytes
     client: bytes  # client_handshake_traffic_secret
     server: bytes  # server_handshake_traffic_secret
+    master_salt: bytes  # Derive-Secret(Handshake Secret, "derived", "")
 
 
 def derive_handshake_secrets(
     suite: SuiteParams, shared_secret: bytes, hello_hash: bytes
 ) -> HandshakeSecrets:
-    """§7.1: Handshake Secret and the two handshake traffic secrets (transcript CH..SH)."""
-    handshake_secret = hkdf_extract(suite, _derived_from_early_secret(suite), shared_secret)
+    """§7.1: Handshake Secret and the secrets derived from it (transcript CH..SH)."""
+    handshake_secret = _handshake_salt(suite).digest(shared_secret)  # HKDF-Extract
+    prk = KeyedHmac(suite, handshake_secret)
     return HandshakeSecrets(
         handshake_secret,
-        derive_secret(suite, handshake_secret, b"c hs traffic", hello_hash),
-        derive_secret(suite, handshake_secret, b"s hs traffic", hello_hash),
+        expand_label(prk, b"c hs traffic", hello_hash, suite.hash_len),
+        expand_label(prk, b"s hs traffic", hello_hash, suite.hash_len),
+        expand_label(prk, b"derived", _empty_hash(suite), suite.hash_len),
     )
 
 
@@ -94,16 +155,16 @@ class ApplicationSecrets:
 
 
 def derive_application_secrets(
-    suite: SuiteParams, handshake_secret: bytes, server_finished_hash: bytes
+    suite: SuiteParams, handshake: HandshakeSecrets, server_finished_hash: bytes
 ) -> ApplicationSecrets:
     """§7.1: Master Secret and the secrets derived from it (transcript CH..server Finished)."""
-    derived = derive_secret(suite, handshake_secret, b"derived", suite.digest(b""))
-    master_secret = hkdf_extract(suite, derived, bytes(suite.hash_len))
+    master_secret = hkdf_extract(suite, handshake.master_salt, bytes(suite.hash_len))
+    prk = KeyedHmac(suite, master_secret)
     return ApplicationSecrets(
         master_secret,
-        derive_secret(suite, master_secret, b"c ap traffic", server_finished_hash),
-        derive_secret(suite, master_secret, b"s ap traffic", server_finished_hash),
-        derive_secret(suite, master_secret, b"exp master", server_finished_hash),
+        expand_label(prk, b"c ap traffic", server_finished_hash, suite.hash_len),
+        expand_label(prk, b"s ap traffic", server_finished_hash, suite.hash_len),
+        expand_label(prk, b"exp master", server_finished_hash, suite.hash_len),
     )
 
 
@@ -116,15 +177,13 @@ def resumption_master_secret(
 def finished_verify_data(suite: SuiteParams, base_key: bytes, transcript_hash: bytes) -> bytes:
     """§4.4.4: HMAC(finished_key, Transcript-Hash) with finished_key from the traffic secret."""
     finished_key = hkdf_expand_label(suite, base_key, b"finished", b"", suite.hash_len)
-    return hmac.digest(finished_key, transcript_hash, suite.hash_name)
+    return KeyedHmac(suite, finished_key).digest(transcript_hash)
 
 
 def traffic_key_and_iv(suite: SuiteParams, traffic_secret: bytes) -> tuple[bytes, bytes]:
     """§7.3: the record protection key and IV for one direction and epoch."""
-    return (
-        hkdf_expand_label(suite, traffic_secret, b"key", b"", suite.key_len),
-        hkdf_expand_label(suite, traffic_secret, b"iv", b"", 12),
-    )
+    prk = KeyedHmac(suite, traffic_secret)
+    return expand_label(prk, b"key", b"", suite.key_len), expand_label(prk, b"iv", b"", 12)
 
 
 def next_traffic_secret(suite: SuiteParams, traffic_secret: bytes) -> bytes:
@@ -136,5 +195,5 @@ def export_keying_material(
     suite: SuiteParams, exporter_secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
     """§7.5: TLS-Exporter(label, context_value, key_length)."""
-    secret = derive_secret(suite, exporter_secret, label, suite.digest(b""))
+    secret = derive_secret(suite, exporter_secret, label, _empty_hash(suite))
     return hkdf_expand_label(suite, secret, b"exporter", suite.digest(context), length)

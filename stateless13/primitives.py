@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, padding, rsa, x25519
@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .alerts import IllegalParameter
 from .messages import CipherSuite, NamedGroup, SignatureScheme
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as HashObject
 
 # ---------------------------------------------------------------------------------------------
 # Cipher suites (RFC 8446 §B.4)
@@ -30,31 +33,29 @@ class SuiteParams:
     code: CipherSuite  # the code point
     hash_name: str  # hashlib name
     hash_len: int
+    hash_block_size: int  # the hash's block, HMAC's B (RFC 2104)
+    # hashlib's constructor itself: hashlib.new(name) looks the name up on every call (2.5x
+    # the cost of a constructor), and the key schedule makes about 40 hash objects a handshake.
+    new_hash: Callable[[bytes], HashObject]
     key_len: int
     aead: Callable[[bytes], AEAD]
-    # For HKDF: immutable, so one instance serves every call (not hashable: left out of __hash__).
-    hash_algorithm: hashes.HashAlgorithm = field(compare=False)
 
     def digest(self, data: bytes) -> bytes:
-        return hashlib.new(self.hash_name, data).digest()
+        return self.new_hash(data).digest()
 
 
 SUITES: dict[int, SuiteParams] = {
     CipherSuite.TLS_AES_128_GCM_SHA256: SuiteParams(
-        CipherSuite.TLS_AES_128_GCM_SHA256, "sha256", 32, 16, AESGCM, hashes.SHA256()
+        CipherSuite.TLS_AES_128_GCM_SHA256, "sha256", 32, 64, hashlib.sha256, 16, AESGCM
     ),
     CipherSuite.TLS_AES_256_GCM_SHA384: SuiteParams(
-        CipherSuite.TLS_AES_256_GCM_SHA384, "sha384", 48, 32, AESGCM, hashes.SHA384()
+        CipherSuite.TLS_AES_256_GCM_SHA384, "sha384", 48, 128, hashlib.sha384, 32, AESGCM
     ),
     CipherSuite.TLS_CHACHA20_POLY1305_SHA256: SuiteParams(
-        CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
-        "sha256",
-        32,
-        32,
+        CipherSuite.TLS_CHACHA20_POLY1305_SHA256, "sha256", 32, 64, hashlib.sha256, 32,
         ChaCha20Poly1305,
-        hashes.SHA256(),
     ),
-}
+}  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
 # Key exchange (RFC 8446 §4.2.8; X25519MLKEM768 from draft-ietf-tls-ecdhe-mlkem)

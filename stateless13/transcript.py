@@ -8,8 +8,6 @@ HelloRetryRequest, which the server can rebuild deterministically) back into the
 
 from __future__ import annotations
 
-import hashlib
-
 from .messages import HandshakeType
 from .primitives import SuiteParams
 
@@ -20,7 +18,7 @@ class Transcript:
     __slots__ = ("_hash",)
 
     def __init__(self, suite: SuiteParams) -> None:
-        self._hash = hashlib.new(suite.hash_name)
+        self._hash = suite.new_hash(b"")
 
     def update(self, message: bytes) -> None:
         self._hash.update(message)

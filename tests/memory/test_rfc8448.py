@@ -160,7 +160,7 @@ def check_key_schedule(v: dict[str, bytes], transcript: Transcript) -> None:
     )
     assert_bytes(v["server_finished"][4:], v["server_finished_verify_data"], "trace Finished")
     transcript.update(v["server_finished"])
-    app = ks.derive_application_secrets(SUITE, hs.handshake_secret, transcript.digest())
+    app = ks.derive_application_secrets(SUITE, hs, transcript.digest())
     assert_bytes(app.master_secret, v["master_secret"], "master secret")
     assert_bytes(app.client, v["client_application_traffic_secret"], "client ap traffic secret")
     assert_bytes(app.server, v["server_application_traffic_secret"], "server ap traffic secret")
