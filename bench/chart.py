@@ -34,25 +34,51 @@ class Panel:
     reference: tuple[float, str] | None = None
 
 
+def _split_build(case: str) -> tuple[str, str]:
+    """A row's case without the build it ends with ("...: compiled build", "..., pure build"),
+    and that build ("" if none: a row from before both builds were measured)."""
+    for build in ("compiled", "pure"):
+        for separator in (": ", ", "):
+            if case.endswith(f"{separator}{build} build"):
+                return case.removesuffix(f"{separator}{build} build"), build
+    return case, ""
+
+
+def _with_build(label: str, build: str) -> str:
+    return f"{label}\n{build}" if build else label
+
+
 def _short_client(case: str) -> str:
-    name = case.split(" (")[0]
-    return name.replace("all clients, in turn", "all").replace("python_ssl", "py ssl")
+    name, build = _split_build(case.split(" (")[0])
+    name = name.replace("all clients, in turn", "all").replace("python_ssl", "py ssl")
+    return _with_build(name, build)
 
 
 def _short_record(case: str) -> str:
+    case, build = _split_build(case)
     suite, direction = case.replace(",", "").split(" ")[:2]
     suite = {"AES_128_GCM_SHA256": "AES128", "AES_256_GCM_SHA384": "AES256"}.get(suite, "ChaCha")
-    return f"{suite}\n{direction}"
+    return _with_build(f"{suite}\n{direction}", build)
 
 
 def _short_handshake(case: str) -> str:
-    return (
+    case, build = _split_build(case)
+    label = (
         case.replace("X25519MLKEM768", "MLKEM")
         .replace("ECDSA P-256", "P-256")
+        .replace("x25519, P-256, ours through the stateless HRR (CH1+CH2+Finished)", "via HRR")
         .replace(", ours through the stateless HRR (CH1+CH2+Finished)", "\nvia HRR")
         .replace(": the cryptography calls of one of our handshakes, alone", "\ncrypto alone")
+        .replace(": crypto floor (no protocol code)", "\ncrypto\nfloor")
+        .replace("interleaved", "inter-\nleaved")
         .replace(", ", "\n")
     )
+    return _with_build(label, build)
+
+
+def _short_resume(case: str) -> str:
+    case, build = _split_build(case)
+    return _with_build("CH2 -> Accepted", build or "x25519, P-256")
 
 
 def _short_socket(case: str) -> str:
@@ -82,13 +108,13 @@ PANELS = (
         "CH2 -> server flight (one core)",
         "resumes/s",
         lambda row: row["anchor_name"] is not None,
-        lambda case: "CH2 -> Accepted\nx25519, P-256",
+        _short_resume,
     ),
     Panel(
         "records",
         "16 KiB records, ServerConnection vs SSLObject",
         "MB/s",
-        lambda row: row["case"].endswith("ServerConnection"),
+        lambda row: ", ServerConnection" in row["case"],
         _short_record,
     ),
     Panel(
@@ -168,7 +194,8 @@ def draw(results: dict[str, dict[str, Any]], out: Path) -> None:
         axis.set_title(panel.title, fontsize=12)
         axis.set_ylabel(panel.ylabel)
         axis.set_xticks(positions)
-        axis.set_xticklabels(labels, fontsize=8.5)
+        # Both builds double the bars of some panels: smaller labels keep them apart.
+        axis.set_xticklabels(labels, fontsize=8.5 if len(rows) <= 10 else 7)
         if len(rows) < 3:  # keep one or two groups from spreading over the whole panel
             axis.set_xlim(-1.2, len(rows) + 0.2)
         if panel.log:

@@ -1,4 +1,4 @@
-"""Full TLS 1.3 handshakes, server side only: ``ServerConnection`` vs Python ``ssl``'s server.
+"""Full TLS 1.3 handshakes, server side only: both builds of ``ServerConnection`` vs Python ``ssl``.
 
     python -m bench.handshake [--seconds S] [--rounds N] [--json]
 
@@ -9,6 +9,12 @@ has no X25519MLKEM768, so for that group the client is built from stateless13's 
 key schedule (:class:`CodecClient`) and only the server's cost is compared with itself.
 Python ``ssl``'s server sends no session tickets in the main anchor (``num_tickets = 0``, since
 stateless13 sends none); the default of 2 tickets is shown beside it.
+
+Both builds of the core (bench/builds.py: mypyc-compiled and pure Python) are measured in the
+same alternating rounds as the anchors, every measurement in a fresh worker process per round
+(the anchors too, so that all start from the same state).  The main case (x25519, ECDSA P-256,
+TLS_AES_256_GCM_SHA384) is measured two ways: *phased*, 20 clients through each flight together,
+and *interleaved*, one client at a time (see ``phased``); the other cases phased only.
 """
 
 from __future__ import annotations
@@ -16,18 +22,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import hmac
 import os
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from stateless13 import (
     Accepted,
@@ -40,6 +45,7 @@ from stateless13 import (
     stateless_accept,
 )
 from stateless13 import key_schedule as ks
+from stateless13.key_schedule import KeyedHmac
 from stateless13.messages import (
     ClientHello,
     ExtensionType,
@@ -52,6 +58,7 @@ from stateless13.messages import (
 from stateless13.primitives import SUITES
 from stateless13.record import ContentType, RecordProtection, frame_plaintext
 
+from .builds import BUILDS, Measurement, Workers, benchmark_main, builds
 from .common import (
     PEER,
     MemoryClient,
@@ -59,9 +66,7 @@ from .common import (
     Report,
     Row,
     alternate,
-    emit,
     measured_rate,
-    parser,
     pem_files,
     private_key_pem,
     python_ssl_client_context,
@@ -183,12 +188,16 @@ class CodecClient:
 BATCH = 20
 
 #
-# A batch of clients goes through the handshake one flight at a time: every client writes its
-# flight (untimed), then the server answers all of them (timed), and so on.  Timing the server
-# between two client steps of the *same* handshake would favour Python ssl's server: its client
-# runs the same libssl and libcrypto code just before, and leaves it in the CPU caches, while our
+# Phased, the default: a batch of clients goes through the handshake one flight at a time:
+# every client writes its flight (untimed), then the server answers all of them (timed), and so
+# on.  It resembles a loaded server: between two flights of one connection it runs other
+# connections' flights, and its client is another process or machine, which cannot warm the
+# server's caches.  Interleaved, one client at a time (``phased`` with a batch of 1: client step,
+# server step, client step...), favours Python ssl's server: its in-process client runs the very
+# libssl and libcrypto code the server runs next and leaves it in the CPU caches, while our
 # server's Python and cryptography's own OpenSSL come to them cold (measured: our handshake cost
 # 0.42 ms interleaved with a Python ssl client and 0.30 ms after a client built on cryptography).
+# Both ways are reported for the main case.
 
 #: One server step: (what the step before left, the client's bytes) -> (what it leaves, its reply).
 Step = Callable[[Any, bytes], tuple[Any, bytes]]
@@ -272,11 +281,13 @@ class CryptoFloor:
 
     The same ``cryptography`` and ``hashlib`` calls, as many of each, as ``ServerConnection``
     makes for a full handshake with this client and suite (counted from the code: key_schedule,
-    record, primitives): x25519 peer key + keygen + exchange, 2 HKDF-Extract, 16
-    HKDF-Expand(-Label), 4 AEAD keys, 1 encrypt (the flight) and 1 decrypt (the Finished),
-    2 HMACs, the ECDSA signature, 5 transcript hashes.  No message is parsed or built.  No
-    Python TLS server, however lean, can cost less with these primitives: the ratio of this row to
-    Python ``ssl`` is the ceiling for the full-handshake ratio.
+    record, primitives): x25519 peer key + keygen + exchange; the HMACs of the key schedule as
+    it makes them (``KeyedHmac``: 11 keys, 20 messages, for its 2 HKDF-Extract, 16
+    HKDF-Expand-Label and 2 Finished MACs); 4 AEAD keys, 1 encrypt (the flight) and 1 decrypt
+    (the Finished); the ECDSA signature; the transcript hash's updates and digests.  No message
+    is parsed or built.  No Python TLS server, however lean, can cost less with these
+    primitives: the ratio of this row to Python ``ssl`` is the ceiling for the full-handshake
+    ratio.  It runs in the compiled build, whose ``KeyedHmac`` is the cheaper one.
 
     The client still does its whole handshake between the timed phases, against Python ``ssl``'s
     server (:class:`AnchorFlightClient`, untimed), as in the other rows.
@@ -286,7 +297,9 @@ class CryptoFloor:
         key = config.credentials[0].private_key
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         self._key = key
-        self._hash = hashes.SHA384()  # TLS_AES_256_GCM_SHA384, what both sides negotiate
+        self._suite = SUITES[CipherSuite.TLS_AES_256_GCM_SHA384]  # what both sides negotiate
+        # Keyed once per suite by the key schedule too (HKDF-Extract's salt without a PSK).
+        self._handshake_salt = KeyedHmac(self._suite, bytes(48))
 
     def steps(self) -> list[Step]:
         def flight(_: Any, first: bytes) -> tuple[Any, bytes]:
@@ -299,41 +312,48 @@ class CryptoFloor:
 
         return [flight, finished]
 
-    def _expand(self, secret: bytes, length: int) -> bytes:
-        return HKDFExpand(self._hash, length, b"tls13 label").derive(secret)
-
     def _server_flight(self, first: bytes) -> tuple[list[bytes], AESGCM, Any]:
+        suite = self._suite
         peer = x25519.X25519PublicKey.from_public_bytes(first[-32:])  # any 32 bytes will do
         private = x25519.X25519PrivateKey.generate()
         shared = private.exchange(peer)
-        transcript = hashlib.sha384(first)
+        transcript = suite.new_hash(b"")
+        transcript.update(first)
         transcript.update(private.public_key().public_bytes_raw() + os.urandom(32))
-        handshake_secret = HKDF.extract(self._hash, bytes(48), shared)
-        transcript.copy().digest()  # the context of the handshake secrets
-        secrets = [self._expand(handshake_secret, 48) for _ in range(2)]  # client, server
-        client_key, server_key = (self._traffic_key(secret) for secret in secrets)
+        hello_hash = transcript.copy().digest()
+        handshake = KeyedHmac(suite, self._handshake_salt.digest(shared))
+        # client and server handshake traffic secrets, and the master secret's salt
+        client_hs, server_hs, master_salt = (handshake.digest(hello_hash) for _ in range(3))
+        server_key, client_key = self._traffic_key(server_hs), self._traffic_key(client_hs)
         transcript.update(b"\x08" * 900)  # EncryptedExtensions + Certificate
         self._key.sign(b" " * 98 + transcript.copy().digest(), ec.ECDSA(hashes.SHA256()))
-        finished_key = self._expand(secrets[1], 48)
-        hmac.digest(finished_key, transcript.copy().digest(), "sha384")
+        transcript.update(b"\x0f" * 76)  # CertificateVerify
+        self._finished_mac(server_hs, transcript)
+        transcript.update(b"\x14" * 52)  # Finished
         server_key.encrypt(bytes(12), b"\x0b" * 1100, b"\x17\x03\x03\x04\x5c")
-        master = HKDF.extract(self._hash, self._expand(handshake_secret, 48), bytes(48))
-        transcript.copy().digest()  # the context of the application secrets
-        secrets += [self._expand(master, 48) for _ in range(3)]  # client, server, exporter
-        self._traffic_key(secrets[3])  # application data, server to client
-        return secrets, client_key, transcript
+        master = KeyedHmac(suite, KeyedHmac(suite, master_salt).digest(bytes(48)))
+        application_hash = transcript.copy().digest()
+        # client and server application traffic secrets, exporter master secret
+        secrets = [master.digest(application_hash) for _ in range(3)]
+        self._traffic_key(secrets[1])  # application data, server to client
+        return [client_hs, secrets[0]], client_key, transcript
 
     def _client_finished(self, secrets: list[bytes], client_key: AESGCM, transcript: Any) -> None:
         with contextlib.suppress(InvalidTag):
             client_key.decrypt(bytes(12), bytes(69), b"\x17\x03\x03\x00\x45")
-        finished_key = self._expand(secrets[0], 48)
-        hmac.digest(finished_key, transcript.copy().digest(), "sha384")
-        self._traffic_key(secrets[2])  # application data, client to server
+        self._finished_mac(secrets[0], transcript)
+        self._traffic_key(secrets[1])  # application data, client to server
+
+    def _finished_mac(self, traffic_secret: bytes, transcript: Any) -> None:
+        """finished_key from the traffic secret, then its HMAC of the transcript (§4.4.4)."""
+        finished_key = KeyedHmac(self._suite, traffic_secret).digest(b"finished")
+        KeyedHmac(self._suite, finished_key).digest(transcript.copy().digest())
 
     def _traffic_key(self, secret: bytes) -> AESGCM:
         """A record key and IV from a traffic secret (§7.3), as RecordProtection derives them."""
-        self._expand(secret, 12)
-        return AESGCM(self._expand(secret, 32))
+        keyed = KeyedHmac(self._suite, secret)
+        keyed.digest(b"iv")
+        return AESGCM(keyed.digest(b"key")[:32])
 
 
 class AnchorFlightClient:
@@ -368,134 +388,241 @@ def server_context(config: ServerConfig, tickets: int) -> ssl.SSLContext:
     return context
 
 
-def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
-    client_context = python_ssl_client_context()
-    # The suite Python's ssl negotiates (its client's first choice), for a like-for-like run.
-    suites = (CipherSuite.TLS_AES_256_GCM_SHA384, CipherSuite.TLS_AES_128_GCM_SHA256)
-    configs = {
-        "ECDSA P-256": ServerConfig.self_signed("localhost", cipher_suites=suites),
-        "Ed25519": ServerConfig.self_signed("localhost", key_type="ed25519", cipher_suites=suites),
-    }
+# ---------------------------------------------------------------------------------------------
+# The measurements, by name: each made in a worker process (bench/builds.py)
 
-    def rate(steps: list[Step], client: Callable[[], Client]) -> Callable[[], float]:
-        """Handshakes per second of server time, 20 clients at a time through ``phased``."""
+#: The certificates: their label -> ServerConfig's key type.
+KEY_TYPES = {"ECDSA P-256": "ecdsa-p256", "Ed25519": "ed25519"}
 
-        def batch() -> tuple[int, float]:
-            return BATCH, phased(steps, [client() for _ in range(BATCH)])
+#: The ways of taking clients through the handshake (see ``phased``): clients per flight.
+WAYS = {"phased": BATCH, "interleaved": 1}
 
-        return lambda: measured_rate(batch, seconds)
+#: The suite Python's ssl negotiates (its client's first choice), ours configured to prefer it.
+SUITE_PREFERENCE = (CipherSuite.TLS_AES_256_GCM_SHA384, CipherSuite.TLS_AES_128_GCM_SHA256)
 
-    def python_client() -> Client:
-        return PythonClient(client_context)
 
-    def codec_mlkem() -> Client:
-        return CodecClient(NamedGroup.X25519MLKEM768)
+@functools.cache
+def _client_context() -> ssl.SSLContext:
+    return python_ssl_client_context()
 
-    def codec_x25519() -> Client:
-        return CodecClient(NamedGroup.x25519)
 
-    plans: list[tuple[str, dict[str, Callable[[], float]]]] = []
-    for certificate, config in configs.items():
-        runners = {
-            "ours": rate(ours_plain(config), python_client),
-            "ssl": rate(python_ssl_server(server_context(config, 0)), python_client),
-        }
-        if certificate == "ECDSA P-256":
-            runners["crypto floor"] = rate(
-                CryptoFloor(config).steps(),
-                functools.partial(AnchorFlightClient, python_client, server_context(config, 0)),
+#: The servers, by name: their steps for a config.
+SERVERS: dict[str, Callable[[ServerConfig], list[Step]]] = {
+    "ours": ours_plain,
+    "ours stateless": ours_stateless,
+    "ssl": lambda config: python_ssl_server(server_context(config, 0)),
+    "ssl 2 tickets": lambda config: python_ssl_server(server_context(config, 2)),
+    "crypto floor": lambda config: CryptoFloor(config).steps(),
+}
+
+#: The clients, by name.
+CLIENTS: dict[str, Callable[[], Client]] = {
+    "python ssl": lambda: PythonClient(_client_context()),
+    "codec x25519": functools.partial(CodecClient, NamedGroup.x25519),
+    "codec X25519MLKEM768": functools.partial(CodecClient, NamedGroup.X25519MLKEM768),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: handshakes per second of a server's time, with a client and a way."""
+
+    server: str  # a key of SERVERS
+    certificate: str = "ECDSA P-256"  # a key of KEY_TYPES
+    client: str = "python ssl"  # a key of CLIENTS
+    way: str = "phased"  # a key of WAYS
+
+    @property
+    def name(self) -> str:
+        """What ``--worker`` takes: every field, so that the worker makes the same measurement."""
+        return "; ".join((self.server, self.certificate, self.client, self.way))
+
+    @classmethod
+    def from_name(cls, name: str) -> Case:
+        return cls(*name.split("; "))
+
+
+def measurement(name: str, seconds: float) -> Measurement:
+    """The measurement ``Case.from_name(name)``: handshakes per second of server time."""
+    case = Case.from_name(name)
+    config = ServerConfig.self_signed(
+        "localhost", key_type=KEY_TYPES[case.certificate], cipher_suites=SUITE_PREFERENCE
+    )
+    steps = SERVERS[case.server](config)
+    client = CLIENTS[case.client]
+    if case.server == "crypto floor":  # no protocol code answers the client: Python ssl does
+        client = functools.partial(AnchorFlightClient, client, server_context(config, 0))
+    clients_per_flight = WAYS[case.way]
+
+    def batch() -> tuple[int, float]:
+        clients = [client() for _ in range(clients_per_flight)]
+        return clients_per_flight, phased(steps, clients)
+
+    return lambda: measured_rate(batch, seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+ANCHOR = "Python ssl server (0 tickets)"
+NO_ANCHOR = "client from stateless13's codec: OpenSSL 3.0 has no ML-KEM, no anchor"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A row to report from a plan's measurements: ours (by runner name) against an anchor."""
+
+    case: str
+    ours: str
+    anchor_name: str = ""
+    anchor: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    """Measurements alternated in the same rounds, and the rows made of them."""
+
+    runners: dict[str, Measurement] = field(default_factory=dict)
+    rows: list[Comparison] = field(default_factory=list)
+
+
+def plans(workers: Workers) -> list[Plan]:
+    """What is measured together: the main case each way, then Ed25519, then ML-KEM."""
+
+    def each_build(plan: Plan, key: str, case: Case) -> None:
+        for build in BUILDS:
+            plan.runners[f"{key}{build}"] = workers.measure(case.name, build)
+
+    made = []
+    main_case = "x25519, ECDSA P-256"
+    for way in WAYS:
+        plan = Plan()
+        each_build(plan, "", Case("ours", way=way))
+        plan.runners["ssl"] = workers.anchor(Case("ssl", way=way).name)
+        # In the compiled build: its KeyedHmac is the cheaper form of the primitive.
+        floor = Case("crypto floor", way=way).name
+        plan.runners["crypto floor"] = workers.measure(floor, "compiled")
+        plan.rows += [Comparison(f"{way}: {build} build", build, ANCHOR, "ssl") for build in BUILDS]
+        plan.rows.append(
+            Comparison(
+                f"{way}: crypto floor (no protocol code)",
+                "crypto floor",
+                ANCHOR,
+                "ssl",
+                note="the cryptography calls of one of our handshakes, alone (CryptoFloor): "
+                f"the ceiling of the {way} ratios of both builds",
             )
-            runners["ours stateless"] = rate(ours_stateless(config), python_client)
-            runners["ssl 2 tickets"] = rate(
-                python_ssl_server(server_context(config, 2)), python_client
-            )
-        plans.append((f"x25519, {certificate}", runners))
-    for certificate, config in configs.items():
-        runners = {"ours": rate(ours_plain(config), codec_mlkem)}
+        )
+        if way == "phased":
+            plan.runners["ssl 2 tickets"] = workers.anchor(Case("ssl 2 tickets").name)
+            each_build(plan, "stateless ", Case("ours stateless"))
+            for build in BUILDS:
+                plan.rows.append(
+                    Comparison(
+                        f"{main_case}, anchor sends 2 tickets (its default): {build} build",
+                        build,
+                        "Python ssl server (2 tickets)",
+                        "ssl 2 tickets",
+                    )
+                )
+            for build in BUILDS:
+                plan.rows.append(
+                    Comparison(
+                        f"{main_case}, ours through the stateless HRR (CH1+CH2+Finished): "
+                        f"{build} build",
+                        f"stateless {build}",
+                        ANCHOR,
+                        "ssl",
+                        note="ours answers two ClientHellos here, the anchor one",
+                    )
+                )
+        made.append(plan)
+
+    ed25519 = Plan()
+    each_build(ed25519, "", Case("ours", "Ed25519"))
+    ed25519.runners["ssl"] = workers.anchor(Case("ssl", "Ed25519").name)
+    ed25519.rows += [
+        Comparison(f"x25519, Ed25519: {build} build", build, ANCHOR, "ssl") for build in BUILDS
+    ]
+    made.append(ed25519)
+
+    for certificate in KEY_TYPES:
+        mlkem = Plan()
+        each_build(mlkem, "", Case("ours", certificate, "codec X25519MLKEM768"))
+        mlkem.rows += [
+            Comparison(f"X25519MLKEM768, {certificate}: {build} build", build, note=NO_ANCHOR)
+            for build in BUILDS
+        ]
         if certificate == "ECDSA P-256":  # the same client with x25519: what ML-KEM adds
-            runners["ours x25519"] = rate(ours_plain(config), codec_x25519)
-        plans.append((f"X25519MLKEM768, {certificate}", runners))
+            each_build(mlkem, "x25519 ", Case("ours", certificate, "codec x25519"))
+            mlkem.rows += [
+                Comparison(
+                    f"{main_case}, same codec client (for comparison): {build} build",
+                    f"x25519 {build}",
+                    f"{build} build, X25519MLKEM768",
+                    build,
+                    note="ratio > 1: what ML-KEM-768 encapsulation costs the server",
+                )
+                for build in BUILDS
+            ]
+        made.append(mlkem)
+    return made
 
-    bar = Progress("handshake", rounds * sum(len(r) for _, r in plans), enabled=progress)
+
+def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
     report = Report(
         "handshake",
         "Full TLS 1.3 handshake, server side only, one core",
-        {"seconds_per_round": seconds, "rounds": rounds, "suite": "TLS_AES_256_GCM_SHA384"},
+        {
+            "seconds_per_round": seconds,
+            "rounds": rounds,
+            "suite": "TLS_AES_256_GCM_SHA384",
+            "main case": "x25519, ECDSA P-256",
+            "phased": f"{BATCH} clients per flight",
+        },
     )
-    anchor_name = "Python ssl server (0 tickets)"
-    for label, runners in plans:
-        measured = alternate(runners, rounds, bar)
-        if "ssl" in measured:
-            report.rows.append(
-                Row(label, "handshakes/s", measured["ours"], anchor_name, measured["ssl"])
-            )
-        else:
-            report.rows.append(
-                Row(
-                    label,
-                    "handshakes/s",
-                    measured["ours"],
-                    note="client from stateless13's codec: OpenSSL 3.0 has no ML-KEM, no anchor",
+    with builds() as trees:
+        measured_plans = plans(Workers("handshake", trees, seconds))
+        bar = Progress(
+            "handshake", rounds * sum(len(plan.runners) for plan in measured_plans),
+            enabled=progress,
+        )  # fmt: skip
+        for plan in measured_plans:
+            measured = alternate(plan.runners, rounds, bar)
+            for row in plan.rows:
+                report.rows.append(
+                    Row(
+                        row.case,
+                        "handshakes/s",
+                        measured[row.ours],
+                        row.anchor_name,
+                        None if row.anchor is None else measured[row.anchor],
+                        note=row.note,
+                    )
                 )
-            )
-        if "ssl 2 tickets" in measured:
-            report.rows.append(
-                Row(
-                    f"{label}, anchor sends 2 tickets (its default)",
-                    "handshakes/s",
-                    measured["ours"],
-                    "Python ssl server (2 tickets)",
-                    measured["ssl 2 tickets"],
-                )
-            )
-        if "ours x25519" in measured:
-            report.rows.append(
-                Row(
-                    "x25519, ECDSA P-256, same codec client (for comparison)",
-                    "handshakes/s",
-                    measured["ours x25519"],
-                    "ours, X25519MLKEM768",
-                    measured["ours"],
-                    note="ratio > 1: what ML-KEM-768 encapsulation costs the server",
-                )
-            )
-        if "crypto floor" in measured:
-            report.rows.append(
-                Row(
-                    f"{label}: the cryptography calls of one of our handshakes, alone",
-                    "handshakes/s",
-                    measured["crypto floor"],
-                    anchor_name,
-                    measured["ssl"],
-                    note="no protocol code at all (CryptoFloor): the ceiling of the ratio above",
-                )
-            )
-        if "ours stateless" in measured:
-            report.rows.append(
-                Row(
-                    f"{label}, ours through the stateless HRR (CH1+CH2+Finished)",
-                    "handshakes/s",
-                    measured["ours stateless"],
-                    anchor_name,
-                    measured["ssl"],
-                    note="ours answers two ClientHellos here, the anchor one",
-                )
-            )
-    bar.close()
+        bar.close()
     report.notes.append(
         "Timed: the server's calls only (object creation, ClientHello in, flight out, Finished in);"
-        f" the client's work is outside the clock.  {BATCH} clients go through each flight"
-        " together (every client, then the server for all), so neither server finds its code in"
-        " the caches because the client just ran it.  Both negotiate TLS_AES_256_GCM_SHA384 (Python"
-        " ssl's client preference; ours configured to prefer it) and sign with the same key."
+        " the client's work is outside the clock.  Both negotiate TLS_AES_256_GCM_SHA384 (Python"
+        " ssl's client preference; ours configured to prefer it) and sign with keys of the same"
+        " type.  Every figure comes from a fresh worker process per round (bench/builds.py), the"
+        " anchors' too, after one untimed run in that process."
+    )
+    report.notes.append(
+        f"phased: {BATCH} clients go through each flight together (every client, then the server"
+        " for all of them).  It resembles a loaded server: between two flights of one connection"
+        " a loaded server runs other connections' flights, and its client is another process or"
+        " machine, so the client cannot warm the server's caches.  interleaved: one client at a"
+        " time (client step, server step, client step...): Python ssl's in-process client warms"
+        " the very libssl/libcrypto code the ssl server runs next, while our Python and"
+        " cryptography's own OpenSSL come to theirs cold."
     )
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser("handshake", __doc__.splitlines()[0]).parse_args(argv)
-    emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
-    return 0
+    return benchmark_main("handshake", __doc__.splitlines()[0], measurement, run, argv)
 
 
 if __name__ == "__main__":

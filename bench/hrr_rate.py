@@ -15,10 +15,8 @@ OpenSSL answer is checked to be a real HelloRetryRequest, and every one of ours 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +24,7 @@ from pathlib import Path
 
 from stateless13 import COMPILED, HelloRetry, ServerConfig, stateless_accept
 
-from .builds import BUILDS, builds, worker_env
+from .builds import BUILDS, Measurement, Workers, benchmark_main, builds
 from .common import (
     BENCH_DIR,
     CLIENT_HELLOS_DIR,
@@ -36,8 +34,6 @@ from .common import (
     Row,
     alternate,
     captured_client_hellos,
-    emit,
-    parser,
     pem_files,
     private_key_pem,
     timed_rate,
@@ -47,6 +43,8 @@ from .openssl_anchor import OpenSSLStateless
 BATCH = 50
 ANCHOR = "OpenSSL SSL_stateless (ctypes)"
 C_ANCHOR = "OpenSSL SSL_stateless in C"
+#: The case measured in both builds' workers: every captured client in turn.
+MIX = "all clients, in turn"
 
 
 def _check(config: ServerConfig, anchor: OpenSSLStateless, hellos: dict[str, bytes]) -> None:
@@ -80,8 +78,10 @@ def _rate(output: str) -> float:
     return int(count) / float(elapsed)
 
 
-def worker(seconds: float) -> float:
-    """HRRs/s of the build this process imports, over the captured clients in turn."""
+def measurement(name: str, seconds: float) -> Measurement:
+    """The one case a worker takes (:data:`MIX`): HRRs/s of the build this process imports."""
+    if name != MIX:
+        raise SystemExit(f"bench.hrr_rate measures {MIX!r} in workers, not {name!r}")
     config = ServerConfig.self_signed("localhost")
     hellos = list(captured_client_hellos().values())
     now = time.time()
@@ -94,8 +94,7 @@ def worker(seconds: float) -> float:
             stateless_accept(config, hello, peer=PEER, now=now)
         return len(hellos)
 
-    timed_rate(batch, min(seconds, 0.05))  # warm-up
-    return timed_rate(batch, seconds)
+    return lambda: timed_rate(batch, seconds)
 
 
 def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
@@ -106,7 +105,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
     _check(config, anchor, hellos)
     now = time.time()
     cases: dict[str, list[bytes]] = {name: [hello] for name, hello in hellos.items()}
-    cases["all clients, in turn"] = list(hellos.values())
+    cases[MIX] = list(hellos.values())
     bar = Progress("hrr_rate", 2 * rounds * len(cases) + 4 * rounds, enabled=progress)
 
     def ours(inputs: list[bytes]) -> Callable[[], float]:
@@ -152,23 +151,12 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
             run = [str(binary), cert, key, f"{seconds:g}", *files]
             return _rate(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
 
-        def in_worker(name: str) -> Callable[[], float]:
-            command = [sys.executable, "-m", "bench.hrr_rate", "--worker", f"{seconds:g}"]
-            env = worker_env(trees[name])
-
-            def measure() -> float:
-                done = subprocess.run(
-                    command, cwd=trees[name], env=env, capture_output=True, text=True, check=True
-                )
-                return float(done.stdout)
-
-            return measure
-
+        workers = Workers("hrr_rate", trees, seconds)
         mix = alternate(
             {
-                **{name: in_worker(name) for name in BUILDS},
+                **{name: workers.measure(MIX, name) for name in BUILDS},
                 "C": in_c,
-                "ctypes": openssl(cases["all clients, in turn"]),
+                "ctypes": openssl(cases[MIX]),
             },
             rounds,
             bar,
@@ -177,7 +165,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
         for anchor_name, key_ in ((C_ANCHOR, "C"), (ANCHOR, "ctypes")):
             report.rows.append(
                 Row(
-                    f"all clients, in turn: {name} build",
+                    f"{MIX}: {name} build",
                     "HRR/s",
                     mix[name],
                     anchor_name,
@@ -206,14 +194,7 @@ def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parser("hrr_rate", __doc__.splitlines()[0])
-    options.add_argument("--worker", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
-    args = options.parse_args(argv)
-    if args.worker is not None:
-        print(worker(args.worker))
-        return 0
-    emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
-    return 0
+    return benchmark_main("hrr_rate", __doc__.splitlines()[0], measurement, run, argv)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
     python -m bench.records [--seconds S] [--rounds N] [--json]
 
-Ours two ways: the bare ``RecordProtection.seal``/``open``, and what an application sees,
-``ServerConnection.send`` + ``data_to_send`` and ``receive_data`` + ``next_event``.  Anchor: the
-server side of a Python ``ssl`` connection (``SSLObject.write`` + reading the outgoing MemoryBIO;
-writing the incoming MemoryBIO + ``SSLObject.read``).  The peer of each connection is a Python
-``ssl`` client; its records are made outside the clock.  MB/s are 10^6 bytes of plaintext.
+Both builds of the core (bench/builds.py: mypyc-compiled and pure Python), each two ways: the
+bare ``RecordProtection.seal``/``open``, and what an application sees, ``ServerConnection.send``
++ ``data_to_send`` and ``receive_data`` + ``next_event``.  Anchor: the server side of a Python
+``ssl`` connection (``SSLObject.write`` + reading the outgoing MemoryBIO; writing the incoming
+MemoryBIO + ``SSLObject.read``).  The peer of each connection is a Python ``ssl`` client; its
+records are made outside the clock.  MB/s are 10^6 bytes of plaintext.
 
 Python's ``ssl`` cannot choose TLS 1.3 cipher suites, so the suite is set on the contexts'
 ``SSL_CTX`` through ctypes (``SSL_CTX_set_ciphersuites``; checked with ``SSLObject.cipher()``).
-A throwaway connection and one untimed run of each measurement come first (see ``run``).
+Every measurement runs in a fresh worker process per round, the anchor's too, alternating in
+the same rounds; in each, a throwaway connection and one untimed run come first (see
+``measurement``).
 """
 
 from __future__ import annotations
@@ -27,15 +30,14 @@ from stateless13 import ServerConnection as Connection
 from stateless13.primitives import SUITES
 from stateless13.record import ContentType, RecordProtection
 
+from .builds import BUILDS, Measurement, Workers, benchmark_main, builds
 from .common import (
     MemoryClient,
     Progress,
     Report,
     Row,
     alternate,
-    emit,
     measured_rate,
-    parser,
     python_ssl_client_context,
 )
 from .handshake import server_context
@@ -73,7 +75,7 @@ def _client_records(client: MemoryClient, count: int) -> bytes:
     return client.outgoing.read()
 
 
-def runners(suite: CipherSuite, seconds: float) -> dict[str, dict[str, Callable[[], float]]]:
+def runners(suite: CipherSuite, seconds: float) -> dict[str, dict[str, Measurement]]:
     """{"protect"/"unprotect": {"raw", "connection", "ssl": measurement}} for one suite."""
     params = SUITES[suite]
     secret = os.urandom(params.hash_len)
@@ -152,7 +154,7 @@ def runners(suite: CipherSuite, seconds: float) -> dict[str, dict[str, Callable[
             ssl_server.read(RECORD)
         return BATCH, time.perf_counter() - start
 
-    def mb(batch: Callable[[], tuple[int, float]]) -> Callable[[], float]:
+    def mb(batch: Callable[[], tuple[int, float]]) -> Measurement:
         return lambda: measured_rate(batch, seconds) * RECORD / 1e6
 
     return {
@@ -169,55 +171,71 @@ def runners(suite: CipherSuite, seconds: float) -> dict[str, dict[str, Callable[
     }
 
 
+#: Ours, two ways, in each suite and direction: the kind in ``runners`` -> what the rows say.
+OURS = {"connection": "ServerConnection", "raw": "bare RecordProtection"}
+
+
+def measurement(name: str, seconds: float) -> Measurement:
+    """The measurement named ``"<suite> <direction> <kind>"``, as ``runners`` names them."""
+    suite, direction, kind = name.split()
+    # A connection can receive at about half speed for good, depending on the allocator's
+    # history (its record buffer's 512 KiB reallocations mmap-backed or not): a fresh process's
+    # first connection does; so can a connection opened after another one's receive run.  One
+    # throwaway connection first, then (benchmark_main) the measurement once untimed, so that
+    # every suite is measured in the fast mode (docs/BENCHMARKS.md §4).
+    runners(CipherSuite[suite], seconds / 2)["unprotect"]["connection"]()
+    return runners(CipherSuite[suite], seconds)[direction][kind]
+
+
 def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
     suites = list(CipherSuite)
-    bar = Progress("records", len(suites) * 2 * 3 * rounds, enabled=progress)
+    directions = ("protect", "unprotect")
+    per_round = len(BUILDS) * len(OURS) + 1  # ours, each build each way, then the anchor
+    bar = Progress("records", len(suites) * len(directions) * per_round * rounds, enabled=progress)
     report = Report(
         "records",
         "Record layer: 16 KiB application-data records, MB/s of plaintext, one core",
         {"seconds_per_round": seconds, "rounds": rounds, "record_bytes": RECORD},
     )
     anchor = "Python ssl SSLObject (server)"
-    # A connection can receive at about half speed for good, depending on the allocator's
-    # history (its record buffer's 512 KiB reallocations mmap-backed or not): a fresh process's
-    # first connection does; so can a connection opened after another one's receive run.  One
-    # throwaway connection first, then each measurement once untimed, so that every suite is
-    # measured in the fast mode (docs/BENCHMARKS.md §4).
-    runners(suites[0], seconds / 2)["unprotect"]["connection"]()
-    for suite in suites:
-        for direction, measurements in runners(suite, seconds).items():
-            measured = alternate(measurements, rounds, bar, warm_up=True)
-            short = suite.name.removeprefix("TLS_")
-            report.rows.append(
-                Row(
-                    f"{short} {direction}, ServerConnection",
-                    "MB/s",
-                    measured["connection"],
-                    anchor,
-                    measured["ssl"],
-                )
-            )
-            report.rows.append(
-                Row(
-                    f"{short} {direction}, bare RecordProtection",
-                    "MB/s",
-                    measured["raw"],
-                    anchor,
-                    measured["ssl"],
-                )
-            )
-    bar.close()
+    with builds() as trees:
+        workers = Workers("records", trees, seconds)
+        for suite in suites:
+            for direction in directions:
+                name = f"{suite.name} {direction}"
+                measurements = {
+                    f"{kind} {build}": workers.measure(f"{name} {kind}", build)
+                    for kind in OURS
+                    for build in BUILDS
+                }
+                measurements["ssl"] = workers.anchor(f"{name} ssl")
+                measured = alternate(measurements, rounds, bar)
+                short = suite.name.removeprefix("TLS_")
+                for kind, what in OURS.items():
+                    for build in BUILDS:
+                        report.rows.append(
+                            Row(
+                                f"{short} {direction}, {what}, {build} build",
+                                "MB/s",
+                                measured[f"{kind} {build}"],
+                                anchor,
+                                measured["ssl"],
+                            )
+                        )
+        bar.close()
     report.notes.append(
         "protect = send + data_to_send (ours) / SSLObject.write + MemoryBIO.read (ssl); "
         "unprotect = receive_data + next_event (ours) / MemoryBIO.write + SSLObject.read (ssl)."
+    )
+    report.notes.append(
+        "Every figure comes from a fresh worker process per round (bench/builds.py), the anchor's"
+        " too, after a throwaway connection and one untimed run in that process."
     )
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser("records", __doc__.splitlines()[0]).parse_args(argv)
-    emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
-    return 0
+    return benchmark_main("records", __doc__.splitlines()[0], measurement, run, argv)
 
 
 if __name__ == "__main__":

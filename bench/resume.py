@@ -9,16 +9,22 @@ it, rebuilds the transcript and writes ServerHello … Finished.  Anchor: ``SSL_
 fresh SSL object does the same (called twice when it stops at the client's compatibility CCS).
 Both: x25519, ECDSA P-256, TLS_AES_128_GCM_SHA256.  The same ClientHello2s are replayed round
 after round (neither side has a replay filter on).
+
+Ours is measured in both builds of the core (bench/builds.py: mypyc-compiled and pure Python),
+alternating in the same rounds with the anchor, every measurement in a fresh worker process per
+round (the anchor's too), after one untimed run in that process.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from stateless13 import Accepted, HelloRetry, ServerConfig, stateless_accept
 from stateless13.cookie import peer_binding
 from stateless13.messages import ExtensionType, pull_client_hello
 
+from .builds import BUILDS, Measurement, Workers, benchmark_main, builds
 from .common import (
     PEER,
     MemoryClient,
@@ -26,8 +32,6 @@ from .common import (
     Report,
     Row,
     alternate,
-    emit,
-    parser,
     private_key_pem,
     python_ssl_client_context,
     timed_rate,
@@ -56,97 +60,147 @@ def cookie_of(client_hello_2: bytes) -> bytes:
     return cookie[2:]
 
 
-def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
-    config = ServerConfig.self_signed("localhost")
-    credential = config.credentials[0]
-    anchor = OpenSSLStateless(credential.certificate_pem(), private_key_pem(credential.private_key))
+def ours_client_hellos(config: ServerConfig, now: float) -> list[bytes]:
+    """:data:`COUNT` ClientHello2s from Python's ssl client, each after our HRR; checked."""
     context = python_ssl_client_context()
-    now = time.time()
-
-    ours_hellos, anchor_hellos = [], []
+    hellos = []
     for _ in range(COUNT):
         client = MemoryClient(context)
         retry = stateless_accept(config, client.step(), peer=PEER, now=now)
         assert isinstance(retry, HelloRetry)
-        ours_hellos.append(client.step(retry.data_to_send))
-        client = MemoryClient(context)
-        anchor_hellos.append(client.step(anchor.hello_retry(client.step())))
-
-    for hello in ours_hellos:
+        hellos.append(client.step(retry.data_to_send))
+    for hello in hellos:
         accepted = stateless_accept(config, hello, peer=PEER, now=now)
         assert isinstance(accepted, Accepted), accepted
         assert server_hello_suite(accepted.data_to_send) == 0x1301
-    for hello in anchor_hellos:
-        assert server_hello_suite(anchor.resume(hello)) == 0x1301
+    return hellos
 
-    cookies = [cookie_of(hello) for hello in ours_hellos]
+
+def ours_resume(seconds: float) -> Measurement:
+    """``stateless_accept`` of our ClientHello2s: resumes per second."""
+    config = ServerConfig.self_signed("localhost")
+    now = time.time()
+    hellos = ours_client_hellos(config, now)
+
+    def batch() -> int:
+        for hello in hellos:
+            stateless_accept(config, hello, peer=PEER, now=now)
+        return len(hellos)
+
+    return lambda: timed_rate(batch, seconds)
+
+
+def anchor_resume(seconds: float) -> Measurement:
+    """``SSL_stateless()`` of ClientHello2s that answer OpenSSL's HRR: resumes per second."""
+    config = ServerConfig.self_signed("localhost")
+    credential = config.credentials[0]
+    anchor = OpenSSLStateless(credential.certificate_pem(), private_key_pem(credential.private_key))
+    context = python_ssl_client_context()
+    hellos = []
+    for _ in range(COUNT):
+        client = MemoryClient(context)
+        hellos.append(client.step(anchor.hello_retry(client.step())))
+
+    def check() -> None:
+        for hello in hellos:
+            assert server_hello_suite(anchor.resume(hello)) == 0x1301
+
+    def batch() -> int:
+        answer = anchor.answer
+        for hello in hellos:
+            answer(hello, retry_after_ccs=True)
+        return len(hellos)
+
+    def measure() -> float:
+        rate = timed_rate(batch, seconds)
+        check()  # still a real server flight after the run (the worker's exit frees the SSL_CTX)
+        return rate
+
+    check()
+    return measure
+
+
+def cookie_open(seconds: float) -> Measurement:
+    """``CookieKeyRing.open`` of our ClientHello2s' cookies: cookies per second."""
+    config = ServerConfig.self_signed("localhost")
+    cookies = [cookie_of(hello) for hello in ours_client_hellos(config, time.time())]
     ring, binding = config.cookie_keys, peer_binding(PEER)
 
-    def ours_resume() -> int:
-        for hello in ours_hellos:
-            stateless_accept(config, hello, peer=PEER, now=now)
-        return len(ours_hellos)
-
-    def anchor_resume() -> int:
-        answer = anchor.answer
-        for hello in anchor_hellos:
-            answer(hello, retry_after_ccs=True)
-        return len(anchor_hellos)
-
-    def cookie_open() -> int:
+    def batch() -> int:
         for _ in range(10):
             for cookie in cookies:
                 ring.open(cookie, binding)
         return 10 * len(cookies)
 
-    bar = Progress("resume", 3 * rounds, enabled=progress)
-    resumed = alternate(
-        {
-            "ours": lambda: timed_rate(ours_resume, seconds),
-            "anchor": lambda: timed_rate(anchor_resume, seconds),
-        },
-        rounds,
-        bar,
-    )
-    opened = alternate({"ours": lambda: timed_rate(cookie_open, seconds)}, rounds, bar)
+    return lambda: timed_rate(batch, seconds)
+
+
+#: The measurements, by the name a worker takes.
+MEASUREMENTS: dict[str, Callable[[float], Measurement]] = {
+    "resume": ours_resume,
+    "anchor resume": anchor_resume,
+    "cookie open": cookie_open,
+}
+
+
+def measurement(name: str, seconds: float) -> Measurement:
+    return MEASUREMENTS[name](seconds)
+
+
+def run(seconds: float, rounds: int, *, progress: bool = True) -> Report:
+    bar = Progress("resume", (2 * len(BUILDS) + 1) * rounds, enabled=progress)
+    with builds() as trees:
+        workers = Workers("resume", trees, seconds)
+        resumed = alternate(
+            {
+                **{build: workers.measure("resume", build) for build in BUILDS},
+                "anchor": workers.anchor("anchor resume"),
+            },
+            rounds,
+            bar,
+        )
+        opened = alternate(
+            {build: workers.measure("cookie open", build) for build in BUILDS}, rounds, bar
+        )
     bar.close()
-    for hello in anchor_hellos:  # still a real server flight after the rounds
-        anchor.resume(hello)
-    anchor.close()
 
     report = Report(
         "resume",
         "Cookie verification + resume: CH2 -> Accepted (server flight written), one core",
         {"seconds_per_round": seconds, "rounds": rounds, "client": "Python ssl"},
     )
-    report.rows.append(
-        Row(
-            "CH2 -> Accepted (x25519, ECDSA P-256)",
-            "resumes/s",
-            resumed["ours"],
-            "OpenSSL SSL_stateless(CH2) (ctypes)",
-            resumed["anchor"],
+    for build in BUILDS:
+        report.rows.append(
+            Row(
+                f"CH2 -> Accepted (x25519, ECDSA P-256): {build} build",
+                "resumes/s",
+                resumed[build],
+                "OpenSSL SSL_stateless(CH2) (ctypes)",
+                resumed["anchor"],
+            )
         )
-    )
-    report.rows.append(
-        Row(
-            "cookie open alone (AES-256-GCM-SIV, 105 B)",
-            "cookies/s",
-            opened["ours"],
-            note="CookieKeyRing.open; no anchor (OpenSSL's is an HMAC inside SSL_stateless)",
+    for build in BUILDS:
+        report.rows.append(
+            Row(
+                f"cookie open alone (AES-256-GCM-SIV, 105 B): {build} build",
+                "cookies/s",
+                opened[build],
+                note="CookieKeyRing.open; no anchor (OpenSSL's is an HMAC inside SSL_stateless)",
+            )
         )
-    )
     report.notes.append(
         "Both write the whole server flight (ServerHello, CCS where due, EncryptedExtensions, "
-        "Certificate, CertificateVerify, Finished); checked before and after the rounds."
+        "Certificate, CertificateVerify, Finished); checked before and after each timed run."
+    )
+    report.notes.append(
+        "Every figure comes from a fresh worker process per round (bench/builds.py), the anchor's"
+        " too, after one untimed run in that process."
     )
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser("resume", __doc__.splitlines()[0]).parse_args(argv)
-    emit(run(args.seconds, args.rounds, progress=not args.quiet), args.json)
-    return 0
+    return benchmark_main("resume", __doc__.splitlines()[0], measurement, run, argv)
 
 
 if __name__ == "__main__":

@@ -156,25 +156,18 @@ class ServerConnection:
 
     def _apply(self, actions: list[Action]) -> None:
         """Carry out the handshake's actions: coalesce its messages per epoch into records."""
-        pending = bytearray()
+        pending: list[bytes] = []  # handshake messages of one epoch, not yet in a record
         pending_epoch = Epoch.INITIAL
-
-        def flush() -> None:
-            if pending:
-                self._outgoing.append(
-                    self._records.protect(ContentType.handshake, bytes(pending), pending_epoch)
-                )
-                pending.clear()
-
         for action in actions:
-            if isinstance(action, SendHandshake):
-                if action.epoch != pending_epoch:
-                    flush()
-                    pending_epoch = action.epoch
-                pending += action.data
+            if isinstance(action, SendHandshake) and action.epoch == pending_epoch:
+                pending.append(action.data)
                 continue
-            flush()
-            if isinstance(action, SendChangeCipherSpec):
+            if pending:  # anything else ends the record: a key change applies after it
+                self._send_handshake_record(pending, pending_epoch)
+            if isinstance(action, SendHandshake):
+                pending_epoch = action.epoch
+                pending.append(action.data)
+            elif isinstance(action, SendChangeCipherSpec):
                 self._outgoing.append(CHANGE_CIPHER_SPEC_RECORD)
             elif isinstance(action, InstallSecret):
                 self._records.install(
@@ -187,7 +180,15 @@ class ServerConnection:
             elif isinstance(action, HandshakeDone):
                 self.handshake = action.summary.event()
                 self._events.append(self.handshake)
-        flush()
+        if pending:
+            self._send_handshake_record(pending, pending_epoch)
+
+    def _send_handshake_record(self, messages: list[bytes], epoch: Epoch) -> None:
+        """One record of handshake messages (a flight's messages of one epoch share it)."""
+        self._outgoing.append(
+            self._records.protect(ContentType.handshake, b"".join(messages), epoch)
+        )
+        messages.clear()
 
     def _fail(self, error: AlertError) -> None:
         self._error = error

@@ -121,9 +121,9 @@ class SkipEarlyData:
 class HandshakeSummary:
     """What was agreed; the transport turns it into a HandshakeComplete event."""
 
-    cipher_suite: int
+    cipher_suite: CipherSuite
     group: NamedGroup
-    signature_scheme: int
+    signature_scheme: SignatureScheme
     alpn_protocol: bytes | None
     server_name: str | None
     hello_retry: bool  # a HelloRetryRequest was sent (statefully or statelessly)
@@ -133,9 +133,9 @@ class HandshakeSummary:
     def event(self) -> HandshakeComplete:
         """What the application is told: the one conversion, for every transport."""
         return HandshakeComplete(
-            cipher_suite=CipherSuite(self.cipher_suite),
+            cipher_suite=self.cipher_suite,
             group=self.group,
-            signature_scheme=SignatureScheme(self.signature_scheme),
+            signature_scheme=self.signature_scheme,
             alpn_protocol=None
             if self.alpn_protocol is None
             else self.alpn_protocol.decode("ascii", "replace"),
