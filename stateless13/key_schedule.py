@@ -40,9 +40,10 @@ class KeyedHmac:
     """HMAC(key, message) for one key: the inner and outer hash states after the padded key,
     copied for each message.  Holds key material: never logged, never kept past its use."""
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_inner", "_outer", "digest_size")
 
     def __init__(self, suite: SuiteParams, key: bytes) -> None:
+        self.digest_size = suite.hash_len
         if len(key) > suite.hash_block_size:
             key = suite.digest(key)
         # The key XORed with the pads as an integer (a table, as bytes.translate, would index
@@ -76,6 +77,8 @@ def hkdf_extract(suite: SuiteParams, salt: bytes, ikm: bytes) -> bytes:
 def expand_label(prk: KeyedHmac, label: bytes, context: bytes, length: int) -> bytes:
     """HKDF-Expand-Label (§7.1) under a keyed secret: HKDF-Expand (RFC 5869 §2.3) of
     HkdfLabel = length || "tls13 " + label || context."""
+    if not context and length <= prk.digest_size:  # key, iv, finished: one HMAC of a constant
+        return prk.digest(_context_free_label(length, label))[:length]
     info = _hkdf_label_prefix(length, label) + bytes((len(context),)) + context
     block = prk.digest(info + b"\x01")
     if length > 255 * len(block):
@@ -98,6 +101,12 @@ def hkdf_expand_label(
 def _hkdf_label_prefix(length: int, label: bytes) -> bytes:
     full_label = b"tls13 " + label
     return length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label
+
+
+@functools.lru_cache(maxsize=64)
+def _context_free_label(length: int, label: bytes) -> bytes:
+    """The whole HMAC message of HKDF-Expand's one block for a label with no context."""
+    return _hkdf_label_prefix(length, label) + b"\x00\x01"
 
 
 def derive_secret(suite: SuiteParams, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:

@@ -168,8 +168,10 @@ def _split_extensions(block: bytes, *, psk_last: bool = False) -> Extensions:
 
 def _push_extensions(writer: Writer, extensions: Extensions) -> None:
     block = b"".join(
-        _TYPE_AND_LENGTH.pack(ext_type, len(ext_data)) + ext_data
-        for ext_type, ext_data in extensions
+        [
+            _TYPE_AND_LENGTH.pack(ext_type, len(ext_data)) + ext_data
+            for ext_type, ext_data in extensions
+        ]
     )
     writer.push_vector(2, block)
 

@@ -219,7 +219,7 @@ def client_hello_digest(hello: ClientHello) -> bytes:
     alpn = hello.alpn_protocols
     for present, value in (
         (hello.server_name is not None, (hello.server_name or "").encode("ascii")),
-        (alpn is not None, b"".join(bytes((len(p),)) + p for p in alpn or ())),
+        (alpn is not None, b"".join([bytes((len(p),)) + p for p in alpn or ()])),
     ):
         pieces.append(bytes((present,)) + len(value).to_bytes(3, "big") + value)
     if hello.record_size_limit is not None:  # only when present: older digests stay the same
