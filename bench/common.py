@@ -46,10 +46,6 @@ BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
 #: The simulated client address (TEST-NET-3): ours binds its cookie to it, the anchor's HMAC too.
 PEER = ("203.0.113.7", 4433)
 
-#: Published anchor (../shared/research/openssl_stateless.md): SSL_stateless() in C, fresh SSL
-#: object per ClientHello, one core of this machine kind, median of 5.
-OPENSSL_C_HRR_PER_S = 44_600.0
-
 #: Captured peers in the order the tables show them.
 CLIENT_ORDER = ("openssl", "gnutls", "go", "curl", "python_ssl", "tlslite", "chromium")
 
