@@ -70,9 +70,11 @@ def main() -> None:
     connection.receive_data(client_step(accepted.data_to_send))
     for event in connection.events():
         if isinstance(event, HandshakeComplete):
+            # No signature when the client resumed a session (a ticket): its PSK authenticates.
+            signature = "resumed" if event.signature_scheme is None else event.signature_scheme.name
             print(
                 f"handshake complete: {event.cipher_suite.name}, {event.group.name}, "
-                f"{event.signature_scheme.name}, SNI {event.server_name}"
+                f"{signature}, SNI {event.server_name}"
             )
 
     client.write(b"hello, server")

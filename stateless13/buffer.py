@@ -26,6 +26,11 @@ class Reader:
     def eof(self) -> bool:
         return self._pos == self._end
 
+    @property
+    def position(self) -> int:
+        """Bytes read so far from the start of the data."""
+        return self._pos
+
     def _take(self, n: int) -> int:
         start = self._pos
         if n > self._end - start:
@@ -39,6 +44,10 @@ class Reader:
     def pull_uint16(self) -> int:
         start = self._take(2)
         return int.from_bytes(self._data[start : start + 2], "big")
+
+    def pull_uint32(self) -> int:
+        start = self._take(4)
+        return int.from_bytes(self._data[start : start + 4], "big")
 
     def pull_bytes(self, n: int) -> bytes:
         start = self._take(n)
@@ -89,6 +98,9 @@ class Writer:
 
     def push_uint16(self, value: int) -> None:
         self.data += value.to_bytes(2, "big")
+
+    def push_uint32(self, value: int) -> None:
+        self.data += value.to_bytes(4, "big")
 
     def push_bytes(self, value: bytes) -> None:
         self.data += value

@@ -28,6 +28,7 @@ from .messages import (
 )
 from .primitives import PrivateKey, signature_schemes_for
 from .replay import ReplayFilter
+from .ticket import MAX_LIFETIME as MAX_TICKET_LIFETIME
 
 #: Called with (app_payload, peer) when a cookie has been authenticated; return None to accept or
 #: a reason (str) to refuse the ClientHello with an access_denied alert.
@@ -203,6 +204,16 @@ class ServerConfig:
     max_early_data_skipped: int = 1 << 15
     #: Called with one NSS SSLKEYLOGFILE line per secret; None (the default) logs nothing.
     keylog: Callable[[str], None] | None = None
+    #: NewSessionTickets sent after each handshake (RFC 8446 §4.6.1), as Python ssl's default of
+    #: 2: a client that opens two connections at once can resume both.  0 sends none.  Sent only
+    #: to clients that can use them (psk_dhe_ke among their psk_key_exchange_modes).
+    tickets: int = 2
+    #: Seconds a ticket resumes, from its issue (at most 7 days, §4.6.1).  Two hours, as OpenSSL's
+    #: default: a ticket key that leaks exposes the sessions of its tickets' lifetime.
+    ticket_lifetime: int = 7200
+    #: The keys that seal and open tickets (ticket.py): ``keys[0]`` seals, every key opens.
+    #: Share them across a fleet as the cookie keys; rotate at most every ``ticket_lifetime``.
+    ticket_keys: CookieKeyRing = field(default_factory=CookieKeyRing.generate)
     #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
     #: server may opt into; None (the default) keeps the stateless path free of any state.
     replay_filter: ReplayFilter | None = None
@@ -240,6 +251,10 @@ class ServerConfig:
             )
         if self.max_early_data_skipped < 0:
             raise LocalProtocolError("max_early_data_skipped cannot be negative")
+        if not 0 <= self.tickets <= 16:
+            raise LocalProtocolError("tickets: from 0 to 16 per handshake")
+        if not 0 < self.ticket_lifetime <= MAX_TICKET_LIFETIME:
+            raise LocalProtocolError(f"ticket_lifetime: 1 to {MAX_TICKET_LIFETIME} seconds")
 
     @classmethod
     def self_signed(

@@ -8,6 +8,7 @@ a :class:`~stateless13.handshake.ServerHandshake` and moves bytes between them; 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from .alerts import (
     AlertDescription,
@@ -50,11 +51,13 @@ class ServerConnection:
         *,
         peer: tuple[str, int] | None = None,
         entropy: Entropy | None = None,
+        clock: Callable[[], float] | None = None,
         _handshake: ServerHandshake | None = None,
     ) -> None:
+        # clock: seconds since the epoch (time.time by default), for the tickets' times.
         # _handshake: one made elsewhere (resumed from a cookie by stateless_accept, or with a
         # test's own options); what it has already done is applied at once.
-        handshake = _handshake or ServerHandshake(config, peer=peer, entropy=entropy)
+        handshake = _handshake or ServerHandshake(config, peer=peer, entropy=entropy, clock=clock)
         self._handshake = handshake
         self.peer = handshake.peer
         self._records = RecordLayer()

@@ -12,12 +12,13 @@ from .messages import CipherSuite, NamedGroup, SignatureScheme
 class HandshakeComplete:
     cipher_suite: CipherSuite
     group: NamedGroup
-    signature_scheme: SignatureScheme
+    signature_scheme: SignatureScheme | None  #: None when resumed: no certificate was sent
     alpn_protocol: str | None
     server_name: str | None
     hello_retry: bool  #: a HelloRetryRequest was part of this handshake
     cookie_verified: bool  #: the handshake resumed from a stateless cookie
     cookie_payload: bytes | None  #: the application's bytes carried in that cookie
+    resumed: bool = False  #: the client resumed a session with one of our tickets (a PSK)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import struct
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,24 +52,28 @@ from .messages import (
     HandshakeType,
     KeyUpdate,
     NamedGroup,
+    NewSessionTicket,
     ServerHello,
     SignatureScheme,
     alpn_body,
     build_hello_retry_request,
     key_share_server_body,
+    pre_shared_key_server_body,
     pull_finished,
     pull_key_update,
     push_certificate_verify,
     push_encrypted_extensions,
     push_finished,
     push_key_update,
+    push_new_session_ticket,
     push_server_hello,
     record_size_limit_body,
     split_handshake,
 )
 from .negotiation import Negotiated, client_hello_digest, negotiate
-from .primitives import KeyExchange, SuiteParams, sign
+from .primitives import SUITES, KeyExchange, SuiteParams, sign
 from .retry import CookieVerified, parse_client_hello
+from .ticket import TicketState, open_ticket, seal_ticket
 from .transcript import Transcript, rebuild_after_retry
 
 # ---------------------------------------------------------------------------------------------
@@ -123,12 +129,13 @@ class HandshakeSummary:
 
     cipher_suite: CipherSuite
     group: NamedGroup
-    signature_scheme: SignatureScheme
+    signature_scheme: SignatureScheme | None  # None when resumed (no certificate)
     alpn_protocol: bytes | None
     server_name: str | None
     hello_retry: bool  # a HelloRetryRequest was sent (statefully or statelessly)
     cookie_verified: bool  # the handshake was resumed from a cookie
     cookie_payload: bytes | None  # the application's bytes from the cookie, if resumed from one
+    resumed: bool  # a PSK from one of our tickets was accepted
 
     def event(self) -> HandshakeComplete:
         """What the application is told: the one conversion, for every transport."""
@@ -143,6 +150,7 @@ class HandshakeSummary:
             hello_retry=self.hello_retry,
             cookie_verified=self.cookie_verified,
             cookie_payload=self.cookie_payload,
+            resumed=self.resumed,
         )
 
 
@@ -162,6 +170,18 @@ Action = (
 
 #: What we accept, told to a client that sent record_size_limit: full-size TLS 1.3 records.
 OUR_RECORD_SIZE_LIMIT = (1 << 14) + 1
+#: psk_key_exchange_modes (§4.2.9): PSK with (EC)DHE, the one mode we resume with.
+PSK_DHE_KE = 1
+_AGE_ADD = struct.Struct(">I")
+
+
+@dataclass(slots=True)
+class AcceptedPsk:
+    """A ticket the client resumes: its index among the offered identities, and its secrets."""
+
+    index: int
+    ticket: TicketState
+    early_secret: bytes
 
 
 class Entropy(Protocol):
@@ -223,6 +243,7 @@ class ExpectFinished:
     client_handshake_secret: bytes
     client_application_secret: bytes
     server_application_secret: bytes
+    master_secret: bytes  # for the resumption master secret, once the client's Finished is in
     summary: HandshakeSummary
 
 
@@ -264,9 +285,12 @@ class ServerHandshake:
         peer: tuple[str, int] | None = None,
         encrypted_extensions: Extensions = (),
         entropy: Entropy | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.peer = peer
+        # Seconds since the epoch: tickets' issue times and ages.
+        self._clock = clock or time.time
         self.state: State = ExpectClientHello()
         # Extensions the transport adds to EncryptedExtensions (e.g. QUIC transport parameters).
         self._extra_encrypted_extensions = encrypted_extensions
@@ -279,6 +303,7 @@ class ServerHandshake:
         self.client_random: bytes | None = None
         self._compat_mode = False
         self._compat_ccs_sent = False
+        self._tickets_usable = False  # the client can resume with psk_dhe_ke (§4.2.9)
 
     # -- the public surface ---------------------------------------------------------------------
 
@@ -376,6 +401,8 @@ class ServerHandshake:
     def _remember(self, hello: ClientHello) -> None:
         self.client_random = hello.random
         self._compat_mode = bool(hello.legacy_session_id)
+        modes = hello.psk_key_exchange_modes
+        self._tickets_usable = modes is not None and PSK_DHE_KE in modes
 
     def _send_compat_change_cipher_spec(self) -> None:
         # §D.4: only when the client asked for compatibility mode, and only once.
@@ -393,9 +420,12 @@ class ServerHandshake:
             self._send_hello_retry_request(hello, message, negotiated)
         else:
             transcript = Transcript(negotiated.suite)
+            psk = self._accepted_psk(hello, message, transcript, negotiated.suite)
             transcript.update(message)
-            self._send_server_flight(hello, negotiated, transcript, hello_retry=False, cookie=None)
-        if hello.early_data:  # §4.2.10: we never accept 0-RTT (no tickets), so skip it
+            self._send_server_flight(
+                hello, negotiated, transcript, hello_retry=False, cookie=None, psk=psk
+            )
+        if hello.early_data:  # §4.2.10: we never accept 0-RTT, so skip it
             self._actions.append(SkipEarlyData(self.config.max_early_data_skipped))
 
     def _send_hello_retry_request(
@@ -434,6 +464,7 @@ class ServerHandshake:
         peer: tuple[str, int] | None,
         encrypted_extensions: Extensions = (),
         entropy: Entropy | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> ServerHandshake:
         """Carry on from ClientHello2 and its cookie (``retry.answer_client_hello`` opened and
         checked it): hold ClientHello2 to ClientHello1, rebuild the transcript, answer.
@@ -441,7 +472,11 @@ class ServerHandshake:
         The actions (the server's first flight) are waiting in ``take_actions()``.
         """
         handshake = cls(
-            config, peer=peer, encrypted_extensions=encrypted_extensions, entropy=entropy
+            config,
+            peer=peer,
+            encrypted_extensions=encrypted_extensions,
+            entropy=entropy,
+            clock=clock,
         )
         handshake._remember(verified.hello)
         handshake._compat_ccs_sent = True  # the CCS, if any, went out with the HRR
@@ -483,10 +518,47 @@ class ServerHandshake:
         transcript = rebuild_after_retry(
             negotiated.suite, retry.client_hello_hash, hello_retry_request
         )
+        # The binders of ClientHello2 cover message_hash(CH1) + HRR + CH2 (§4.2.11.2).
+        psk = self._accepted_psk(hello, message, transcript, negotiated.suite)
         transcript.update(message)
         self._send_server_flight(
-            hello, negotiated, transcript, hello_retry=True, cookie=cookie_payload
+            hello, negotiated, transcript, hello_retry=True, cookie=cookie_payload, psk=psk
         )
+
+    # -- §4.2.11 pre_shared_key: resuming one of our tickets --------------------------------------
+
+    def _accepted_psk(
+        self, hello: ClientHello, message: bytes, transcript: Transcript, suite: SuiteParams
+    ) -> AcceptedPsk | None:
+        """The first offered PSK that is one of our live tickets for this suite's hash and
+        server name, its binder verified; None (a full handshake) if none is.
+
+        ``transcript`` holds what precedes ``message`` (nothing, or message_hash(CH1) + HRR).  A
+        ticket we cannot use is skipped, never an error (§4.2.11); a binder that does not verify
+        is decrypt_error (§4.2.11.2).  Only psk_dhe_ke is offered: a key share is always used.
+        """
+        offered = hello.pre_shared_key
+        if offered is None or not self._tickets_usable:
+            return None
+        now = self._clock()
+        for index, identity in enumerate(offered.identities):
+            state = open_ticket(self.config.ticket_keys, identity.identity)
+            if (
+                state is None
+                or state.expired(now)
+                or state.client_age_ms(identity.obfuscated_ticket_age) > state.lifetime * 1000
+                or state.cipher_suite not in SUITES
+                or SUITES[state.cipher_suite].hash_name != suite.hash_name  # §4.2.11
+                or state.server_name != hello.server_name  # §4.6.1: the same server name
+            ):
+                continue
+            early = ks.early_secret(suite, state.psk)
+            truncated = message[: len(message) - offered.binders_size]
+            expected = ks.psk_binder(suite, early, transcript.digest_with(truncated))
+            if not hmac.compare_digest(expected, offered.binders[index]):
+                raise DecryptError(f"the binder of PSK identity {index} does not verify")
+            return AcceptedPsk(index, state, early)
+        return None
 
     # -- §4.1.3 ServerHello through §4.4.4 Finished ----------------------------------------------
 
@@ -498,12 +570,15 @@ class ServerHandshake:
         *,
         hello_retry: bool,
         cookie: bytes | None,
+        psk: AcceptedPsk | None,
     ) -> None:
         suite = negotiated.suite
-        shared_secret = self._send_server_hello(hello, negotiated, transcript)
+        shared_secret = self._send_server_hello(hello, negotiated, transcript, psk)
         self._send_compat_change_cipher_spec()
 
-        secrets = ks.derive_handshake_secrets(suite, shared_secret, transcript.digest())
+        secrets = ks.derive_handshake_secrets(
+            suite, shared_secret, transcript.digest(), None if psk is None else psk.early_secret
+        )
         self._keylog("SERVER_HANDSHAKE_TRAFFIC_SECRET", secrets.server)
         self._keylog("CLIENT_HANDSHAKE_TRAFFIC_SECRET", secrets.client)
         self._install(Direction.ENCRYPT, Epoch.HANDSHAKE, suite, secrets.server)
@@ -512,8 +587,9 @@ class ServerHandshake:
             self._actions.append(LimitRecordSize(negotiated.record_size_limit))
 
         self._send_encrypted(transcript, self._encrypted_extensions(negotiated))
-        self._send_encrypted(transcript, negotiated.credential.certificate_message)
-        self._send_certificate_verify(negotiated, transcript)
+        if psk is None:  # §2.2: a resumed handshake authenticates with the PSK, not a certificate
+            self._send_encrypted(transcript, negotiated.credential.certificate_message)
+            self._send_certificate_verify(negotiated, transcript)
         self._send_encrypted(
             transcript,
             push_finished(
@@ -533,36 +609,42 @@ class ServerHandshake:
             client_handshake_secret=secrets.client,
             client_application_secret=application.client,
             server_application_secret=application.server,
+            master_secret=application.master_secret,
             summary=HandshakeSummary(
                 cipher_suite=suite.code,
                 group=negotiated.group,
-                signature_scheme=negotiated.signature_scheme,
+                signature_scheme=None if psk is not None else negotiated.signature_scheme,
                 alpn_protocol=negotiated.alpn_protocol,
                 server_name=negotiated.server_name,
                 hello_retry=hello_retry,
                 cookie_verified=cookie is not None,
                 cookie_payload=cookie,
+                resumed=psk is not None,
             ),
         )
 
     def _send_server_hello(
-        self, hello: ClientHello, negotiated: Negotiated, transcript: Transcript
+        self,
+        hello: ClientHello,
+        negotiated: Negotiated,
+        transcript: Transcript,
+        psk: AcceptedPsk | None,
     ) -> bytes:
         assert negotiated.client_share is not None
         exchange = self._entropy.key_exchange(negotiated.group)
         server_share, shared_secret = exchange.respond(negotiated.client_share)
+        extensions: Extensions = (
+            (ExtensionType.key_share, key_share_server_body(negotiated.group, server_share)),
+            (ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),
+        )
+        if psk is not None:
+            extensions += ((ExtensionType.pre_shared_key, pre_shared_key_server_body(psk.index)),)
         message = push_server_hello(
             ServerHello(
                 random=self._entropy.random(32),
                 legacy_session_id_echo=hello.legacy_session_id,
                 cipher_suite=negotiated.suite.code,
-                extensions=(
-                    (
-                        ExtensionType.key_share,
-                        key_share_server_body(negotiated.group, server_share),
-                    ),
-                    (ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),
-                ),
+                extensions=extensions,
             )
         )
         transcript.update(message)
@@ -617,6 +699,9 @@ class ServerHandshake:
             Direction.DECRYPT, Epoch.ONE_RTT, state.suite, state.client_application_secret
         )
         self._actions.append(HandshakeDone(state.summary))
+        if self.config.tickets and self._tickets_usable:
+            state.transcript.update(message)
+            self._send_new_session_tickets(state)
         self.state = Connected(
             suite=state.suite,
             client_application_secret=state.client_application_secret,
@@ -624,6 +709,37 @@ class ServerHandshake:
             exporter_secret=state.exporter_secret,
             summary=state.summary,
         )
+
+    # -- §4.6.1 NewSessionTicket -----------------------------------------------------------------
+
+    def _send_new_session_tickets(self, state: ExpectFinished) -> None:
+        """``config.tickets`` tickets, each its own PSK (its nonce) sealed with what a
+        resumption needs; the transcript runs to the client's Finished."""
+        suite = state.suite
+        resumption_master = ks.resumption_master_secret(
+            suite, state.master_secret, state.transcript.digest()
+        )
+        summary = state.summary
+        issued_at_ms = int(self._clock() * 1000)
+        lifetime = self.config.ticket_lifetime
+        for number in range(self.config.tickets):
+            nonce = bytes((number,))
+            age_add = _AGE_ADD.unpack(self._entropy.random(4))[0]
+            ticket = TicketState(
+                issued_at_ms=issued_at_ms,
+                lifetime=lifetime,
+                cipher_suite=suite.code,
+                age_add=age_add,
+                max_early_data=0,
+                psk=ks.resumption_psk(suite, resumption_master, nonce),
+                alpn_protocol=summary.alpn_protocol,
+                server_name=summary.server_name,
+            )
+            sealed = seal_ticket(self.config.ticket_keys, ticket)
+            self._send(
+                Epoch.ONE_RTT,
+                push_new_session_ticket(NewSessionTicket(lifetime, age_add, nonce, sealed)),
+            )
 
     # -- §4.6.3 KeyUpdate ------------------------------------------------------------------------
 

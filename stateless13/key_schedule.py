@@ -1,6 +1,7 @@
 """The TLS 1.3 key schedule (RFC 8446 §7), one function per formula.
 
-There is no PSK support, so the early secret is HKDF-Extract(0, 0) and is computed once per hash.
+Without a PSK the early secret is HKDF-Extract(0, 0), the same for every handshake of a hash: its
+"derived" salt is keyed once per suite.  With one (a resumed ticket) it is HKDF-Extract(0, PSK).
 
 HKDF (RFC 5869) is written here over HMAC (RFC 2104) built from hashlib's hash objects, not taken
 from ``cryptography``'s HKDF or the ``hmac`` module: each of those keys a new HMAC and looks its
@@ -120,9 +121,21 @@ def _empty_hash(suite: SuiteParams) -> bytes:
     return suite.digest(b"")
 
 
-def early_secret(suite: SuiteParams) -> bytes:
+def early_secret(suite: SuiteParams, psk: bytes | None = None) -> bytes:
+    """§7.1: HKDF-Extract(0, PSK), with HashLen zeros for the PSK when there is none."""
     zeros = bytes(suite.hash_len)
-    return hkdf_extract(suite, zeros, zeros)
+    return hkdf_extract(suite, zeros, zeros if psk is None else psk)
+
+
+def psk_binder(suite: SuiteParams, early: bytes, truncated_hello_hash: bytes) -> bytes:
+    """§4.2.11.2: the binder of a resumption PSK over Transcript-Hash(Truncate(ClientHello))."""
+    binder_key = derive_secret(suite, early, b"res binder", _empty_hash(suite))
+    return finished_verify_data(suite, binder_key, truncated_hello_hash)
+
+
+def resumption_psk(suite: SuiteParams, resumption_master: bytes, ticket_nonce: bytes) -> bytes:
+    """§4.6.1: the PSK a NewSessionTicket with ``ticket_nonce`` stands for."""
+    return hkdf_expand_label(suite, resumption_master, b"resumption", ticket_nonce, suite.hash_len)
 
 
 @functools.cache
@@ -142,10 +155,16 @@ class HandshakeSecrets:
 
 
 def derive_handshake_secrets(
-    suite: SuiteParams, shared_secret: bytes, hello_hash: bytes
+    suite: SuiteParams, shared_secret: bytes, hello_hash: bytes, early: bytes | None = None
 ) -> HandshakeSecrets:
-    """§7.1: Handshake Secret and the secrets derived from it (transcript CH..SH)."""
-    handshake_secret = _handshake_salt(suite).digest(shared_secret)  # HKDF-Extract
+    """§7.1: Handshake Secret and the secrets derived from it (transcript CH..SH), from the
+    early secret of a PSK (``early``) or of none."""
+    salt = (
+        _handshake_salt(suite)
+        if early is None
+        else KeyedHmac(suite, derive_secret(suite, early, b"derived", _empty_hash(suite)))
+    )
+    handshake_secret = salt.digest(shared_secret)  # HKDF-Extract
     prk = KeyedHmac(suite, handshake_secret)
     return HandshakeSecrets(
         handshake_secret,

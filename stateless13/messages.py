@@ -187,6 +187,23 @@ class KeyShareEntry:
 
 
 @dataclass(slots=True)
+class PskIdentity:
+    identity: bytes  # our sealed ticket, or another server's opaque label
+    obfuscated_ticket_age: int
+
+
+@dataclass(slots=True)
+class OfferedPsks:
+    """The ClientHello's pre_shared_key extension (§4.2.11), the last extension of the message."""
+
+    identities: tuple[PskIdentity, ...]
+    binders: tuple[bytes, ...]
+    #: Bytes at the end of the ClientHello taken by the binders list (its length and entries):
+    #: the binders are computed over the message without them (§4.2.11.2).
+    binders_size: int
+
+
+@dataclass(slots=True)
 class ClientHello:
     legacy_version: int
     random: bytes
@@ -204,7 +221,7 @@ class ClientHello:
     psk_key_exchange_modes: tuple[int, ...] | None = None
     key_share: tuple[KeyShareEntry, ...] | None = None
     early_data: bool = False
-    pre_shared_key: bool = False
+    pre_shared_key: OfferedPsks | None = None
     record_size_limit: int | None = None  # RFC 8449
 
 
@@ -362,6 +379,26 @@ def _pull_psk_modes(data: bytes) -> tuple[int, ...]:
     return tuple(data[1:])
 
 
+def _pull_offered_psks(data: bytes) -> OfferedPsks:
+    reader = Reader(data)
+    identities = []
+    with reader.pull_block(2):
+        while not reader.eof():
+            identity = reader.pull_vector(2, minimum=1)
+            identities.append(PskIdentity(identity, reader.pull_uint32()))
+    binders_start = reader.position
+    binders = []
+    with reader.pull_block(2):
+        while not reader.eof():
+            binders.append(reader.pull_vector(1, minimum=32))
+    reader.expect_end("pre_shared_key")
+    if not identities or not binders:  # identities<7..2^16-1>, binders<33..2^16-1>
+        raise DecodeError("pre_shared_key without identities or binders")
+    if len(binders) != len(identities):
+        raise IllegalParameter(f"{len(identities)} PSK identities but {len(binders)} binders")
+    return OfferedPsks(tuple(identities), tuple(binders), len(data) - binders_start)
+
+
 def _pull_record_size_limit(data: bytes) -> int:
     if len(data) != 2:
         raise DecodeError(f"record_size_limit of {len(data)} bytes")
@@ -387,8 +424,7 @@ _CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
     ExtensionType.psk_key_exchange_modes: ("psk_key_exchange_modes", _pull_psk_modes),
     ExtensionType.key_share: ("key_share", _pull_key_shares),
     ExtensionType.early_data: ("early_data", _pull_empty),
-    # We do not resume sessions; we only need to know a PSK was offered (and that it is last).
-    ExtensionType.pre_shared_key: ("pre_shared_key", lambda data: True),
+    ExtensionType.pre_shared_key: ("pre_shared_key", _pull_offered_psks),
     ExtensionType.record_size_limit: ("record_size_limit", _pull_record_size_limit),
 }
 
@@ -464,6 +500,10 @@ def cookie_body(cookie: bytes) -> bytes:
 
 
 SUPPORTED_VERSIONS_TLS13_BODY = TLS13.to_bytes(2, "big")
+
+
+def pre_shared_key_server_body(selected_identity: int) -> bytes:
+    return selected_identity.to_bytes(2, "big")
 
 
 def record_size_limit_body(limit: int) -> bytes:
@@ -610,6 +650,40 @@ def push_finished(message: Finished) -> bytes:
 
 def pull_finished(body: bytes) -> Finished:
     return Finished(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# NewSessionTicket (§4.6.1)
+
+
+@dataclass(slots=True)
+class NewSessionTicket:
+    lifetime: int  # seconds, at most 7 days
+    age_add: int
+    nonce: bytes
+    ticket: bytes
+    extensions: Extensions = ()
+
+
+def push_new_session_ticket(message: NewSessionTicket) -> bytes:
+    writer = Writer()
+    writer.push_uint32(message.lifetime)
+    writer.push_uint32(message.age_add)
+    writer.push_vector(1, message.nonce)
+    writer.push_vector(2, message.ticket)
+    _push_extensions(writer, message.extensions)
+    return push_handshake(HandshakeType.new_session_ticket, writer.getvalue())
+
+
+def pull_new_session_ticket(body: bytes) -> NewSessionTicket:
+    reader = Reader(body)
+    lifetime = reader.pull_uint32()
+    age_add = reader.pull_uint32()
+    nonce = reader.pull_vector(1)
+    ticket = reader.pull_vector(2, minimum=1)
+    extensions = _pull_extensions(reader)
+    reader.expect_end("NewSessionTicket")
+    return NewSessionTicket(lifetime, age_add, nonce, ticket, extensions)
 
 
 @dataclass(slots=True)

@@ -50,6 +50,8 @@ def check_client_hello(hello: ClientHello) -> None:
         raise MissingExtension("no supported_groups extension")
     if hello.key_share is None:
         raise MissingExtension("no key_share extension")
+    if hello.pre_shared_key is not None and hello.psk_key_exchange_modes is None:
+        raise MissingExtension("pre_shared_key without psk_key_exchange_modes (§4.2.9)")
     seen: set[int] = set()
     for share in hello.key_share:
         if share.group in seen:

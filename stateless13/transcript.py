@@ -27,6 +27,13 @@ class Transcript:
         """The hash so far; the transcript can keep growing afterwards."""
         return self._hash.copy().digest()
 
+    def digest_with(self, data: bytes) -> bytes:
+        """The hash of the transcript followed by ``data``, leaving the transcript as it is (a
+        PSK binder covers part of a ClientHello the transcript takes whole)."""
+        hash_ = self._hash.copy()
+        hash_.update(data)
+        return hash_.digest()
+
 
 def message_hash(client_hello_1_hash: bytes) -> bytes:
     """The synthetic handshake message that replaces ClientHello1 (§4.4.1)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -23,7 +24,27 @@ class PythonSSLClient:
         alpn: list[str] | None = None,
         cafile_pem: bytes | None = None,
         keylog_filename: str | None = None,
+        context: ssl.SSLContext | None = None,
+        session: ssl.SSLSession | None = None,
     ) -> None:
+        """``context``: one shared with an earlier client, whose ``session`` this one resumes
+        (OpenSSL resumes a session only in the context that made it); the other options then
+        come from that context."""
+        self.context = context or self._context(middlebox_compat, alpn, cafile_pem, keylog_filename)
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = self.context.wrap_bio(
+            self.incoming, self.outgoing, server_hostname=server_hostname, session=session
+        )
+        self.handshake_done = False
+
+    @staticmethod
+    def _context(
+        middlebox_compat: bool,
+        alpn: list[str] | None,
+        cafile_pem: bytes | None,
+        keylog_filename: str | None,
+    ) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         if cafile_pem is None:
@@ -37,10 +58,16 @@ class PythonSSLClient:
             ctx.set_alpn_protocols(alpn)
         if keylog_filename:
             ctx.keylog_filename = keylog_filename
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
-        self.handshake_done = False
+        return ctx
+
+    def take_tickets(self, data: bytes) -> ssl.SSLSession:
+        """Read the server's post-handshake bytes (its NewSessionTickets): the session to resume."""
+        self.incoming.write(data)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.tls.read(1)
+        session = self.tls.session
+        assert session is not None
+        return session
 
     def step(self, data: bytes = b"") -> bytes:
         """Feed server bytes, advance the handshake, return what the client wants to send."""

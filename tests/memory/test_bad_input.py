@@ -565,6 +565,25 @@ def grease_everything(hello: ClientHello) -> ClientHello:
     return dataclasses.replace(hello, extensions=((0xFAFA, b"\x00"), *hello.extensions))
 
 
+def offered_psks(identities: int = 1, binders: int = 1, binder_size: int = 32) -> bytes:
+    """A pre_shared_key body (§4.2.11): identities another server issued, binders of zeros."""
+    identity = (16).to_bytes(2, "big") + b"not our ticket.." + (1234).to_bytes(4, "big")
+    binder = bytes((binder_size,)) + bytes(binder_size)
+    return u8_list(identity * identities, 2) + u8_list(binder * binders, 2)
+
+
+def u8_list(data: bytes, length_size: int) -> bytes:
+    return len(data).to_bytes(length_size, "big") + data
+
+
+def with_psk(hello: ClientHello, body: bytes, *, modes: bytes | None = b"\x01\x01") -> ClientHello:
+    """pre_shared_key last, with psk_key_exchange_modes (psk_dhe_ke) or without it."""
+    hello = without_ext(hello, Ext.psk_key_exchange_modes)
+    if modes is not None:
+        hello = with_ext(hello, Ext.psk_key_exchange_modes, modes)
+    return append_ext(without_ext(hello, Ext.pre_shared_key), Ext.pre_shared_key, body)
+
+
 def psk_first(hello: ClientHello) -> ClientHello:
     return dataclasses.replace(
         hello, extensions=((Ext.pre_shared_key, bytes(40)), *hello.extensions)
@@ -579,6 +598,16 @@ HELLO_CASES = [
     pytest.param(lambda h: append_ext(append_ext(h, 0x4321, b""), 0x4321, b"\x01"),
                  CONFIG, A.illegal_parameter, id="duplicate-unknown-extension"),
     pytest.param(psk_first, CONFIG, A.illegal_parameter, id="pre_shared_key-not-last"),
+    pytest.param(lambda h: with_psk(h, bytes(40)), CONFIG, A.decode_error,
+                 id="pre_shared_key-malformed"),
+    pytest.param(lambda h: with_psk(h, offered_psks(identities=2, binders=1)), CONFIG,
+                 A.illegal_parameter, id="pre_shared_key-more-identities-than-binders"),
+    pytest.param(lambda h: with_psk(h, offered_psks(identities=1, binders=2)), CONFIG,
+                 A.illegal_parameter, id="pre_shared_key-more-binders-than-identities"),
+    pytest.param(lambda h: with_psk(h, offered_psks(binder_size=31)), CONFIG, A.decode_error,
+                 id="pre_shared_key-binder-of-31-bytes"),
+    pytest.param(lambda h: with_psk(h, offered_psks(), modes=None), CONFIG,
+                 A.missing_extension, id="pre_shared_key-without-psk_key_exchange_modes"),
     pytest.param(lambda h: with_ext(h, Ext.server_name, server_names(b"a.example", b"b.example")),
                  CONFIG, A.illegal_parameter, id="server_name-two-host-names"),
     pytest.param(lambda h: without_ext(h, Ext.supported_versions),
@@ -637,7 +666,7 @@ TOLERATED_CASES = [
     pytest.param(grease_everything, id="grease-suites-groups-shares-extension-types"),
     pytest.param(lambda h: with_ext(h, Ext.key_share, b"\x00\x00"), id="empty-key_share-list"),
     pytest.param(lambda h: with_ext(h, 0x4321, b"whatever"), id="unknown-extension"),
-    pytest.param(lambda h: append_ext(h, Ext.pre_shared_key, bytes(40)), id="pre_shared_key-last"),
+    pytest.param(lambda h: with_psk(h, offered_psks()), id="pre_shared_key-of-another-server"),
     pytest.param(lambda h: dataclasses.replace(h, legacy_version=0x0301),
                  id="legacy_version-tls10"),
     pytest.param(lambda h: with_ext(h, Ext.record_size_limit, (64).to_bytes(2, "big")),
@@ -863,7 +892,9 @@ def live(stage: str, config: ServerConfig = CONFIG) -> Live:
         label, _, secret = line.split()
         secrets[label] = bytes.fromhex(secret)
 
-    config = dataclasses.replace(config, cipher_suites=(SUITE,), keylog=keylog)
+    # No tickets: these tests count the server's records from the handshake's end
+    # (tests/memory/test_resumption.py has the tickets).
+    config = dataclasses.replace(config, cipher_suites=(SUITE,), keylog=keylog, tickets=0)
     result = Live(ServerConnection(config, peer=PEER), PythonSSLClient(), secrets)
     if stage == BEFORE_CLIENTHELLO:
         return result

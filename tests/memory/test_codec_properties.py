@@ -46,12 +46,16 @@ from stateless13.messages import (
     HandshakeType,
     KeyShareEntry,
     KeyUpdate,
+    NewSessionTicket,
+    OfferedPsks,
+    PskIdentity,
     ServerHello,
     pull_certificate,
     pull_certificate_verify,
     pull_client_hello,
     pull_encrypted_extensions,
     pull_key_update,
+    pull_new_session_ticket,
     pull_server_hello,
     push_certificate,
     push_certificate_verify,
@@ -59,6 +63,7 @@ from stateless13.messages import (
     push_encrypted_extensions,
     push_handshake,
     push_key_update,
+    push_new_session_ticket,
     push_server_hello,
 )
 from stateless13.record import ContentType, frame_plaintext
@@ -146,6 +151,23 @@ def _key_share_entry() -> st.SearchStrategy:
     )
 
 
+@st.composite
+def _pre_shared_key_entry(draw: st.DrawFn) -> Entry:
+    identities = draw(
+        st.lists(st.tuples(opaque(1, 40), st.integers(0, 0xFFFFFFFF)), min_size=1, max_size=3)
+    )
+    binders = draw(st.lists(opaque(32, 48), min_size=len(identities), max_size=len(identities)))
+    binders_block = vector(2, b"".join(vector(1, b) for b in binders))
+    body = (
+        vector(2, b"".join(vector(2, i) + a.to_bytes(4, "big") for i, a in identities))
+        + binders_block
+    )
+    offered = OfferedPsks(
+        tuple(PskIdentity(i, a) for i, a in identities), tuple(binders), len(binders_block)
+    )
+    return (Ext.pre_shared_key, body, "pre_shared_key", offered)
+
+
 def _unknown_entry() -> st.SearchStrategy:
     unparsed = u16.map(lambda t: t + 0x100 if t in PARSED_BY_CLIENT_HELLO else t)
     return st.tuples(unparsed, opaque()).map(lambda e: (e[0], e[1], None, None))
@@ -162,7 +184,7 @@ CLIENT_HELLO_EXTENSION = st.one_of(
                                 tuple(m))),
     _key_share_entry(),
     st.just((Ext.early_data, b"", "early_data", True)),
-    opaque().map(lambda b: (Ext.pre_shared_key, b, "pre_shared_key", True)),
+    _pre_shared_key_entry(),
     _unknown_entry(),
 )  # fmt: skip
 
@@ -203,6 +225,14 @@ certificates = st.builds(
 )
 certificate_verifies = st.builds(CertificateVerify, u16, opaque(0, 120))
 key_updates = st.builds(KeyUpdate, st.booleans())
+new_session_tickets = st.builds(
+    NewSessionTicket,
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    opaque(0, 255),
+    opaque(1, 200),
+    ANY_EXTENSIONS,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +268,7 @@ CODECS: dict[str, Codec[Any]] = {
     "Certificate": Codec(push_certificate, pull_certificate),
     "CertificateVerify": Codec(push_certificate_verify, pull_certificate_verify),
     "KeyUpdate": Codec(push_key_update, pull_key_update),
+    "NewSessionTicket": Codec(push_new_session_ticket, pull_new_session_ticket),
 }
 MESSAGES = st.one_of(
     client_hellos().map(lambda m: ("ClientHello", m)),
@@ -246,6 +277,7 @@ MESSAGES = st.one_of(
     certificates.map(lambda m: ("Certificate", m)),
     certificate_verifies.map(lambda m: ("CertificateVerify", m)),
     key_updates.map(lambda m: ("KeyUpdate", m)),
+    new_session_tickets.map(lambda m: ("NewSessionTicket", m)),
 )
 
 
@@ -397,6 +429,7 @@ PULLS = {
     "Certificate": pull_certificate,
     "CertificateVerify": pull_certificate_verify,
     "KeyUpdate": pull_key_update,
+    "NewSessionTicket": pull_new_session_ticket,
 }
 
 

@@ -478,17 +478,23 @@ def test_record_size_limit_is_answered_and_obeyed() -> None:
     assert len(protected) > 5 and max(protected) == 64 + 16
     server.receive_data(client_finished(secrets, handshake_bytes(hello), flight))
     assert isinstance(server.next_event(), HandshakeComplete)
+    application_keys = Keys(secrets[SERVER_TRAFFIC])
+    tickets = server.data_to_send()  # the NewSessionTickets obey the limit too
+    assert all(size <= 64 + 16 for _, size in record_headers(tickets)), record_headers(tickets)
+    stream = b"".join(data for _, data in application_keys.open_all(tickets))
+    assert stream[0] == HandshakeType.new_session_ticket and len(record_headers(tickets)) > 1
     server.send(bytes(200))
     sent = server.data_to_send()
     assert record_headers(sent) == [(APPLICATION_DATA, 63 + 1 + 16)] * 3 + [
         (APPLICATION_DATA, 11 + 1 + 16)
     ]
-    assert b"".join(d for _, d in Keys(secrets[SERVER_TRAFFIC]).open_all(sent)) == bytes(200)
+    assert b"".join(d for _, d in application_keys.open_all(sent)) == bytes(200)
 
 
 def test_without_record_size_limit_records_are_full_size() -> None:
     accepted = stateless_handshake(CONFIG, client := PythonSSLClient())
     accepted.connection.events()
+    accepted.connection.data_to_send()  # the NewSessionTickets
     accepted.connection.send(bytes(20000))
     sizes = [size for _, size in record_headers(accepted.connection.data_to_send())]
     assert sizes == [2**14 + 17, 20000 - 2**14 + 17]

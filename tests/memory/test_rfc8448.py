@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stateless13 import key_schedule as ks
 from stateless13.config import Credential, ServerConfig
@@ -39,12 +40,14 @@ from stateless13.messages import (
     pull_certificate_verify,
     pull_client_hello,
     pull_encrypted_extensions,
+    pull_new_session_ticket,
     pull_server_hello,
 )
 from stateless13.negotiation import client_hello_digest
 from stateless13.primitives import SUITES, KeyExchange
 from stateless13.record import ContentType, frame_plaintext
 from stateless13.retry import CookieVerified
+from stateless13.ticket import open_ticket
 from stateless13.transcript import Transcript, rebuild_after_retry
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "rfc8448.json").read_text())
@@ -93,6 +96,10 @@ class TraceEntropy:
         self.signed_content: bytes | None = None
 
     def random(self, n: int) -> bytes:
+        if n == 4:  # a ticket's ticket_age_add: the trace's where it has a ticket
+            if "new_session_ticket" not in self.v:
+                return bytes(4)
+            return pull_new_session_ticket(self.v["new_session_ticket"][4:]).age_add.to_bytes(4)
         assert n == 32
         return self.v["server_hello"][6:38]
 
@@ -124,6 +131,9 @@ def server_config(v: dict[str, bytes], groups: tuple[NamedGroup, ...]) -> Server
         credentials=(credential,),
         cipher_suites=(CipherSuite.TLS_AES_128_GCM_SHA256,),
         groups=groups,
+        # §3's server sends one ticket of 30 s after the handshake; §5's sends none.
+        tickets=1 if "new_session_ticket" in v else 0,
+        ticket_lifetime=30,
     )
 
 
@@ -296,10 +306,42 @@ def test_simple_1rtt_server_flight() -> None:
     )
     finish_handshake(conn, S3, hello_retry=False)
 
+    # Its NewSessionTicket: the trace's lifetime, age_add and nonce, and a PSK that is the
+    # trace's resumption PSK; the ticket itself is ours (sealed), and we allow no early data.
+    ticket_record = conn.data_to_send()
+    assert len(ticket_record) != len(S3["new_session_ticket_record"])
+    keys = ks.traffic_key_and_iv(SUITE, S3["server_application_traffic_secret"])
+    opened = AESGCM(keys[0]).decrypt(keys[1], ticket_record[5:], ticket_record[:5])
+    ours, theirs = (pull_new_session_ticket(m[4:]) for m in (opened[:-1], S3["new_session_ticket"]))
+    assert (ours.lifetime, ours.age_add, ours.nonce) == (theirs.lifetime, theirs.age_add, b"\x00")
+    assert theirs.nonce == b"\x00\x00" and ours.extensions == ()
+    # The trace's ticket nonce is two zero bytes, ours one: the derivation is the same.
+    resumption_master = ks.resumption_master_secret(
+        SUITE, S3["master_secret"], hashlib.sha256(b"".join(S3[m] for m in TRANSCRIPT)).digest()
+    )
+    assert_bytes(resumption_master, S3["resumption_master_secret"], "resumption master secret")
+    psk = ks.resumption_psk(SUITE, resumption_master, theirs.nonce)
+    assert_bytes(psk, S3["resumption_psk"], "resumption PSK")
+    state = open_ticket(config.ticket_keys, ours.ticket)
+    assert state is not None and state.psk == ks.resumption_psk(SUITE, resumption_master, b"\x00")
+    assert (state.server_name, state.cipher_suite, state.lifetime) == ("server", 0x1301, 30)
+
     # After the handshake: the client's application data and close_notify.
     conn.receive_data(S3["client_application_data_record"] + S3["client_alert_record"])
     assert conn.next_event() == ApplicationData(S3["client_application_data_payload"])
     assert conn.next_event() == ConnectionClosed(clean=True)
+
+
+#: The messages of §3's transcript up to the client's Finished.
+TRANSCRIPT = (
+    "client_hello",
+    "server_hello",
+    "encrypted_extensions",
+    "certificate",
+    "certificate_verify",
+    "server_finished",
+    "client_finished",
+)
 
 
 def test_hello_retry_server_flight_stateless() -> None:

@@ -437,7 +437,7 @@ def test_key_type_openssl(tls_server: ServerFactory, key_type: str) -> None:
     assert_openssl_ok(run, AES128, P256, hellos=2)
     assert "Verify return code: 0 (ok)" in run.output, run.log
     report = assert_stateless(server, AES128, P256)
-    assert report.handshake is not None
+    assert report.handshake is not None and report.handshake.signature_scheme is not None
     assert report.handshake.signature_scheme.name == SCHEME_NAMES[key_type][0], report
 
 
@@ -449,7 +449,7 @@ def test_key_type_gnutls(tls_server: ServerFactory, key_type: str) -> None:
     assert f"-({SCHEME_NAMES[key_type][1]})-" in run.output, run.log
     assert "- Status: The certificate is trusted." in run.output, run.log
     report = assert_stateless(server, AES128, NamedGroup.secp384r1)
-    assert report.handshake is not None
+    assert report.handshake is not None and report.handshake.signature_scheme is not None
     assert report.handshake.signature_scheme.name == SCHEME_NAMES[key_type][0], report
 
 

@@ -1,0 +1,120 @@
+"""The session ticket (RFC 8446 §4.6.1): the resumption state, sealed for the client.
+
+A ticket is to resumption what the cookie is to the HelloRetryRequest: the server keeps nothing,
+the client carries the state, sealed under a key ring that every process of a fleet loads.  It is
+a token of its own kind (:data:`TICKET_TOKEN_KIND`) of :meth:`CookieKeyRing.seal_token`, bound to
+no address (a client resumes from wherever it is), so a ticket never opens as a cookie or as a
+QUIC token, nor they as a ticket.  The server's own ticket keys (``ServerConfig.ticket_keys``)
+are a ring apart from the cookie keys: they live days, cookies seconds.
+
+Plaintext, format 1 (big-endian):
+
+    format u8 | issued_at u64 (ms since the epoch) | lifetime u32 (s) | cipher_suite u16
+    | age_add u32 | max_early_data u32 | psk <1..255> | alpn <0..255> | server_name <0..255>
+
+ALPN and the server name are empty when the handshake had none (an empty protocol or host name
+cannot occur).  A plaintext that is not exactly this, or of another format, does not open.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .alerts import AlertError, DecryptError
+from .cookie import CookieKeyRing
+
+TICKET_FORMAT = 1
+#: Our byte among the key ring's token kinds (QUIC's Retry token is 1).
+TICKET_TOKEN_KIND = 0x10
+#: §4.6.1: a ticket lives at most seven days.
+MAX_LIFETIME = 7 * 24 * 3600
+
+_HEADER = struct.Struct(">BQIHII")
+
+
+@dataclass(slots=True)
+class TicketState:
+    """What a resumption needs from the handshake that issued the ticket."""
+
+    issued_at_ms: int
+    lifetime: int  # seconds
+    cipher_suite: int
+    age_add: int
+    max_early_data: int  # 0: no early data with this ticket
+    psk: bytes  # HKDF-Expand-Label(resumption_master_secret, "resumption", nonce)
+    alpn_protocol: bytes | None
+    server_name: str | None
+
+    def expired(self, now: float) -> bool:
+        """Past its lifetime by the server's clock (or issued in the future: not ours to trust)."""
+        age_ms = int(now * 1000) - self.issued_at_ms
+        return not 0 <= age_ms <= self.lifetime * 1000
+
+    def client_age_ms(self, obfuscated_ticket_age: int) -> int:
+        """The ticket's age as the client counts it (§4.2.11.1)."""
+        return (obfuscated_ticket_age - self.age_add) % (1 << 32)
+
+
+def encode_ticket_state(state: TicketState) -> bytes:
+    alpn = state.alpn_protocol or b""
+    name = (state.server_name or "").encode("ascii")
+    return b"".join(
+        (
+            _HEADER.pack(
+                TICKET_FORMAT,
+                state.issued_at_ms,
+                state.lifetime,
+                state.cipher_suite,
+                state.age_add,
+                state.max_early_data,
+            ),
+            bytes((len(state.psk),)),
+            state.psk,
+            bytes((len(alpn),)),
+            alpn,
+            bytes((len(name),)),
+            name,
+        )
+    )
+
+
+def decode_ticket_state(data: bytes) -> TicketState:
+    """Parse an authenticated plaintext; DecryptError if it is not format 1, exactly."""
+    if len(data) < _HEADER.size or data[0] != TICKET_FORMAT:
+        raise DecryptError("not a ticket of format 1")
+    _, issued_at_ms, lifetime, suite, age_add, max_early_data = _HEADER.unpack_from(data)
+    fields = []
+    position = _HEADER.size
+    for _ in range(3):  # psk, alpn, server_name
+        if position >= len(data) or position + 1 + data[position] > len(data):
+            raise DecryptError("ticket plaintext malformed")
+        fields.append(data[position + 1 : position + 1 + data[position]])
+        position += 1 + data[position]
+    psk, alpn, name = fields
+    if position != len(data) or not psk:
+        raise DecryptError("ticket plaintext malformed")
+    return TicketState(
+        issued_at_ms=issued_at_ms,
+        lifetime=lifetime,
+        cipher_suite=suite,
+        age_add=age_add,
+        max_early_data=max_early_data,
+        psk=psk,
+        alpn_protocol=alpn or None,
+        server_name=name.decode("ascii") if name else None,
+    )
+
+
+def seal_ticket(keys: CookieKeyRing, state: TicketState) -> bytes:
+    return keys.seal_token(TICKET_TOKEN_KIND, encode_ticket_state(state), b"")
+
+
+def open_ticket(keys: CookieKeyRing, identity: bytes) -> TicketState | None:
+    """The state sealed in ``identity``, or None for anything that is not one of our tickets
+    (another server's, a rotated-out key, tampered, truncated): the client then gets a full
+    handshake, never an error (§4.2.11)."""
+    try:
+        return decode_ticket_state(keys.open_token(TICKET_TOKEN_KIND, identity, b""))
+    except AlertError:
+        return None
