@@ -185,7 +185,7 @@ class CookieKeyRing:
         """Create a key file with one random key, readable by its owner only."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write("# stateless13 cookie keys: newest first, hex, one per line\n")
+            file.write("# stateless13 keys: newest first, hex, one per line\n")
             file.write(os.urandom(32).hex() + "\n")
 
     def seal(self, state: CookieState, peer: bytes, nonce: bytes | None = None) -> bytes:

@@ -60,7 +60,8 @@ exit status:
   {EXIT_RUNTIME}  could not serve: the address cannot be bound (port in use, no permission,
      unknown host), or --workers kept dying
   {EXIT_USAGE}  bad usage or configuration, nothing started: an unknown option or name; a
-     --cert, --key, --keylog or --cookie-key-file that cannot be used; --quic without aioquic
+     --cert, --key, --keylog, --cookie-key-file or --ticket-key-file that cannot be used;
+     --quic without aioquic
 """
 
 #: What --quic needs: the ``quic`` extra of pyproject.toml (a test keeps the two equal).
@@ -206,6 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
         " comma-separated hex, if set; else a key of this process only)",
     )
     serve.add_argument(
+        "--tickets",
+        type=int,
+        default=CONFIG_DEFAULTS["tickets"],
+        help="session tickets sent after each handshake, for clients to resume with"
+        " (default %(default)s; 0 sends none)",
+    )
+    serve.add_argument(
+        "--ticket-key-file",
+        type=Path,
+        help="session ticket keys (hex, newest first), shared by every server of a fleet so that"
+        " each resumes the others' tickets; created with one random key if missing (default:"
+        " $STATELESS13_TICKET_KEYS, comma-separated hex, if set; else a key of this process)",
+    )
+    serve.add_argument(
         "--max-client-hello-size",
         type=int,
         default=CONFIG_DEFAULTS["max_client_hello_size"],
@@ -297,14 +312,14 @@ def build_config(
         cert_path = _temporary_directory(cleanup) / "cert.pem"
         cert_path.write_bytes(credential.certificate_pem())
         described = f"self-signed certificate for {args.hostname}, written to {cert_path}"
-    options: dict[str, object] = {}
-    if args.cookie_key_file is not None:
-        options["cookie_keys"] = _cookie_keys(args.cookie_key_file)
-    elif os.environ.get("STATELESS13_COOKIE_KEYS"):
-        try:
-            options["cookie_keys"] = CookieKeyRing.from_env("STATELESS13_COOKIE_KEYS")
-        except ValueError as error:
-            raise CommandError(_naming("$STATELESS13_COOKIE_KEYS", error)) from None
+    options: dict[str, object] = {"tickets": args.tickets}
+    for field, option, path, variable in (
+        ("cookie_keys", "--cookie-key-file", args.cookie_key_file, "STATELESS13_COOKIE_KEYS"),
+        ("ticket_keys", "--ticket-key-file", args.ticket_key_file, "STATELESS13_TICKET_KEYS"),
+    ):
+        keys = _key_ring(option, path, variable)
+        if keys is not None:
+            options[field] = keys
     if args.groups:
         options["groups"] = args.groups
     if args.retry_names_a_group:
@@ -350,17 +365,25 @@ def _read(path: Path, option: str) -> bytes:
         raise CommandError(f"{option} {path}: {_reason(error)}") from None
 
 
-def _cookie_keys(path: Path) -> CookieKeyRing:
-    """The ring in ``path``; the first server of a fleet creates the file (one random key)."""
+def _key_ring(option: str, path: Path | None, variable: str) -> CookieKeyRing | None:
+    """The ring in the file ``path`` (the first server of a fleet creates it, with one random
+    key), else in ``$variable`` if set; None: a key of this process (the config's default)."""
+    if path is None:
+        if not os.environ.get(variable):
+            return None
+        try:
+            return CookieKeyRing.from_env(variable)
+        except ValueError as error:
+            raise CommandError(_naming(f"${variable}", error)) from None
     try:
         # O_EXCL, not an exists() check first: servers of a fleet may start at the same moment.
         with contextlib.suppress(FileExistsError):
             CookieKeyRing.write_new_key_file(path)
         return CookieKeyRing.from_file(path)
     except OSError as error:
-        raise CommandError(f"--cookie-key-file {path}: {_reason(error)}") from None
+        raise CommandError(f"{option} {path}: {_reason(error)}") from None
     except ValueError as error:  # not hex, a key too short, no key at all, not text
-        raise CommandError(f"--cookie-key-file {_naming(str(path), error)}") from None
+        raise CommandError(f"{option} {_naming(str(path), error)}") from None
 
 
 def _naming(source: str, error: ValueError) -> str:

@@ -296,6 +296,7 @@ class ConnectionReport:
             "group": h.group.name if h else None,
             "alpn": h.alpn_protocol if h else None,
             "sni": h.server_name if h else None,
+            "resumed": h.resumed if h else None,
             "handshake_ms": None if self.handshake_time is None else self.handshake_time * 1000,
             "duration_ms": self.duration * 1000,
             "bytes_in": self.bytes_in,
@@ -321,6 +322,7 @@ class ConnectionReport:
                 f"group={h.group.name}",
                 f"alpn={_loggable(h.alpn_protocol)}",
                 f"sni={_loggable(h.server_name)}",
+                f"resumed={'yes' if h.resumed else 'no'}",
             ]
         if self.handshake_time is not None:
             parts.append(f"handshake={self.handshake_time * 1000:.1f}ms")
@@ -354,6 +356,7 @@ class ServerStats:
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.hello_retries = 0  # connections that got an HRR (QUIC: see its front's stats)
         self.cookies_verified = 0
+        self.resumed = 0  # completed handshakes that resumed a session (a ticket)
         self.handshake_seconds = 0.0  # summed over completed handshakes
         self._since = time.monotonic()  # the last snapshot: rates are over the time since
         self._completed_before = 0
@@ -362,6 +365,7 @@ class ServerStats:
         self.outcomes[report.outcome] += 1
         self.hello_retries += report.hello_retry
         self.cookies_verified += report.cookie_verified
+        self.resumed += report.handshake is not None and report.handshake.resumed
         if report.handshake is not None and report.handshake_time is not None:
             self.handshake_seconds += report.handshake_time
 
@@ -396,6 +400,7 @@ class ServerStats:
             "completed_per_s": rate,
             "hrr": self.hello_retries,
             "cookies_verified": self.cookies_verified,
+            "resumed": self.resumed,
             "left_after_hrr": self.outcomes["left_after_hrr"],
             "refused": refused,
             "failed": failed,

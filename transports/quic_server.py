@@ -265,6 +265,7 @@ class H3PageProtocol(StatelessQuicProtocol):
                 f"{NamedGroup(summary.group).name}, "
                 f"HelloRetryRequest: {'yes' if summary.hello_retry else 'no'}, "
                 f"cookie verified: {'yes' if summary.cookie_verified else 'no'}, "
+                f"session resumed: {'yes' if summary.resumed else 'no'}, "
                 f"address validation: {self._quic.start.validation}"
             )
         body = (

@@ -35,7 +35,8 @@ STOP_TIMEOUT = 10.0
 LOG_LINE = re.compile(
     r"peer=127\.0\.0\.1:\d+ (?:validation=\S+ )?"
     r"hrr=(?P<hrr>yes|no) cookie=(?P<cookie>verified|none)"
-    r"(?: suite=(?P<suite>\S+) group=(?P<group>\S+) alpn=(?P<alpn>\S+) sni=(?P<sni>\S+))?"
+    r"(?: suite=(?P<suite>\S+) group=(?P<group>\S+) alpn=(?P<alpn>\S+) sni=(?P<sni>\S+)"
+    r" resumed=(?P<resumed>yes|no))?"
     r"(?: handshake=[\d.]+ms)? duration=[\d.]+ms(?: in=\S+)?(?: out=\S+)?"
     r"(?: error=(?P<error>.*))?$"
 )
@@ -163,7 +164,7 @@ def test_stat_line(serve: Serve) -> None:
         read_record(sock)  # the HRR; then leave
     server.wait_for(
         server.stderr,
-        r"stats tcp: completed=1 .*hrr=2 cookies_verified=1 left_after_hrr=1 .*"
+        r"stats tcp: completed=1 .*hrr=2 cookies_verified=1 resumed=0 left_after_hrr=1 .*"
         r"in_progress=0 open=0 validating=1$",
     )
     assert not [line for line in server.stderr if LOG_LINE.search(line)], server.output()
