@@ -172,6 +172,9 @@ Action = (
 OUR_RECORD_SIZE_LIMIT = (1 << 14) + 1
 #: psk_key_exchange_modes (§4.2.9): PSK with (EC)DHE, the one mode we resume with.
 PSK_DHE_KE = 1
+#: Offered PSK identities examined, from the first: each may cost an AEAD open, and a client
+#: has one or two tickets of ours to offer, not hundreds.
+MAX_PSK_IDENTITIES = 8
 _AGE_ADD = struct.Struct(">I")
 
 
@@ -530,8 +533,9 @@ class ServerHandshake:
     def _accepted_psk(
         self, hello: ClientHello, message: bytes, transcript: Transcript, suite: SuiteParams
     ) -> AcceptedPsk | None:
-        """The first offered PSK that is one of our live tickets for this suite's hash and
-        server name, its binder verified; None (a full handshake) if none is.
+        """The first offered PSK (of the first MAX_PSK_IDENTITIES) that is one of our live
+        tickets for this suite's hash and server name, its binder verified; None (a full
+        handshake) if none is.
 
         ``transcript`` holds what precedes ``message`` (nothing, or message_hash(CH1) + HRR).  A
         ticket we cannot use is skipped, never an error (§4.2.11); a binder that does not verify
@@ -541,7 +545,7 @@ class ServerHandshake:
         if offered is None or not self._tickets_usable:
             return None
         now = self._clock()
-        for index, identity in enumerate(offered.identities):
+        for index, identity in enumerate(offered.identities[:MAX_PSK_IDENTITIES]):
             state = open_ticket(self.config.ticket_keys, identity.identity)
             if (
                 state is None

@@ -26,11 +26,22 @@ from stateless13 import (
     ServerConnection,
     stateless_accept,
 )
+from stateless13 import key_schedule as ks
 from stateless13.alerts import DecryptError
-from stateless13.messages import HandshakeType, pull_new_session_ticket
+from stateless13.handshake import MAX_PSK_IDENTITIES
+from stateless13.messages import (
+    ExtensionType,
+    HandshakeType,
+    PskIdentity,
+    pull_client_hello,
+    pull_new_session_ticket,
+    pull_server_hello,
+    push_client_hello,
+)
 from stateless13.primitives import SUITES
-from stateless13.record import ContentType, RecordProtection
+from stateless13.record import ContentType, RecordProtection, frame_plaintext
 from stateless13.ticket import TICKET_TOKEN_KIND, open_ticket
+from stateless13.transcript import Transcript
 from tests.helpers import PEER, PythonSSLClient
 
 TICKET_KEY = bytes(range(32))
@@ -254,3 +265,58 @@ def test_resumption_with_the_client_hello_split_over_records() -> None:
     server.receive_data(client.step(server.data_to_send()))
     (event,) = server.events()
     assert isinstance(event, HandshakeComplete) and event.resumed
+
+
+def _with_identities_before(hello_record: bytes, junk: int) -> bytes:
+    """The resuming ClientHello with ``junk`` identities of ours that do not open put before
+    its ticket, the ticket's binder recomputed for its new place (index ``junk``)."""
+    message = hello_record[5:]
+    hello = pull_client_hello(message[4:])
+    offered = hello.pre_shared_key
+    assert offered is not None
+    (real,) = offered.identities
+    state = open_ticket(CONFIG.ticket_keys, real.identity)
+    assert state is not None
+    forged = bytearray(real.identity)
+    forged[-1] ^= 1  # our header and key id, but it does not authenticate: an AEAD open each
+    identities = [PskIdentity(bytes(forged), 0)] * junk + [real]
+    body = b"".join(
+        len(i.identity).to_bytes(2, "big") + i.identity + i.obfuscated_ticket_age.to_bytes(4, "big")
+        for i in identities
+    )
+    binder_size = len(offered.binders[0])
+    binders_block_size = 2 + (junk + 1) * (1 + binder_size)
+    psk_body = len(body).to_bytes(2, "big") + body + bytes(binders_block_size)
+    extensions = (*hello.extensions[:-1], (ExtensionType.pre_shared_key, psk_body))
+    rebuilt = push_client_hello(dataclasses.replace(hello, extensions=extensions))
+    suite = SUITES[state.cipher_suite]
+    transcript = Transcript(suite)
+    binder = ks.psk_binder(
+        suite,
+        ks.early_secret(suite, state.psk),
+        transcript.digest_with(rebuilt[: len(rebuilt) - binders_block_size]),
+    )
+    binders = b"".join(bytes((binder_size,)) + (binder if n == junk else bytes(binder_size))
+                       for n in range(junk + 1))  # fmt: skip
+    rebuilt = rebuilt[: len(rebuilt) - binders_block_size] + (len(binders)).to_bytes(2, "big")
+    rebuilt += binders
+    return frame_plaintext(ContentType.handshake, rebuilt)
+
+
+@pytest.mark.parametrize(
+    ("junk", "resumed"),
+    [(MAX_PSK_IDENTITIES - 1, True), (MAX_PSK_IDENTITIES, False)],
+    ids=["ticket-at-the-last-examined-place", "ticket-past-it"],
+)
+def test_only_the_first_identities_are_examined(junk: int, resumed: bool) -> None:
+    """Each identity that looks like ours costs an AEAD open: a client with hundreds cannot make
+    the server try them all (MAX_PSK_IDENTITIES); a ticket past them means a full handshake."""
+    first = session_from()
+    hello = _with_identities_before(resuming(first, middlebox_compat=False).step(), junk)
+    server = ServerConnection(CONFIG, peer=PEER)
+    server.receive_data(hello)
+    assert server.events() == []
+    flight = server.data_to_send()
+    server_hello = pull_server_hello(flight[9 : 5 + int.from_bytes(flight[3:5], "big")])
+    selected = dict(server_hello.extensions).get(ExtensionType.pre_shared_key)
+    assert selected == (junk.to_bytes(2, "big") if resumed else None)
