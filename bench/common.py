@@ -435,10 +435,17 @@ class MemoryClient:
 
     __slots__ = ("incoming", "outgoing", "tls")
 
-    def __init__(self, context: ssl.SSLContext, server_hostname: str | None = "localhost") -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str | None = "localhost",
+        session: ssl.SSLSession | None = None,
+    ) -> None:
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
+        self.tls = context.wrap_bio(
+            self.incoming, self.outgoing, server_hostname=server_hostname, session=session
+        )
 
     def step(self, data: bytes = b"") -> bytes:
         if data:

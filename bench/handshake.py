@@ -7,8 +7,9 @@ flight; feeding it the client's Finished): the client's work happens between the
 The client is Python's ``ssl`` (OpenSSL 3.0) over memory BIOs wherever it can be; OpenSSL 3.0
 has no X25519MLKEM768, so for that group the client is built from stateless13's own codec and
 key schedule (:class:`CodecClient`) and only the server's cost is compared with itself.
-Python ``ssl``'s server sends no session tickets in the main anchor (``num_tickets = 0``, since
-stateless13 sends none); the default of 2 tickets is shown beside it.
+In the main comparison neither server sends session tickets (ours ``tickets=0``, the anchor
+``num_tickets = 0``); beside it both send 2 (their defaults), and both resume: a client offers a
+ticket each server issued, psk_dhe_ke, and each server sends 2 new tickets.
 
 Both builds of the core (bench/builds.py: mypyc-compiled and pure Python) are measured in the
 same alternating rounds as the anchors, every measurement in a fresh worker process per round
@@ -20,6 +21,7 @@ and *interleaved*, one client at a time (see ``phased``); the other cases phased
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -79,16 +81,53 @@ class Client(Protocol):
 
 
 class PythonClient:
-    """Python's ``ssl`` client (OpenSSL 3.0): x25519 key share, middlebox compatibility on."""
+    """Python's ``ssl`` client (OpenSSL 3.0): x25519 key share, middlebox compatibility on;
+    with a ``session`` (of the same context) it offers that session's ticket."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._client = MemoryClient(context)
+    def __init__(self, context: ssl.SSLContext, session: ssl.SSLSession | None = None) -> None:
+        self._client = MemoryClient(context, session=session)
 
     def first(self) -> bytes:
         return self._client.step()
 
     def finish(self, flight: bytes) -> bytes:
         return self._client.step(flight)
+
+    def session(self, after_handshake: bytes) -> ssl.SSLSession:
+        """The session, once the server's bytes after the handshake (its tickets) are read."""
+        self._client.incoming.write(after_handshake)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self._client.tls.read(1)
+        session = self._client.tls.session
+        assert session is not None and session.has_ticket, "the server sent no ticket"
+        return session
+
+    @property
+    def resumed(self) -> bool:
+        return self._client.tls.session_reused
+
+
+def resuming_clients(steps: list[Step]) -> Callable[[], Client]:
+    """Clients that resume a session of the server of ``steps``: one full handshake takes its
+    tickets, then every client offers that session (both servers resume one ticket again and
+    again: neither keeps single-use tickets for 1-RTT resumption).  The first resumption is
+    checked to be one."""
+
+    def through(client: PythonClient) -> bytes:
+        data, state = client.first(), None
+        for index, step in enumerate(steps):
+            state, reply = step(state, data)
+            if index + 1 < len(steps):
+                data = client.finish(reply)
+        return reply
+
+    context = _client_context()
+    first = PythonClient(context)
+    session = first.session(through(first))
+    check = PythonClient(context, session)
+    through(check)
+    assert check.resumed, "the client did not resume"
+    return lambda: PythonClient(context, session)
 
 
 def _extension(ext_type: int, body: bytes) -> tuple[int, bytes]:
@@ -408,12 +447,16 @@ def _client_context() -> ssl.SSLContext:
 
 #: The servers, by name: their steps for a config.
 SERVERS: dict[str, Callable[[ServerConfig], list[Step]]] = {
-    "ours": ours_plain,
-    "ours stateless": ours_stateless,
+    "ours": lambda config: ours_plain(dataclasses.replace(config, tickets=0)),
+    "ours 2 tickets": lambda config: ours_plain(dataclasses.replace(config, tickets=2)),
+    "ours stateless": lambda config: ours_stateless(dataclasses.replace(config, tickets=0)),
     "ssl": lambda config: python_ssl_server(server_context(config, 0)),
     "ssl 2 tickets": lambda config: python_ssl_server(server_context(config, 2)),
     "crypto floor": lambda config: CryptoFloor(config).steps(),
 }
+
+#: The client that resumes a session of the server measured (made for it: ``resuming_clients``).
+RESUMING = "python ssl resuming"
 
 #: The clients, by name.
 CLIENTS: dict[str, Callable[[], Client]] = {
@@ -449,7 +492,7 @@ def measurement(name: str, seconds: float) -> Measurement:
         "localhost", key_type=KEY_TYPES[case.certificate], cipher_suites=SUITE_PREFERENCE
     )
     steps = SERVERS[case.server](config)
-    client = CLIENTS[case.client]
+    client = CLIENTS[case.client] if case.client != RESUMING else resuming_clients(steps)
     if case.server == "crypto floor":  # no protocol code answers the client: Python ssl does
         client = functools.partial(AnchorFlightClient, client, server_context(config, 0))
     clients_per_flight = WAYS[case.way]
@@ -516,14 +559,29 @@ def plans(workers: Workers) -> list[Plan]:
         )
         if way == "phased":
             plan.runners["ssl 2 tickets"] = workers.anchor(Case("ssl 2 tickets").name)
+            each_build(plan, "2 tickets ", Case("ours 2 tickets"))
+            plan.runners["ssl resumed"] = workers.anchor(
+                Case("ssl 2 tickets", client=RESUMING).name
+            )
+            each_build(plan, "resumed ", Case("ours 2 tickets", client=RESUMING))
             each_build(plan, "stateless ", Case("ours stateless"))
             for build in BUILDS:
                 plan.rows.append(
                     Comparison(
-                        f"{main_case}, anchor sends 2 tickets (its default): {build} build",
-                        build,
+                        f"{main_case}, both send 2 tickets (the defaults): {build} build",
+                        f"2 tickets {build}",
                         "Python ssl server (2 tickets)",
                         "ssl 2 tickets",
+                    )
+                )
+            for build in BUILDS:
+                plan.rows.append(
+                    Comparison(
+                        f"{main_case}, resumed (psk_dhe_ke), both send 2 tickets: {build} build",
+                        f"resumed {build}",
+                        "Python ssl server resuming (2 tickets)",
+                        "ssl resumed",
+                        note="one ticket of each server offered again and again",
                     )
                 )
             for build in BUILDS:
