@@ -35,6 +35,7 @@ from aioquic.quic.packet import (
     pull_quic_transport_parameters,
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.tls import SessionTicket
 
 from stateless13 import CookieKeyRing, DecryptError, NamedGroup, ServerConfig
 from stateless13.alerts import AlertDescription
@@ -77,16 +78,26 @@ NOW = 1_800_000_000.0
 # A client's side of the wire, made by hand where aioquic's client cannot go.
 
 
-def aioquic_client(*, big: bool = False, alpn: str = "h3") -> tuple[QuicConnection, list[bytes]]:
-    """aioquic's client and its first flight; ``big`` adds 1200 bytes of transport parameters."""
+def aioquic_client(
+    *,
+    big: bool = False,
+    alpn: str = "h3",
+    session_ticket: SessionTicket | None = None,
+    session_ticket_handler: Callable[[SessionTicket], None] | None = None,
+) -> tuple[QuicConnection, list[bytes]]:
+    """aioquic's client and its first flight; ``big`` adds 1200 bytes of transport parameters;
+    ``session_ticket`` (one of ours, from ``session_ticket_handler``) is offered to resume."""
     configuration = QuicConfiguration(
         is_client=True,
         alpn_protocols=[alpn],
         verify_mode=ssl.CERT_NONE,
         server_name="localhost",
         quantum_readiness_test=big,
+        session_ticket=session_ticket,
     )
-    client = QuicConnection(configuration=configuration)
+    client = QuicConnection(
+        configuration=configuration, session_ticket_handler=session_ticket_handler
+    )
     client.connect(SERVER, now=NOW)
     return client, [data for data, _ in client.datagrams_to_send(now=NOW)]
 
@@ -679,6 +690,26 @@ def test_aioquic_client_without_hrr(validation: Validation) -> None:
     else:
         assert outcome["replies"] == []
         assert decoded.retry_source_connection_id is None
+
+
+@pytest.mark.parametrize("validation", [Validation.NONE, Validation.RETRY], ids=str)
+def test_aioquic_client_resumes_with_our_ticket(validation: Validation) -> None:
+    """Our NewSessionTickets reach a QUIC client in 1-RTT CRYPTO frames, and its next connection
+    resumes with one (psk_dhe_ke, no 0-RTT: the tickets allow no early data), after a Retry too.
+    (aioquic's client takes no HelloRetryRequest: the stateless HRR's resumption is checked with
+    Python ssl's client in tests/memory/test_resumption.py.)"""
+    front = InitialFront(CONFIG, validation=validation)
+    tickets: list[SessionTicket] = []
+    client, first = aioquic_client(session_ticket_handler=tickets.append)
+    first_outcome = run_in_memory(front, client, first)
+    assert first_outcome["completed"] and len(tickets) == CONFIG.tickets, first_outcome
+    assert tickets[0].max_early_data_size is None  # no 0-RTT offered
+    client, first = aioquic_client(session_ticket=tickets[0])
+    outcome = run_in_memory(front, client, first)
+    assert outcome["completed"], outcome
+    summary = outcome["connection"].quic_tls.summary
+    assert summary is not None and summary.resumed
+    assert not summary.hello_retry and summary.signature_scheme is None
 
 
 def test_both_retry_then_stateless_hrr() -> None:
