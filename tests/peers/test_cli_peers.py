@@ -123,9 +123,13 @@ def openssl_get(server: RunningServer, *options: str, verify: bool = False) -> P
     return run_peer(args, REQUEST)
 
 
-def assert_openssl_ok(run: PeerRun, suite: CipherSuite, group: NamedGroup, hellos: int) -> None:
+def assert_openssl_ok(
+    run: PeerRun, suite: CipherSuite, group: NamedGroup, hellos: int, *, reused: bool = False
+) -> None:
+    """``reused``: s_client resumed the session it was given (``-sess_in``), not a new one."""
     assert run.returncode == 0, run.log
-    assert f"New, TLSv1.3, Cipher is {suite.name}" in run.output, run.log
+    session = "Reused" if reused else "New"
+    assert f"{session}, TLSv1.3, Cipher is {suite.name}" in run.output, run.log
     assert OPENSSL_TEMP_KEY[group] in run.output, run.log
     assert PAGE_TEXT in run.output, run.log  # the request went in, the page came out
     # with an HRR: ClientHello1, then ClientHello2
@@ -144,7 +148,7 @@ def _client_hellos(run: PeerRun) -> int:
 
 def gnutls_get(
     server: RunningServer,
-    *,
+    *options: str,
     priority: str = GNUTLS_TLS13,
     single_key_share: bool = False,
     verify: bool = False,
@@ -154,6 +158,7 @@ def gnutls_get(
 
     gnutls-cli sends close_notify as soon as its stdin ends; by default stdin stays open and the
     run ends when the server closes after its reply (``close_stdin`` gives the PEERS.md recipe).
+    ``options`` go to gnutls-cli as they are (e.g. ``--resume``).
     """
     args = [require_peer("gnutls-cli"), f"--port={server.port}", "--sni-hostname=localhost"]
     args += [f"--priority={priority}", "-d", "4"]
@@ -163,7 +168,7 @@ def gnutls_get(
         args += [f"--x509cafile={server.cert_path}", "--verify-hostname=localhost"]
     else:
         args.append("--insecure")
-    args.append("127.0.0.1")
+    args += [*options, "127.0.0.1"]
     return run_peer(args, REQUEST, keep_stdin_open=not close_stdin)
 
 

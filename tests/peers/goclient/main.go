@@ -1,6 +1,6 @@
 // Go crypto/tls TLS 1.3 client for the interop tests (stdlib only, Go 1.19).
 //
-// Usage: goclient [-ca cert.pem] [-curves x25519,p256,p384] [-suite 0x1301] HOST:PORT
+// Usage: goclient [-ca cert.pem] [-curves x25519,p256,p384] [-suite 0x1301] [-resume] HOST:PORT
 //
 // It verifies the server against -ca with ServerName localhost (without -ca it does not verify),
 // offers the -curves in that order (the first one gets the key share in ClientHello1), sends
@@ -11,6 +11,16 @@
 //
 // It exits 0 only for TLS 1.3 plus a non-empty reply. Go does not let a client choose its TLS 1.3
 // cipher suites, so -suite is a check: the exit status is 1 if another suite was negotiated.
+//
+// With -resume it does all that twice, on two TCP connections sharing one
+// tls.NewLRUClientSessionCache (the first connection's NewSessionTickets arrive while its reply
+// is read), and after each connection's reply prints whether Go says it resumed:
+//
+//	did_resume false
+//	...
+//	did_resume true
+//
+// The exit status says nothing about resumption: the caller reads those lines.
 package main
 
 import (
@@ -35,9 +45,10 @@ func main() {
 	ca := flag.String("ca", "", "PEM file to verify the server against (ServerName localhost)")
 	curves := flag.String("curves", "", "comma list of x25519,p256,p384,p521, in preference order")
 	suite := flag.String("suite", "", "expected cipher suite, e.g. 0x1303 (Go cannot restrict it)")
+	resume := flag.Bool("resume", false, "connect twice with one session cache; print did_resume")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: goclient [-ca cert.pem] [-curves ...] [-suite 0x1301] HOST:PORT")
+		fmt.Fprintln(os.Stderr, "usage: goclient [-ca cert.pem] [-curves ...] [-suite 0x1301] [-resume] HOST:PORT")
 		os.Exit(2)
 	}
 	cfg := &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13}
@@ -78,7 +89,26 @@ func main() {
 		}
 	}
 
-	raw, err := net.DialTimeout("tcp", flag.Arg(0), 10*time.Second)
+	connections := 1
+	if *resume {
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+		connections = 2
+	}
+	for i := 0; i < connections; i++ {
+		st := fetch(cfg, flag.Arg(0))
+		if *suite != "" && uint64(st.CipherSuite) != want {
+			fail("negotiated cipher 0x%04x, expected 0x%04x", st.CipherSuite, want)
+		}
+		if *resume {
+			fmt.Printf("did_resume %t\n", st.DidResume)
+		}
+	}
+}
+
+// fetch makes one connection: the handshake, the request, the whole reply (printed). It exits 1
+// unless TLS 1.3 was negotiated and a reply came back.
+func fetch(cfg *tls.Config, addr string) tls.ConnectionState {
+	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		fail("dial: %v", err)
 	}
@@ -102,7 +132,5 @@ func main() {
 	if st.Version != tls.VersionTLS13 || len(reply) == 0 {
 		fail("not TLS 1.3 with a reply")
 	}
-	if *suite != "" && uint64(st.CipherSuite) != want {
-		fail("negotiated cipher 0x%04x, expected 0x%04x", st.CipherSuite, want)
-	}
+	return st
 }
