@@ -205,6 +205,12 @@ class ServerConnection:
     def handshake_complete(self) -> bool:
         return self.handshake is not None
 
+    @property
+    def hello_retry(self) -> bool:
+        """This connection sent a HelloRetryRequest (known before the handshake ends, and if it
+        fails: HandshakeComplete.hello_retry says it too, once complete)."""
+        return self._handshake.hello_retry_sent
+
     def send(self, data: bytes) -> None:
         """Queue application data (allowed once our Finished is out: §4.4.4's 0.5-RTT data)."""
         if self._error is not None or self._we_closed:

@@ -307,6 +307,8 @@ class ServerHandshake:
         self._compat_mode = False
         self._compat_ccs_sent = False
         self._tickets_usable = False  # the client can resume with psk_dhe_ke (§4.2.9)
+        #: This handshake sent a (stateful) HelloRetryRequest, whatever became of it.
+        self.hello_retry_sent = False
 
     # -- the public surface ---------------------------------------------------------------------
 
@@ -447,6 +449,7 @@ class ServerHandshake:
             hello.legacy_session_id, negotiated.suite.code, negotiated.group, None
         )
         self._send(Epoch.INITIAL, hrr)
+        self.hello_retry_sent = True
         self._send_compat_change_cipher_spec()
         self.state = ExpectRetriedClientHello(retry, hrr)
 

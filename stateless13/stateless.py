@@ -61,6 +61,9 @@ class Rejected:
 
     error: AlertError
     data_to_send: bytes
+    #: The ClientHello2's cookie was ours and verified; what failed came after it (its PSK
+    #: binder, its key share, a rule ClientHello2 broke).
+    cookie_verified: bool = False
 
 
 AcceptResult = HelloRetry | Accepted | NeedMoreData | Rejected | AlertReceived
@@ -129,6 +132,7 @@ def stateless_accept(
         raise LocalProtocolError(f"cookie_payload is limited to {MAX_APP_PAYLOAD} bytes")
     # After our HRR the client's refused 0-RTT records may come first (RFC 8446 §4.2.10).
     skippable = config.max_early_data_skipped if after_retry else 0
+    cookie_verified = False
     try:
         buffer: ClientHelloBuffer | None
         raw: bytes | bytearray
@@ -179,12 +183,13 @@ def stateless_accept(
             if hello.legacy_session_id:  # the client asked for middlebox compatibility (§D.4)
                 records += CHANGE_CIPHER_SPEC_RECORD
             return HelloRetry(records)
+        cookie_verified = True
         handshake = ServerHandshake.resume_from_cookie(config, answer, peer=peer)
     except _ClientAlert as received:  # e.g. it refused our HRR: nothing to answer (§6)
         return AlertReceived(alert_description(received.description), fatal=True)
     except AlertError as error:
         alert = frame_plaintext(ContentType.alert, bytes((AlertLevel.fatal, error.description)))
-        return Rejected(error, alert)
+        return Rejected(error, alert, cookie_verified)
 
     rest = bytes(raw[end:])
     connection = ServerConnection._from_resumed_handshake(handshake)

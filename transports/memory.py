@@ -141,6 +141,7 @@ class MemoryServer:
             self._end(f"client sent {_alert_name(result)}")
         elif isinstance(result, Rejected):
             self._outgoing += result.data_to_send
+            self.cookie_verified = result.cookie_verified
             self._end(f"{result.error.description.name}: {result.error.reason}")
         elif isinstance(result, HelloRetry):
             self._outgoing += result.data_to_send
@@ -167,6 +168,7 @@ class MemoryServer:
                     self._end(f"client sent {_alert_name(event)}", fine_after_handshake=True)
         except AlertError as error:
             self._end(f"{error.description.name}: {error.reason}")
+        self.hello_retry = self.hello_retry or self.connection.hello_retry
         self._outgoing += self.connection.data_to_send()
         return events
 

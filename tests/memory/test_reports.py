@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from stateless13 import ServerConfig
+from stateless13 import NamedGroup, ServerConfig
 from stateless13.transports.common import ConnectionReport, Reporter, ServerStats
 from stateless13.transports.memory import MemoryServer
 from tests.helpers import PythonSSLClient
@@ -117,3 +117,38 @@ def test_the_stat_line_counts_what_is_not_logged(caplog: pytest.LogCaptureFixtur
     (record,) = caplog.records
     assert record.name == "stateless13.stats"
     assert record.stats["completed"] == 1 and record.stats["completed_per_s"] == 0.0  # type: ignore[attr-defined]
+
+
+def test_a_stateful_hello_retry_is_reported_when_the_handshake_then_fails() -> None:
+    """Without the stateless front the HRR is the connection's own: reported even when the
+    handshake never completes (it used to come only from HandshakeComplete)."""
+    config = ServerConfig.self_signed(groups=(NamedGroup.secp384r1,))
+    client, server = PythonSSLClient(), MemoryServer(config, stateless=False)
+    server.receive(client.step())
+    assert server.data_to_send()  # the HelloRetryRequest
+    server.receive(b"")  # the client goes away
+    report = ConnectionReport.of(server, PEER, time.monotonic(), None, None)
+    assert report.hello_retry and report.handshake is None and report.error is not None
+
+
+def test_a_clienthello2_refused_after_its_cookie_verified_says_so() -> None:
+    """A ClientHello2 whose cookie is good but whose PSK binder is not: cookie=verified, the
+    error decrypt_error (not a client that never came back with a cookie)."""
+    config = ServerConfig.self_signed()
+    first = PythonSSLClient()
+    first_server = MemoryServer(config)
+    to_server = first.step()
+    for _ in range(4):
+        first_server.receive(to_server)
+        to_server = first.step(first_server.data_to_send())
+    first_server.receive(to_server)
+    first.take_tickets(first_server.data_to_send())
+    client = PythonSSLClient(context=first.context, session=first.tls.session)
+    server = MemoryServer(config)
+    server.receive(client.step())
+    second = bytearray(client.step(server.data_to_send()))
+    second[-1] ^= 1  # the binder, last in ClientHello2
+    server.receive(bytes(second))
+    report = ConnectionReport.of(server, PEER, time.monotonic(), None, None)
+    assert report.hello_retry and report.cookie_verified
+    assert report.error is not None and report.error.startswith("decrypt_error"), report.error
