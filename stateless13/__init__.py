@@ -31,7 +31,14 @@ from .alerts import (
 from .config import Credential, ServerConfig, keylog_to_file
 from .connection import ServerConnection
 from .cookie import CookieKeyRing, peer_binding
-from .events import AlertReceived, ApplicationData, ConnectionClosed, Event, HandshakeComplete
+from .events import (
+    AlertReceived,
+    ApplicationData,
+    ConnectionClosed,
+    EarlyData,
+    Event,
+    HandshakeComplete,
+)
 from .handshake import (
     Action,
     Direction,
@@ -124,6 +131,7 @@ __all__ = [
     "DecryptError",
     "Epoch",
     "Event",
+    "EarlyData",
     "HandshakeComplete",
     "HandshakeFailure",
     "HelloRetry",

@@ -211,6 +211,18 @@ class ServerConfig:
     #: Seconds a ticket resumes, from its issue (at most 7 days, §4.6.1).  Two hours, as OpenSSL's
     #: default: a ticket key that leaks exposes the sessions of its tickets' lifetime.
     ticket_lifetime: int = 7200
+    #: 0-RTT (RFC 8446 §2.3, §4.2.10): the most early data, in bytes, this server accepts from a
+    #: client resuming one of its tickets; 0 (the default) refuses it (the client's early data is
+    #: skipped and the handshake finishes in 1-RTT).  Early data can be replayed (§8): accept it
+    #: only for requests that are safe to repeat.  Tickets issued with it promise it to clients.
+    early_data: int = 0
+    #: §8.3: the client's and our idea of when its ticket was issued may differ by this many
+    #: seconds for its early data to be accepted (clock skew and network delay).
+    early_data_window: float = 10.0
+    #: §8.1: each ticket's early data is accepted once; the second offer of a ticket within the
+    #: window finishes in 1-RTT.  A filter for 100,000 tickets per window is made when
+    #: ``early_data`` is set and none is given (per process: see replay.py).
+    early_data_replay: ReplayFilter | None = None
     #: The keys that seal and open tickets (ticket.py): ``keys[0]`` seals, every key opens.
     #: Share them across a fleet as the cookie keys; rotate at most every ``ticket_lifetime``.
     ticket_keys: CookieKeyRing = field(default_factory=CookieKeyRing.generate)
@@ -255,6 +267,11 @@ class ServerConfig:
             raise LocalProtocolError("tickets: from 0 to 16 per handshake")
         if not 0 < self.ticket_lifetime <= MAX_TICKET_LIFETIME:
             raise LocalProtocolError(f"ticket_lifetime: 1 to {MAX_TICKET_LIFETIME} seconds")
+        if not 0 <= self.early_data <= 0xFFFFFFFF or self.early_data_window <= 0:
+            raise LocalProtocolError("early_data: 0 to 2^32-1 bytes, in a positive window")
+        if self.early_data and self.early_data_replay is None:
+            replay = ReplayFilter.for_capacity(100_000, window=self.early_data_window)
+            object.__setattr__(self, "early_data_replay", replay)
 
     @classmethod
     def self_signed(

@@ -20,8 +20,16 @@ from .alerts import (
     alert_description,
 )
 from .config import ServerConfig
-from .events import AlertReceived, ApplicationData, ConnectionClosed, Event, HandshakeComplete
+from .events import (
+    AlertReceived,
+    ApplicationData,
+    ConnectionClosed,
+    EarlyData,
+    Event,
+    HandshakeComplete,
+)
 from .handshake import (
+    AcceptEarlyData,
     Action,
     Direction,
     Entropy,
@@ -67,6 +75,8 @@ class ServerConnection:
         self._peer_closed = False
         self._we_closed = False
         self._error: AlertError | None = None
+        # Accepted 0-RTT data the client may still send (AcceptEarlyData), in bytes.
+        self._early_data_left = 0
         #: The HandshakeComplete event's contents, once the handshake is done.
         self.handshake: HandshakeComplete | None = None
         self._apply(handshake.take_actions())
@@ -124,7 +134,11 @@ class ServerConnection:
                 f"{record.content_type.name} record inside a fragmented handshake message"
             )
         if record.content_type == ContentType.application_data:
-            if self._records.read_epoch != Epoch.ONE_RTT:
+            epoch = self._records.read_epoch
+            if epoch == Epoch.ZERO_RTT:
+                self._receive_early_data(record.data)
+                return
+            if epoch != Epoch.ONE_RTT:
                 raise UnexpectedMessage("application data before the handshake completed")
             if record.data:
                 self._events.append(ApplicationData(record.data))
@@ -132,6 +146,14 @@ class ServerConnection:
             self._handle_alert(record.data)
         else:
             self._handle_change_cipher_spec(record)
+
+    def _receive_early_data(self, data: bytes) -> None:
+        """Accepted 0-RTT data, up to the limit we announced (§4.2.10: more is unexpected)."""
+        if len(data) > self._early_data_left:
+            raise UnexpectedMessage("more early data than max_early_data_size")
+        self._early_data_left -= len(data)
+        if data:
+            self._events.append(EarlyData(data))
 
     def _handle_change_cipher_spec(self, record: Record) -> None:
         # §5: between the first ClientHello and the client's Finished, drop a CCS of value 1.
@@ -180,6 +202,8 @@ class ServerConnection:
                 self._records.limit_record_size(action.limit)
             elif isinstance(action, SkipEarlyData):
                 self._records.skip_early_data(action.limit)
+            elif isinstance(action, AcceptEarlyData):
+                self._early_data_left = action.limit
             elif isinstance(action, HandshakeDone):
                 self.handshake = action.summary.event()
                 self._events.append(self.handshake)

@@ -19,10 +19,20 @@ class HandshakeComplete:
     cookie_verified: bool  #: the handshake resumed from a stateless cookie
     cookie_payload: bytes | None  #: the application's bytes carried in that cookie
     resumed: bool = False  #: the client resumed a session with one of our tickets (a PSK)
+    early_data: bool = False  #: its 0-RTT data was accepted (it came as EarlyData events)
 
 
 @dataclass(frozen=True, slots=True)
 class ApplicationData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyData:
+    """0-RTT data (RFC 8446 §2.3), before the handshake completes: the client sent it with its
+    ClientHello, and an attacker may have replayed it (§8: our anti-replay makes that unlikely,
+    not impossible): act on it only if doing so twice is harmless."""
+
     data: bytes
 
 
@@ -41,4 +51,4 @@ class ConnectionClosed:
     clean: bool
 
 
-Event = HandshakeComplete | ApplicationData | AlertReceived | ConnectionClosed
+Event = HandshakeComplete | ApplicationData | EarlyData | AlertReceived | ConnectionClosed

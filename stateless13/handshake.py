@@ -53,10 +53,12 @@ from .messages import (
     KeyUpdate,
     NamedGroup,
     NewSessionTicket,
+    PskIdentity,
     ServerHello,
     SignatureScheme,
     alpn_body,
     build_hello_retry_request,
+    early_data_ticket_body,
     key_share_server_body,
     pre_shared_key_server_body,
     pull_finished,
@@ -124,6 +126,14 @@ class SkipEarlyData:
 
 
 @dataclass(slots=True)
+class AcceptEarlyData:
+    """The client's 0-RTT data is accepted: at most ``limit`` bytes of it (§4.2.10), read with
+    the early key the actions installed before this one, until its EndOfEarlyData."""
+
+    limit: int
+
+
+@dataclass(slots=True)
 class HandshakeSummary:
     """What was agreed; the transport turns it into a HandshakeComplete event."""
 
@@ -136,6 +146,7 @@ class HandshakeSummary:
     cookie_verified: bool  # the handshake was resumed from a cookie
     cookie_payload: bytes | None  # the application's bytes from the cookie, if resumed from one
     resumed: bool  # a PSK from one of our tickets was accepted
+    early_data: bool  # its 0-RTT data was accepted
 
     def event(self) -> HandshakeComplete:
         """What the application is told: the one conversion, for every transport."""
@@ -151,6 +162,7 @@ class HandshakeSummary:
             cookie_verified=self.cookie_verified,
             cookie_payload=self.cookie_payload,
             resumed=self.resumed,
+            early_data=self.early_data,
         )
 
 
@@ -160,7 +172,8 @@ class HandshakeDone:
 
 
 Action = (
-    SendHandshake
+    AcceptEarlyData
+    | SendHandshake
     | SendChangeCipherSpec
     | InstallSecret
     | LimitRecordSize
@@ -185,6 +198,7 @@ class AcceptedPsk:
     index: int
     ticket: TicketState
     early_secret: bytes
+    identity: PskIdentity
 
 
 class Entropy(Protocol):
@@ -251,6 +265,13 @@ class ExpectFinished:
 
 
 @dataclass(slots=True)
+class ExpectEndOfEarlyData:
+    """0-RTT accepted: the client's early data, then its EndOfEarlyData (§4.5)."""
+
+    after: ExpectFinished  # the state once EndOfEarlyData is in
+
+
+@dataclass(slots=True)
 class Connected:
     suite: SuiteParams
     client_application_secret: bytes
@@ -264,12 +285,20 @@ class Failed:
     pass
 
 
-State = ExpectClientHello | ExpectRetriedClientHello | ExpectFinished | Connected | Failed
+State = (
+    ExpectClientHello
+    | ExpectRetriedClientHello
+    | ExpectEndOfEarlyData
+    | ExpectFinished
+    | Connected
+    | Failed
+)
 
 # The epoch each state's messages must arrive in.
 _EXPECTED_EPOCH: dict[type, Epoch] = {
     ExpectClientHello: Epoch.INITIAL,
     ExpectRetriedClientHello: Epoch.INITIAL,
+    ExpectEndOfEarlyData: Epoch.ZERO_RTT,
     ExpectFinished: Epoch.HANDSHAKE,
     Connected: Epoch.ONE_RTT,
 }
@@ -423,14 +452,15 @@ class ServerHandshake:
         negotiated = negotiate(self.config, hello)
         if negotiated.client_share is None:
             self._send_hello_retry_request(hello, message, negotiated)
+            early_data = False
         else:
             transcript = Transcript(negotiated.suite)
             psk = self._accepted_psk(hello, message, transcript, negotiated.suite)
             transcript.update(message)
-            self._send_server_flight(
+            early_data = self._send_server_flight(
                 hello, negotiated, transcript, hello_retry=False, cookie=None, psk=psk
             )
-        if hello.early_data:  # §4.2.10: we never accept 0-RTT, so skip it
+        if hello.early_data and not early_data:  # §4.2.10: refused 0-RTT is skipped
             self._actions.append(SkipEarlyData(self.config.max_early_data_skipped))
 
     def _send_hello_retry_request(
@@ -564,8 +594,35 @@ class ServerHandshake:
             expected = ks.psk_binder(suite, early, transcript.digest_with(truncated))
             if not hmac.compare_digest(expected, offered.binders[index]):
                 raise DecryptError(f"the binder of PSK identity {index} does not verify")
-            return AcceptedPsk(index, state, early)
+            return AcceptedPsk(index, state, early, identity)
         return None
+
+    def _accepts_early_data(
+        self, hello: ClientHello, negotiated: Negotiated, psk: AcceptedPsk, hello_retry: bool
+    ) -> bool:
+        """§4.2.10: the client's 0-RTT data is accepted only with the first PSK it offered, a
+        ticket that allows it, no HRR, the ticket's own suite and ALPN, an age that agrees with
+        ours (§8.3) and a first use of the ticket's early data (§8.1).  Anything else: refused,
+        skipped, and the handshake goes on in 1-RTT."""
+        ticket = psk.ticket
+        replay = self.config.early_data_replay
+        if not (
+            hello.early_data
+            and self.config.early_data
+            and replay is not None
+            and not hello_retry
+            and psk.index == 0
+            and ticket.max_early_data
+            and ticket.cipher_suite == negotiated.suite.code
+            and ticket.alpn_protocol == negotiated.alpn_protocol
+        ):
+            return False
+        now = self._clock()
+        client_age_ms = ticket.client_age_ms(psk.identity.obfuscated_ticket_age)
+        our_age_ms = now * 1000 - ticket.issued_at_ms
+        if abs(our_age_ms - client_age_ms) > self.config.early_data_window * 1000:
+            return False
+        return replay.first_use(psk.identity.identity, now)
 
     # -- §4.1.3 ServerHello through §4.4.4 Finished ----------------------------------------------
 
@@ -578,8 +635,18 @@ class ServerHandshake:
         hello_retry: bool,
         cookie: bytes | None,
         psk: AcceptedPsk | None,
-    ) -> None:
+    ) -> bool:
+        """ServerHello to our Finished; whether the client's 0-RTT data is accepted."""
         suite = negotiated.suite
+        early_data = psk is not None and self._accepts_early_data(
+            hello, negotiated, psk, hello_retry
+        )
+        if early_data:
+            assert psk is not None
+            client_early = ks.client_early_traffic_secret(
+                suite, psk.early_secret, transcript.digest()
+            )
+            self._keylog("CLIENT_EARLY_TRAFFIC_SECRET", client_early)
         shared_secret = self._send_server_hello(hello, negotiated, transcript, psk)
         self._send_compat_change_cipher_spec()
 
@@ -589,11 +656,15 @@ class ServerHandshake:
         self._keylog("SERVER_HANDSHAKE_TRAFFIC_SECRET", secrets.server)
         self._keylog("CLIENT_HANDSHAKE_TRAFFIC_SECRET", secrets.client)
         self._install(Direction.ENCRYPT, Epoch.HANDSHAKE, suite, secrets.server)
-        self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
+        if early_data:  # the client's early data first, then its handshake messages (§2.3)
+            self._install(Direction.DECRYPT, Epoch.ZERO_RTT, suite, client_early)
+            self._actions.append(AcceptEarlyData(self.config.early_data))
+        else:
+            self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
         if negotiated.record_size_limit is not None:  # from EncryptedExtensions on
             self._actions.append(LimitRecordSize(negotiated.record_size_limit))
 
-        self._send_encrypted(transcript, self._encrypted_extensions(negotiated))
+        self._send_encrypted(transcript, self._encrypted_extensions(negotiated, early_data))
         if psk is None:  # §2.2: a resumed handshake authenticates with the PSK, not a certificate
             self._send_encrypted(transcript, negotiated.credential.certificate_message)
             self._send_certificate_verify(negotiated, transcript)
@@ -609,7 +680,7 @@ class ServerHandshake:
         self._keylog("CLIENT_TRAFFIC_SECRET_0", application.client)
         self._keylog("EXPORTER_SECRET", application.exporter)
         self._install(Direction.ENCRYPT, Epoch.ONE_RTT, suite, application.server)
-        self.state = ExpectFinished(
+        expect_finished = ExpectFinished(
             suite=suite,
             transcript=transcript,
             exporter_secret=application.exporter,
@@ -627,8 +698,11 @@ class ServerHandshake:
                 cookie_verified=cookie is not None,
                 cookie_payload=cookie,
                 resumed=psk is not None,
+                early_data=early_data,
             ),
         )
+        self.state = ExpectEndOfEarlyData(expect_finished) if early_data else expect_finished
+        return early_data
 
     def _send_server_hello(
         self,
@@ -658,8 +732,10 @@ class ServerHandshake:
         self._send(Epoch.INITIAL, message)
         return shared_secret
 
-    def _encrypted_extensions(self, negotiated: Negotiated) -> bytes:
+    def _encrypted_extensions(self, negotiated: Negotiated, early_data: bool) -> bytes:
         extensions: list[tuple[int, bytes]] = []
+        if early_data:  # §4.2.10: an empty early_data extension accepts the client's 0-RTT
+            extensions.append((ExtensionType.early_data, b""))
         if negotiated.alpn_protocol is not None:
             extensions.append(
                 (
@@ -688,6 +764,20 @@ class ServerHandshake:
             transcript,
             push_certificate_verify(CertificateVerify(negotiated.signature_scheme, signature)),
         )
+
+    # -- §4.5 EndOfEarlyData -------------------------------------------------------------------
+
+    def _process_end_of_early_data(self, message: bytes) -> None:
+        state = self.state
+        assert isinstance(state, ExpectEndOfEarlyData)
+        if len(message) != 4:
+            raise DecodeError(f"EndOfEarlyData of {len(message) - 4} bytes")
+        after = state.after
+        after.transcript.update(message)
+        self._install(
+            Direction.DECRYPT, Epoch.HANDSHAKE, after.suite, after.client_handshake_secret
+        )
+        self.state = after
 
     # -- §4.4.4 the client's Finished ----------------------------------------------------------
 
@@ -729,6 +819,10 @@ class ServerHandshake:
         summary = state.summary
         issued_at_ms = int(self._clock() * 1000)
         lifetime = self.config.ticket_lifetime
+        early_data = self.config.early_data
+        extensions: Extensions = (
+            ((ExtensionType.early_data, early_data_ticket_body(early_data)),) if early_data else ()
+        )
         for number in range(self.config.tickets):
             nonce = bytes((number,))
             age_add = _AGE_ADD.unpack(self._entropy.random(4))[0]
@@ -737,7 +831,7 @@ class ServerHandshake:
                 lifetime=lifetime,
                 cipher_suite=suite.code,
                 age_add=age_add,
-                max_early_data=0,
+                max_early_data=early_data,
                 psk=ks.resumption_psk(suite, resumption_master, nonce),
                 alpn_protocol=summary.alpn_protocol,
                 server_name=summary.server_name,
@@ -745,7 +839,9 @@ class ServerHandshake:
             sealed = seal_ticket(self.config.ticket_keys, ticket)
             self._send(
                 Epoch.ONE_RTT,
-                push_new_session_ticket(NewSessionTicket(lifetime, age_add, nonce, sealed)),
+                push_new_session_ticket(
+                    NewSessionTicket(lifetime, age_add, nonce, sealed, extensions)
+                ),
             )
 
     # -- §4.6.3 KeyUpdate ------------------------------------------------------------------------
@@ -777,7 +873,12 @@ class ServerHandshake:
 
 # §5.1: a message that can precede a key change must end its record.  (Finished is also caught
 # by the epoch check below; ClientHello must end its record even when an HRR follows.)
-_ENDS_ITS_RECORD = (HandshakeType.client_hello, HandshakeType.finished, HandshakeType.key_update)
+_ENDS_ITS_RECORD = (
+    HandshakeType.client_hello,
+    HandshakeType.end_of_early_data,
+    HandshakeType.finished,
+    HandshakeType.key_update,
+)
 
 _Handler = Callable[[ServerHandshake, bytes], None]
 
@@ -788,11 +889,16 @@ _HANDLERS: dict[tuple[type, int], _Handler] = {
         ExpectRetriedClientHello,
         HandshakeType.client_hello,
     ): ServerHandshake._process_retried_client_hello,
+    (
+        ExpectEndOfEarlyData,
+        HandshakeType.end_of_early_data,
+    ): ServerHandshake._process_end_of_early_data,
     (ExpectFinished, HandshakeType.finished): ServerHandshake._process_client_finished,
     (Connected, HandshakeType.key_update): ServerHandshake._process_key_update,
 }
 
 __all__ = [
+    "AcceptEarlyData",
     "Action",
     "Direction",
     "Entropy",

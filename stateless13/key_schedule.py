@@ -133,6 +133,11 @@ def psk_binder(suite: SuiteParams, early: bytes, truncated_hello_hash: bytes) ->
     return finished_verify_data(suite, binder_key, truncated_hello_hash)
 
 
+def client_early_traffic_secret(suite: SuiteParams, early: bytes, hello_hash: bytes) -> bytes:
+    """§7.1: the key of the client's 0-RTT data (transcript: the ClientHello)."""
+    return derive_secret(suite, early, b"c e traffic", hello_hash)
+
+
 def resumption_psk(suite: SuiteParams, resumption_master: bytes, ticket_nonce: bytes) -> bytes:
     """§4.6.1: the PSK a NewSessionTicket with ``ticket_nonce`` stands for."""
     return hkdf_expand_label(suite, resumption_master, b"resumption", ticket_nonce, suite.hash_len)

@@ -502,6 +502,12 @@ def cookie_body(cookie: bytes) -> bytes:
 SUPPORTED_VERSIONS_TLS13_BODY = TLS13.to_bytes(2, "big")
 
 
+def early_data_ticket_body(max_early_data_size: int) -> bytes:
+    """The early_data extension of a NewSessionTicket (§4.2.10); in EncryptedExtensions it is
+    empty."""
+    return max_early_data_size.to_bytes(4, "big")
+
+
 def pre_shared_key_server_body(selected_identity: int) -> bytes:
     return selected_identity.to_bytes(2, "big")
 
@@ -684,6 +690,10 @@ def pull_new_session_ticket(body: bytes) -> NewSessionTicket:
     extensions = _pull_extensions(reader)
     reader.expect_end("NewSessionTicket")
     return NewSessionTicket(lifetime, age_add, nonce, ticket, extensions)
+
+
+def push_end_of_early_data() -> bytes:
+    return push_handshake(HandshakeType.end_of_early_data, b"")
 
 
 @dataclass(slots=True)

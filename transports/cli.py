@@ -214,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
         " (default %(default)s; 0 sends none)",
     )
     serve.add_argument(
+        "--early-data",
+        type=int,
+        default=CONFIG_DEFAULTS["early_data"],
+        metavar="BYTES",
+        help="accept up to BYTES of 0-RTT data from clients resuming our tickets (default"
+        " %(default)s: refused; TCP only); early data can be replayed: the echo and the page"
+        " are safe to repeat, an application of your own must be",
+    )
+    serve.add_argument(
         "--ticket-key-file",
         type=Path,
         help="session ticket keys (hex, newest first), shared by every server of a fleet so that"
@@ -312,7 +321,9 @@ def build_config(
         cert_path = _temporary_directory(cleanup) / "cert.pem"
         cert_path.write_bytes(credential.certificate_pem())
         described = f"self-signed certificate for {args.hostname}, written to {cert_path}"
-    options: dict[str, object] = {"tickets": args.tickets}
+    if args.quic and args.early_data:
+        raise CommandError("--early-data is for TCP: QUIC's 0-RTT is not built yet")
+    options: dict[str, object] = {"tickets": args.tickets, "early_data": args.early_data}
     for field, option, path, variable in (
         ("cookie_keys", "--cookie-key-file", args.cookie_key_file, "STATELESS13_COOKIE_KEYS"),
         ("ticket_keys", "--ticket-key-file", args.ticket_key_file, "STATELESS13_TICKET_KEYS"),

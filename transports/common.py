@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from stateless13 import (
     ApplicationData,
+    EarlyData,
     HandshakeComplete,
     LocalProtocolError,
 )
@@ -297,6 +298,7 @@ class ConnectionReport:
             "alpn": h.alpn_protocol if h else None,
             "sni": h.server_name if h else None,
             "resumed": h.resumed if h else None,
+            "early_data": h.early_data if h else None,
             "handshake_ms": None if self.handshake_time is None else self.handshake_time * 1000,
             "duration_ms": self.duration * 1000,
             "bytes_in": self.bytes_in,
@@ -322,7 +324,7 @@ class ConnectionReport:
                 f"group={h.group.name}",
                 f"alpn={_loggable(h.alpn_protocol)}",
                 f"sni={_loggable(h.server_name)}",
-                f"resumed={'yes' if h.resumed else 'no'}",
+                f"resumed={'0rtt' if h.early_data else 'yes' if h.resumed else 'no'}",
             ]
         if self.handshake_time is not None:
             parts.append(f"handshake={self.handshake_time * 1000:.1f}ms")
@@ -576,6 +578,11 @@ class StreamState:
 
 
 def handshake_step(session: MemoryServer, data: bytes, received: list[bytes]) -> bytes:
-    """One read of the handshake: feed it, keep any application data, return what to write."""
-    received += [e.data for e in session.receive(data) if isinstance(e, ApplicationData)]
+    """One read of the handshake: feed it, keep any application data, return what to write.
+
+    Accepted 0-RTT data (``ServerConfig.early_data``) is kept too, first, as the start of the
+    stream: the application learns it was early from ``HandshakeComplete.early_data``."""
+    received += [
+        e.data for e in session.receive(data) if isinstance(e, ApplicationData | EarlyData)
+    ]
     return session.data_to_send()

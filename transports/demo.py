@@ -86,7 +86,8 @@ def _page(stream: TLSStream) -> tuple[HTTPStatus, Headers, bytes]:
         f"<p>TLS 1.3, {info.cipher_suite.name}, {info.group.name}, "
         f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
         f"cookie verified: {'yes' if info.cookie_verified else 'no'}, "
-        f"session resumed: {'yes' if info.resumed else 'no'}</p>\n"
+        f"session resumed: {'yes' if info.resumed else 'no'}, "
+        f"early data (0-RTT): {'yes' if info.early_data else 'no'}</p>\n"
     ).encode()
     return HTTPStatus.OK, [(b"Content-Type", b"text/html; charset=utf-8")], body
 

@@ -8,6 +8,7 @@ the limits and the costs are in docs/QUIC.md.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import os
@@ -270,7 +271,13 @@ class InitialFront:
         self.validation = Validation.parse(validation, tuple(Validation))
         #: ADAPTIVE: the server's count of connections still handshaking.
         self.handshakes_in_progress = handshakes_in_progress
-        self.config = config
+        # QUIC's 0-RTT is not built: its tickets must promise 0xffffffff or nothing (RFC 9001
+        # §4.6.1), and its early data comes in packets, not records.  Tickets promise nothing.
+        self.config = (
+            dataclasses.replace(config, early_data=0, early_data_replay=None)
+            if config.early_data
+            else config
+        )
         self.options = options = options or QuicOptions()
         self.cids = ConnectionIds(options.secret)
         self.tokens = RetryTokens(config.cookie_keys, options.retry_token_lifetime)

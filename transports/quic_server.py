@@ -300,7 +300,6 @@ class QuicServer(asyncio.DatagramProtocol):
         on_report: Callable[[ConnectionReport], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
         self.options = options or QuicOptions()
         #: Connections created whose handshake is not over yet.
         self.handshakes_in_progress = 0
@@ -310,6 +309,7 @@ class QuicServer(asyncio.DatagramProtocol):
             validation=validation,
             handshakes_in_progress=lambda: self.handshakes_in_progress,
         )
+        self.config = self.front.config  # as QUIC serves it (InitialFront: no 0-RTT yet)
         self.configuration: QuicConfiguration = quic_configuration(config, self.options)
         self._create_protocol = create_protocol
         self.report = Reporter(on_report, transport="quic")

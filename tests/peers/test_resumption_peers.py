@@ -31,7 +31,7 @@ import pytest
 
 from stateless13 import CipherSuite, NamedGroup
 from stateless13.transports.common import ConnectionReport
-from tests.peers.test_cli import CliServer, Serve, assert_page, s_client
+from tests.peers.test_cli import REQUEST, CliServer, Serve, assert_page, s_client
 from tests.peers.test_cli import serve as serve  # the fixture: `serve(args)` starts the CLI
 from tests.peers.test_cli_peers import (
     assert_curl_ok,
@@ -269,3 +269,60 @@ def test_a_ticket_of_another_key_file_means_a_full_handshake(serve: Serve, tmp_p
     assert "Peer signature type:" in output, output
     assert log["resumed"] == "no", log[0]
     other.stop()
+
+
+# --- 0-RTT: openssl s_client -early_data -------------------------------------------------------
+
+
+def early_data_run(
+    serve: Serve, tmp_path: Path, *server_args: str, again: bytes = b""
+) -> tuple[str, re.Match[str]]:
+    """A ``serve --validation none SERVER_ARGS`` process: s_client takes its tickets, then
+    resumes with its request sent as 0-RTT data (``-early_data``), and ``again`` after the
+    handshake (s_client does not resend early data the server refused); what s_client printed on
+    the second run, and the server's log line of it."""
+    session, request = tmp_path / "session.pem", tmp_path / "request.txt"
+    request.write_bytes(REQUEST)
+    server = serve(["--validation", "none", *server_args])
+    assert_page(s_client(server, "-sess_out", str(session)))
+    run = s_client(server, "-sess_in", str(session), "-early_data", str(request), request=again)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert PAGE_TEXT in run.stdout, run.stdout  # answered, early or not
+    first, second = server.log_lines(2)
+    assert first["resumed"] == "no" and second["error"] is None, second[0]
+    server.stop()
+    return run.stdout, second
+
+
+def test_openssl_early_data_is_accepted_when_enabled(serve: Serve, tmp_path: Path) -> None:
+    """``--early-data 16384``: the request travels as 0-RTT data and is answered; s_client says
+    the server accepted it, the server's log says resumed=0rtt."""
+    output, log = early_data_run(serve, tmp_path, "--early-data", "16384")
+    assert "Early data was accepted" in output, output
+    assert log["resumed"] == "0rtt", log[0]
+
+
+def test_openssl_early_data_is_refused_cleanly_by_default(serve: Serve, tmp_path: Path) -> None:
+    """The default: our tickets promise no early data, so s_client sends none; the handshake
+    resumes in 1-RTT and the request, sent after it, is answered."""
+    output, log = early_data_run(serve, tmp_path, again=REQUEST)
+    assert "Early data was accepted" not in output, output
+    assert log["resumed"] == "yes", log[0]
+
+
+def test_early_data_is_never_accepted_through_the_stateless_hrr(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """§4.2.10: no 0-RTT after a HelloRetryRequest, so never through the stateless front: the
+    early data is skipped, the handshake resumes in 1-RTT, and the request, sent again after
+    the handshake, is answered."""
+    session, request = tmp_path / "session.pem", tmp_path / "request.txt"
+    request.write_bytes(REQUEST)
+    server = serve(["--validation", "hrr", "--early-data", "16384"])
+    assert_page(s_client(server, "-sess_out", str(session)))
+    run = s_client(server, "-sess_in", str(session), "-early_data", str(request))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Early data was rejected" in run.stdout and PAGE_TEXT in run.stdout, run.stdout
+    _, second = server.log_lines(2)
+    assert second["hrr"] == "yes" and second["resumed"] == "yes", second[0]
+    server.stop()
