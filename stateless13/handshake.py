@@ -572,7 +572,7 @@ class ServerHandshake:
 
         ``transcript`` holds what precedes ``message`` (nothing, or message_hash(CH1) + HRR).  A
         ticket we cannot use is skipped, never an error (§4.2.11); a binder that does not verify
-        is decrypt_error (§4.2.11.2).  Only psk_dhe_ke is offered: a key share is always used.
+        is decrypt_error (§4.2.11.2).  Only psk_dhe_ke resumes: a key share is always used.
         """
         offered = hello.pre_shared_key
         if offered is None or not self._tickets_usable:
