@@ -132,6 +132,23 @@ def test_gnutls_resumes(tls_server: ServerFactory, stateless: bool) -> None:
     assert_resumed_second(server, group, stateless=stateless)
 
 
+def test_gnutls_early_data_is_accepted_when_enabled(
+    tls_server: ServerFactory, tmp_path: Path
+) -> None:
+    """``gnutls-cli --resume --earlydata FILE``: the second connection's request travels as 0-RTT
+    data (``ServerConfig.early_data``, no HRR: validation none) and is answered from it; the
+    server's report says resumed with early data, and the page it served says so too."""
+    server = tls_server(validation=validation(False), early_data=16384)
+    request = tmp_path / "request.txt"
+    request.write_bytes(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    run = gnutls_get(server, "--resume", f"--earlydata={request}")
+    assert GNUTLS_RESUMED in run.output, run.log
+    assert "early data (0-RTT): yes" in run.output, run.log
+    first, second = assert_resumed_second(server, GNUTLS_GROUP[False], stateless=False)
+    assert first.handshake is not None and not first.handshake.early_data, first
+    assert second.handshake is not None and second.handshake.early_data, second
+
+
 # --- Go crypto/tls -------------------------------------------------------------------------------
 
 
