@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 
@@ -23,16 +24,32 @@ def client_context(server: RunningServer, compat: bool = True) -> ssl.SSLContext
 
 
 def blocking_get(server: RunningServer, compat: bool = True) -> tuple[bytes, str]:
-    context = client_context(server, compat)
+    fetched = fetch(server, client_context(server, compat))
+    return fetched.reply, fetched.version
+
+
+@dataclasses.dataclass
+class Fetched:
+    reply: bytes
+    version: str
+    session: ssl.SSLSession | None  # with the tickets the server sent
+    reused: bool  # the session offered was resumed
+
+
+def fetch(
+    server: RunningServer, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> Fetched:
+    """One request over a new connection (offering ``session`` if given), and what the client
+    knew of its session before closing."""
     with (
         socket.create_connection((server.host, server.port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
+        context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
     ):
         tls.sendall(REQUEST)
         reply = b""
         while chunk := tls.recv(65536):
             reply += chunk
-        return reply, str(tls.version())
+        return Fetched(reply, str(tls.version()), tls.session, bool(tls.session_reused))
 
 
 def assert_stateless_success(server: RunningServer) -> None:
@@ -73,3 +90,21 @@ def test_no_stateless_mode_sends_no_hrr_when_the_share_fits(tls_server: ServerFa
     assert PAGE_TEXT.encode() in reply
     report = server.only_report()
     assert report.error is None and not report.hello_retry and not report.cookie_verified
+
+
+@pytest.mark.parametrize("validation", ["hrr", "none"])
+def test_python_ssl_resumes_with_sslsocket_session(
+    tls_server: ServerFactory, validation: str
+) -> None:
+    """``SSLSocket.session`` over TCP (issue 15): the second connection offers the session the
+    first one took (our tickets) and resumes, through the stateless HRR and without it; the
+    server's reports say so."""
+    server = tls_server(validation=validation)
+    context = client_context(server)
+    first = fetch(server, context)
+    assert PAGE_TEXT.encode() in first.reply and first.session is not None
+    second = fetch(server, context, first.session)
+    assert PAGE_TEXT.encode() in second.reply and second.reused
+    reports = server.wait_reports(2)
+    assert [r.handshake is not None and r.handshake.resumed for r in reports] == [False, True]
+    assert all(r.hello_retry is (validation == "hrr") and r.error is None for r in reports)
