@@ -61,7 +61,7 @@ from .messages import (
     SignatureScheme,
 )
 from .negotiation import select_alpn
-from .replay import ReplayFilter
+from .replay import ReplayFilter, ReplayStore
 from .retry import (
     CookieVerified,
     RetryRequest,
@@ -143,6 +143,7 @@ __all__ = [
     "ProtocolVersion",
     "Rejected",
     "ReplayFilter",
+    "ReplayStore",
     "ServerConfig",
     "ServerConnection",
     "SignatureScheme",

@@ -27,7 +27,7 @@ from .messages import (
     push_certificate,
 )
 from .primitives import PrivateKey, signature_schemes_for
-from .replay import ReplayFilter
+from .replay import ReplayFilter, ReplayStore
 from .ticket import MAX_LIFETIME as MAX_TICKET_LIFETIME
 
 #: Called with (app_payload, peer) when a cookie has been authenticated; return None to accept or
@@ -222,13 +222,13 @@ class ServerConfig:
     #: §8.1: each ticket's early data is accepted once; the second offer of a ticket within the
     #: window finishes in 1-RTT.  A filter for 100,000 tickets per window is made when
     #: ``early_data`` is set and none is given (per process: see replay.py).
-    early_data_replay: ReplayFilter | None = None
+    early_data_replay: ReplayStore | None = None
     #: The keys that seal and open tickets (ticket.py): ``keys[0]`` seals, every key opens.
     #: Share them across a fleet as the cookie keys; rotate at most every ``ticket_lifetime``.
     ticket_keys: CookieKeyRing = field(default_factory=CookieKeyRing.generate)
     #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
     #: server may opt into; None (the default) keeps the stateless path free of any state.
-    replay_filter: ReplayFilter | None = None
+    replay_filter: ReplayStore | None = None
     #: ``groups`` as tiers in preference order (an entry that is a single group is a tier of one).
     group_tiers: tuple[tuple[NamedGroup, ...], ...] = field(init=False, repr=False)
 

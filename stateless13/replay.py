@@ -19,8 +19,20 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from typing import Protocol
 
 from .alerts import LocalProtocolError
+
+
+class ReplayStore(Protocol):
+    """What refuses a second use: of a cookie (``ServerConfig.replay_filter``) or of a
+    ticket's early data (``ServerConfig.early_data_replay``).  :class:`ReplayFilter` is the
+    in-process one; a store shared by a fleet (e.g. Redis's ``SET key NX PX ttl``) fits the same
+    method, and must answer False when it cannot tell (fail safe: refuse, never accept twice)."""
+
+    def first_use(self, key: bytes, now: float) -> bool:
+        """Record ``key``; False if it was (probably) recorded within the window."""
+        ...
 
 
 class ReplayFilter:
