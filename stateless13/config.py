@@ -209,7 +209,8 @@ class ServerConfig:
     #: to clients that can use them (psk_dhe_ke among their psk_key_exchange_modes).
     tickets: int = 2
     #: Seconds a ticket resumes, from its issue (at most 7 days, §4.6.1).  Two hours, as OpenSSL's
-    #: default: a ticket key that leaks exposes the sessions of its tickets' lifetime.
+    #: default: whoever holds a leaked ticket key can pass for this server to the clients of its
+    #: live tickets (not read their traffic: resumption always makes a fresh key exchange).
     ticket_lifetime: int = 7200
     #: 0-RTT (RFC 8446 §2.3, §4.2.10): the most early data, in bytes, this server accepts from a
     #: client resuming one of its tickets; 0 (the default) refuses it (the client's early data is

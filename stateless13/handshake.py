@@ -658,7 +658,9 @@ class ServerHandshake:
         self._install(Direction.ENCRYPT, Epoch.HANDSHAKE, suite, secrets.server)
         if early_data:  # the client's early data first, then its handshake messages (§2.3)
             self._install(Direction.DECRYPT, Epoch.ZERO_RTT, suite, client_early)
-            self._actions.append(AcceptEarlyData(self.config.early_data))
+            assert psk is not None  # what the ticket promised, if the config lowered it since
+            limit = min(psk.ticket.max_early_data, self.config.early_data)
+            self._actions.append(AcceptEarlyData(limit))
         else:
             self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
         if negotiated.record_size_limit is not None:  # from EncryptedExtensions on

@@ -193,3 +193,16 @@ def test_a_broken_end_of_early_data(record: object, alert: AlertDescription) -> 
     with pytest.raises(AlertError) as raised:
         server.events()
     assert raised.value.description == alert
+
+
+@pytest.mark.parametrize("configured", [LIMIT // 2, LIMIT * 2], ids=["lowered", "raised"])
+def test_the_limit_is_the_lower_of_the_tickets_promise_and_the_config(configured: int) -> None:
+    """A ticket that promised 1000 bytes, a server now set to 500 or 2000: the lower is the
+    limit (§4.2.10: the ticket's max_early_data_size is what the client was told)."""
+    client = EarlyClient(CONFIG)
+    config = dataclasses.replace(fresh_config(), early_data=configured)
+    server = ServerConnection(config)
+    server.receive_data(client.hello() + client.early_data(bytes(min(configured, LIMIT) + 1)))
+    with pytest.raises(AlertError) as raised:
+        server.events()
+    assert raised.value.description == AlertDescription.unexpected_message
