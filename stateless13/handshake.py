@@ -647,6 +647,8 @@ class ServerHandshake:
                 suite, psk.early_secret, transcript.digest()
             )
             self._keylog("CLIENT_EARLY_TRAFFIC_SECRET", client_early)
+            # What the ticket promised, or less if the config lowered it since.
+            early_limit = min(psk.ticket.max_early_data, self.config.early_data)
         shared_secret = self._send_server_hello(hello, negotiated, transcript, psk)
         self._send_compat_change_cipher_spec()
 
@@ -658,9 +660,7 @@ class ServerHandshake:
         self._install(Direction.ENCRYPT, Epoch.HANDSHAKE, suite, secrets.server)
         if early_data:  # the client's early data first, then its handshake messages (§2.3)
             self._install(Direction.DECRYPT, Epoch.ZERO_RTT, suite, client_early)
-            assert psk is not None  # what the ticket promised, if the config lowered it since
-            limit = min(psk.ticket.max_early_data, self.config.early_data)
-            self._actions.append(AcceptEarlyData(limit))
+            self._actions.append(AcceptEarlyData(early_limit))
         else:
             self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
         if negotiated.record_size_limit is not None:  # from EncryptedExtensions on

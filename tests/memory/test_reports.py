@@ -19,14 +19,19 @@ Report = ConnectionReport
 PEER = ("192.0.2.7", 1)
 
 
-def completed_report() -> ConnectionReport:
-    client, server = PythonSSLClient(), MemoryServer(ServerConfig.self_signed())
+def handshake(client: PythonSSLClient, server: MemoryServer) -> None:
+    """The client and the server through the stateless HRR to a completed handshake."""
     to_server = client.step()
     for _ in range(4):
         server.receive(to_server)
         to_server = client.step(server.data_to_send())
     server.receive(to_server)
     assert server.handshake is not None
+
+
+def completed_report() -> ConnectionReport:
+    client, server = PythonSSLClient(), MemoryServer(ServerConfig.self_signed())
+    handshake(client, server)
     report = ConnectionReport.of(server, ("192.0.2.7", 50000), time.monotonic(), 0.004, None)
     return dataclasses.replace(report, duration=0.25)
 
@@ -135,13 +140,8 @@ def test_a_clienthello2_refused_after_its_cookie_verified_says_so() -> None:
     """A ClientHello2 whose cookie is good but whose PSK binder is not: cookie=verified, the
     error decrypt_error (not a client that never came back with a cookie)."""
     config = ServerConfig.self_signed()
-    first = PythonSSLClient()
-    first_server = MemoryServer(config)
-    to_server = first.step()
-    for _ in range(4):
-        first_server.receive(to_server)
-        to_server = first.step(first_server.data_to_send())
-    first_server.receive(to_server)
+    first, first_server = PythonSSLClient(), MemoryServer(config)
+    handshake(first, first_server)
     first.take_tickets(first_server.data_to_send())
     client = PythonSSLClient(context=first.context, session=first.tls.session)
     server = MemoryServer(config)
