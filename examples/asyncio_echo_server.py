@@ -26,7 +26,7 @@ from stateless13.transports.asyncio_tcp import TLSStream, serve
 async def echo(stream: TLSStream) -> None:
     print(
         f"{stream.peer[0]}:{stream.peer[1]} connected: {stream.handshake.cipher_suite.name}, "
-        f"{stream.handshake.group.name}, cookie verified: {stream.handshake.cookie_verified}",
+        f"{stream.handshake.key_exchange}, cookie verified: {stream.handshake.cookie_verified}",
         flush=True,
     )
     while data := await stream.read():

@@ -31,7 +31,7 @@ def main(port: int, once: bool) -> None:
         stream.recv()  # the request; one read is enough for this demo
         info = stream.handshake
         body = (
-            f"hello over {info.cipher_suite.name} with {info.group.name}; "
+            f"hello over {info.cipher_suite.name} with {info.key_exchange}; "
             f"cookie verified: {info.cookie_verified}\n"
         ).encode()
         stream.sendall(

@@ -73,7 +73,7 @@ def main() -> None:
             # No signature when the client resumed a session (a ticket): its PSK authenticates.
             signature = "resumed" if event.signature_scheme is None else event.signature_scheme.name
             print(
-                f"handshake complete: {event.cipher_suite.name}, {event.group.name}, "
+                f"handshake complete: {event.cipher_suite.name}, {event.key_exchange}, "
                 f"{signature}, SNI {event.server_name}"
             )
 

@@ -28,7 +28,7 @@ from .alerts import (
     TLSError,
     UnexpectedMessage,
 )
-from .config import Credential, ServerConfig, keylog_to_file
+from .config import Credential, ExternalPsk, ServerConfig, keylog_to_file, load_external_psks
 from .connection import ServerConnection
 from .cookie import CookieKeyRing, peer_binding
 from .events import (
@@ -132,6 +132,7 @@ __all__ = [
     "Epoch",
     "Event",
     "EarlyData",
+    "ExternalPsk",
     "HandshakeComplete",
     "HandshakeFailure",
     "HelloRetry",
@@ -150,5 +151,6 @@ __all__ = [
     "TLSError",
     "UnexpectedMessage",
     "keylog_to_file",
+    "load_external_psks",
     "stateless_accept",
 ]

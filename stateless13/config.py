@@ -128,6 +128,52 @@ class Credential:
         )
 
 
+@dataclass(frozen=True)
+class ExternalPsk:
+    """A pre-shared key agreed out of band (RFC 8446 §2.2, RFC 9257): the client names it by
+    ``identity`` in its pre_shared_key extension and proves it holds ``key`` with its binder.
+
+    ``hash_name`` is the hash the key is used with (§4.2.11: SHA-256 when nothing else was
+    agreed); only cipher suites with that hash can use it.  The key must be at least 16 bytes:
+    RFC 9257 §6 asks for 128 bits of entropy, and a short key is open to offline guessing from
+    one recorded binder.  An identity is 1 to 255 bytes (it rides in the tickets the handshake
+    issues, so that a resumed session reports it too).
+    """
+
+    identity: bytes
+    key: bytes = field(repr=False)
+    hash_name: str = "sha256"
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.identity) < 256:
+            raise LocalProtocolError("an external PSK identity is 1 to 255 bytes")
+        if len(self.key) < 16:
+            raise LocalProtocolError("an external PSK needs at least 16 bytes of key (RFC 9257)")
+        if self.hash_name not in ("sha256", "sha384"):
+            raise LocalProtocolError(f"external PSK hash {self.hash_name!r}: sha256 or sha384")
+
+
+def load_external_psks(path: str | os.PathLike[str]) -> tuple[ExternalPsk, ...]:
+    """External PSKs from a text file: one per line, ``IDENTITY HEX-KEY [sha256|sha384]``, the
+    identity as UTF-8 text without spaces; blank lines and lines starting with ``#`` are
+    skipped.  The file holds secrets: keep it readable by the server only.  OSError if it cannot
+    be read; LocalProtocolError naming the line for anything else wrong."""
+    psks = []
+    for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        try:
+            if len(words) not in (2, 3):
+                raise LocalProtocolError("expected IDENTITY HEX-KEY [sha256|sha384]")
+            key = bytes.fromhex(words[1])
+            hash_name = words[2] if len(words) == 3 else "sha256"
+            psks.append(ExternalPsk(words[0].encode("utf-8"), key, hash_name))
+        except ValueError as error:  # not hex, or what ExternalPsk refuses
+            raise LocalProtocolError(f"line {number}: {error}") from None
+    return tuple(psks)
+
+
 def keylog_to_file(path: str | os.PathLike[str]) -> Callable[[str], None]:
     """A ``ServerConfig.keylog`` callback appending NSS key log lines to ``path`` (mode 0600).
 
@@ -227,15 +273,28 @@ class ServerConfig:
     #: The keys that seal and open tickets (ticket.py): ``keys[0]`` seals, every key opens.
     #: Share them across a fleet as the cookie keys; rotate at most every ``ticket_lifetime``.
     ticket_keys: CookieKeyRing = field(default_factory=CookieKeyRing.generate)
+    #: External PSKs (RFC 8446 §2.2): a client offering one of these identities, with a binder
+    #: proving its key, is authenticated by it, without a certificate.  Examined before tickets.
+    external_psks: tuple[ExternalPsk, ...] = ()
+    #: Accept psk_ke (§4.2.9): a PSK handshake, resumed or external, without an (EC)DHE
+    #: exchange, for clients that offer only that mode or share no group with us.  Off by
+    #: default: such a session has no forward secrecy (whoever later learns the PSK reads it).
+    psk_ke: bool = False
     #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
     #: server may opt into; None (the default) keeps the stateless path free of any state.
     replay_filter: ReplayStore | None = None
     #: ``groups`` as tiers in preference order (an entry that is a single group is a tier of one).
     group_tiers: tuple[tuple[NamedGroup, ...], ...] = field(init=False, repr=False)
+    #: ``external_psks`` by identity.
+    external_psk_index: dict[bytes, ExternalPsk] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.credentials:
-            raise LocalProtocolError("ServerConfig needs at least one Credential")
+        if not self.credentials and not self.external_psks:
+            raise LocalProtocolError("ServerConfig needs a Credential or an external PSK")
+        index = {psk.identity: psk for psk in self.external_psks}
+        if len(index) != len(self.external_psks):
+            raise LocalProtocolError("two external PSKs with the same identity")
+        object.__setattr__(self, "external_psk_index", index)
         if not self.cipher_suites or not self.groups:
             raise LocalProtocolError("ServerConfig needs at least one cipher suite and one group")
         object.__setattr__(self, "cipher_suites", tuple(CipherSuite(s) for s in self.cipher_suites))

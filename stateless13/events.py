@@ -11,8 +11,8 @@ from .messages import CipherSuite, NamedGroup, SignatureScheme
 @dataclass(frozen=True, slots=True)
 class HandshakeComplete:
     cipher_suite: CipherSuite
-    group: NamedGroup
-    signature_scheme: SignatureScheme | None  #: None when resumed: no certificate was sent
+    group: NamedGroup | None  #: None: a psk_ke handshake (ServerConfig.psk_ke), no key exchange
+    signature_scheme: SignatureScheme | None  #: None when a PSK authenticated us: no certificate
     alpn_protocol: str | None
     server_name: str | None
     hello_retry: bool  #: a HelloRetryRequest was part of this handshake
@@ -20,6 +20,14 @@ class HandshakeComplete:
     cookie_payload: bytes | None  #: the application's bytes carried in that cookie
     resumed: bool = False  #: the client resumed a session with one of our tickets (a PSK)
     early_data: bool = False  #: its 0-RTT data was accepted (it came as EarlyData events)
+    #: The external PSK (ServerConfig.external_psks) the client authenticated with, in this
+    #: handshake or in the one whose ticket it resumed; None otherwise.
+    psk_identity: bytes | None = None
+
+    @property
+    def key_exchange(self) -> str:
+        """The group's name, or what a psk_ke handshake had instead, for people to read."""
+        return "no key exchange (psk_ke)" if self.group is None else self.group.name
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from .alerts import (
     LocalProtocolError,
     UnexpectedMessage,
 )
-from .config import Credential, ServerConfig
+from .config import Credential, ExternalPsk, ServerConfig
 from .cookie import CookieState
 from .events import HandshakeComplete
 from .key_schedule import Direction, Epoch
@@ -72,7 +72,12 @@ from .messages import (
     record_size_limit_body,
     split_handshake,
 )
-from .negotiation import Negotiated, client_hello_digest, negotiate
+from .negotiation import (
+    Negotiated,
+    client_hello_digest,
+    negotiate,
+    require_certificate_handshake,
+)
 from .primitives import SUITES, KeyExchange, SuiteParams, sign
 from .retry import CookieVerified, parse_client_hello
 from .ticket import TicketState, open_ticket, seal_ticket
@@ -138,8 +143,8 @@ class HandshakeSummary:
     """What was agreed; the transport turns it into a HandshakeComplete event."""
 
     cipher_suite: CipherSuite
-    group: NamedGroup
-    signature_scheme: SignatureScheme | None  # None when resumed (no certificate)
+    group: NamedGroup | None  # None: a psk_ke handshake, without a key exchange
+    signature_scheme: SignatureScheme | None  # None when a PSK authenticated us (no certificate)
     alpn_protocol: bytes | None
     server_name: str | None
     hello_retry: bool  # a HelloRetryRequest was sent (statefully or statelessly)
@@ -147,6 +152,9 @@ class HandshakeSummary:
     cookie_payload: bytes | None  # the application's bytes from the cookie, if resumed from one
     resumed: bool  # a PSK from one of our tickets was accepted
     early_data: bool  # its 0-RTT data was accepted
+    #: The external PSK the client authenticated with, in this handshake or in the one that
+    #: issued the ticket it resumed; None if none.
+    psk_identity: bytes | None
 
     def event(self) -> HandshakeComplete:
         """What the application is told: the one conversion, for every transport."""
@@ -163,6 +171,7 @@ class HandshakeSummary:
             cookie_payload=self.cookie_payload,
             resumed=self.resumed,
             early_data=self.early_data,
+            psk_identity=self.psk_identity,
         )
 
 
@@ -183,7 +192,9 @@ Action = (
 
 #: What we accept, told to a client that sent record_size_limit: full-size TLS 1.3 records.
 OUR_RECORD_SIZE_LIMIT = (1 << 14) + 1
-#: psk_key_exchange_modes (§4.2.9): PSK with (EC)DHE, the one mode we resume with.
+#: psk_key_exchange_modes (§4.2.9): PSK with (EC)DHE, what we resume with when the client
+#: offers it; PSK alone, only when the config allows it (``ServerConfig.psk_ke``).
+PSK_KE = 0
 PSK_DHE_KE = 1
 #: Offered PSK identities examined, from the first: each may cost an AEAD open, and a client
 #: has one or two tickets of ours to offer, not hundreds.
@@ -193,12 +204,21 @@ _AGE_ADD = struct.Struct(">I")
 
 @dataclass(slots=True)
 class AcceptedPsk:
-    """A ticket the client resumes: its index among the offered identities, and its secrets."""
+    """The PSK the client is admitted with: its index among the offered identities, its early
+    secret, and what it is: one of our tickets or an external PSK."""
 
     index: int
-    ticket: TicketState
     early_secret: bytes
     identity: PskIdentity
+    ticket: TicketState | None
+    external: ExternalPsk | None
+
+    @property
+    def external_identity(self) -> bytes | None:
+        if self.external is not None:
+            return self.external.identity
+        assert self.ticket is not None
+        return self.ticket.external_psk_identity
 
 
 class Entropy(Protocol):
@@ -335,7 +355,10 @@ class ServerHandshake:
         self.client_random: bytes | None = None
         self._compat_mode = False
         self._compat_ccs_sent = False
-        self._tickets_usable = False  # the client can resume with psk_dhe_ke (§4.2.9)
+        # The client's psk_key_exchange_modes (§4.2.9), and whether it can resume a ticket in a
+        # mode we accept.
+        self._psk_modes: tuple[int, ...] = ()
+        self._tickets_usable = False
         #: This handshake sent a (stateful) HelloRetryRequest, whatever became of it.
         self.hello_retry_sent = False
 
@@ -435,8 +458,8 @@ class ServerHandshake:
     def _remember(self, hello: ClientHello) -> None:
         self.client_random = hello.random
         self._compat_mode = bool(hello.legacy_session_id)
-        modes = hello.psk_key_exchange_modes
-        self._tickets_usable = modes is not None and PSK_DHE_KE in modes
+        modes = self._psk_modes = hello.psk_key_exchange_modes or ()
+        self._tickets_usable = PSK_DHE_KE in modes or (self.config.psk_ke and PSK_KE in modes)
 
     def _send_compat_change_cipher_spec(self) -> None:
         # §D.4: only when the client asked for compatibility mode, and only once.
@@ -450,12 +473,13 @@ class ServerHandshake:
         hello = parse_client_hello(message, self.config.max_client_hello_size)
         self._remember(hello)
         negotiated = negotiate(self.config, hello)
-        if negotiated.client_share is None:
+        transcript = Transcript(negotiated.suite)
+        psk = self._accepted_psk(hello, message, transcript, negotiated)
+        negotiated = self._key_exchange_for(hello, negotiated, psk)
+        if negotiated.group is not None and negotiated.client_share is None:
             self._send_hello_retry_request(hello, message, negotiated)
             early_data = False
         else:
-            transcript = Transcript(negotiated.suite)
-            psk = self._accepted_psk(hello, message, transcript, negotiated.suite)
             transcript.update(message)
             early_data = self._send_server_flight(
                 hello, negotiated, transcript, hello_retry=False, cookie=None, psk=psk
@@ -467,6 +491,7 @@ class ServerHandshake:
         self, hello: ClientHello, message: bytes, negotiated: Negotiated
     ) -> None:
         """§4.1.4, stateful: keep in memory what the stateless path would put in the cookie."""
+        assert negotiated.group is not None
         retry = CookieState(
             issued_at=0,
             cipher_suite=negotiated.suite.code,
@@ -541,61 +566,99 @@ class ServerHandshake:
             raise IllegalParameter("early_data in ClientHello2")
         # Keep the HRR's suite and group (handshake_failure if this server no longer allows them).
         negotiated = negotiate(self.config, hello, after_retry=(retry.cipher_suite, retry.group))
-        assert hello.key_share is not None
         if retry.key_share_requested:
             # §4.1.2: the HRR named a group, so the client replaced its shares with one for it.
-            if len(hello.key_share) != 1 or hello.key_share[0].group != retry.group:
+            shares = hello.key_share or ()
+            if len(shares) != 1 or shares[0].group != retry.group:
                 raise IllegalParameter(
                     f"ClientHello2 must carry exactly one key share, for group 0x{retry.group:04x}"
                 )
-        elif negotiated.client_share is None:
+        elif negotiated.group is not None and negotiated.client_share is None:
             # A cookie-only HRR: the client repeats its key_share, so our group's share is there.
             raise IllegalParameter(f"ClientHello2 dropped its key share for 0x{retry.group:04x}")
         transcript = rebuild_after_retry(
             negotiated.suite, retry.client_hello_hash, hello_retry_request
         )
         # The binders of ClientHello2 cover message_hash(CH1) + HRR + CH2 (§4.2.11.2).
-        psk = self._accepted_psk(hello, message, transcript, negotiated.suite)
+        psk = self._accepted_psk(hello, message, transcript, negotiated)
+        negotiated = self._key_exchange_for(hello, negotiated, psk)
         transcript.update(message)
         self._send_server_flight(
             hello, negotiated, transcript, hello_retry=True, cookie=cookie_payload, psk=psk
         )
 
-    # -- §4.2.11 pre_shared_key: resuming one of our tickets --------------------------------------
+    # -- §4.2.11 pre_shared_key: one of our tickets, or an external PSK ------------------------
 
     def _accepted_psk(
-        self, hello: ClientHello, message: bytes, transcript: Transcript, suite: SuiteParams
+        self, hello: ClientHello, message: bytes, transcript: Transcript, negotiated: Negotiated
     ) -> AcceptedPsk | None:
-        """The first offered PSK (of the first MAX_PSK_IDENTITIES) that is one of our live
-        tickets for this suite's hash and server name, its binder verified; None (a full
-        handshake) if none is.
+        """The first offered PSK (of the first MAX_PSK_IDENTITIES) that is one of our external
+        PSKs for this suite's hash, or one of our live tickets for this suite's hash and server
+        name, its binder verified; None (a full handshake) if none is, or if the client offers
+        no PSK mode we can use.
 
         ``transcript`` holds what precedes ``message`` (nothing, or message_hash(CH1) + HRR).  A
-        ticket we cannot use is skipped, never an error (§4.2.11); a binder that does not verify
-        is decrypt_error (§4.2.11.2).  Only psk_dhe_ke resumes: a key share is always used.
+        PSK we cannot use is skipped, never an error (§4.2.11); a binder that does not verify
+        is decrypt_error (§4.2.11.2).
         """
         offered = hello.pre_shared_key
-        if offered is None or not self._tickets_usable:
+        if offered is None or not self._psk_mode_usable(negotiated):
             return None
-        now = self._clock()
+        suite = negotiated.suite
+        now: float | None = None
         for index, identity in enumerate(offered.identities[:MAX_PSK_IDENTITIES]):
-            state = open_ticket(self.config.ticket_keys, identity.identity)
-            if (
-                state is None
-                or state.expired(now)
-                or state.client_age_ms(identity.obfuscated_ticket_age) > state.lifetime * 1000
-                or state.cipher_suite not in SUITES
-                or SUITES[state.cipher_suite].hash_name != suite.hash_name  # §4.2.11
-                or state.server_name != hello.server_name  # §4.6.1: the same server name
-            ):
-                continue
-            early = ks.early_secret(suite, state.psk)
+            external = self.config.external_psk_index.get(identity.identity)
+            ticket: TicketState | None = None
+            if external is not None:
+                if external.hash_name != suite.hash_name:  # §4.2.11: the PSK's own hash
+                    continue
+                key = external.key
+            else:
+                if now is None:
+                    now = self._clock()
+                ticket = open_ticket(self.config.ticket_keys, identity.identity)
+                if (
+                    ticket is None
+                    or ticket.expired(now)
+                    or ticket.client_age_ms(identity.obfuscated_ticket_age) > ticket.lifetime * 1000
+                    or ticket.cipher_suite not in SUITES
+                    or SUITES[ticket.cipher_suite].hash_name != suite.hash_name  # §4.2.11
+                    or ticket.server_name != hello.server_name  # §4.6.1: the same server name
+                ):
+                    continue
+                key = ticket.psk
+            early = ks.early_secret(suite, key)
             truncated = message[: len(message) - offered.binders_size]
-            expected = ks.psk_binder(suite, early, transcript.digest_with(truncated))
+            expected = ks.psk_binder(
+                suite, early, transcript.digest_with(truncated), external=external is not None
+            )
             if not hmac.compare_digest(expected, offered.binders[index]):
                 raise DecryptError(f"the binder of PSK identity {index} does not verify")
-            return AcceptedPsk(index, state, early, identity)
+            return AcceptedPsk(index, early, identity, ticket, external)
         return None
+
+    def _psk_mode_usable(self, negotiated: Negotiated) -> bool:
+        """§4.2.9: a mode the client offers and we accept: psk_dhe_ke with a group in common,
+        or psk_ke when the config allows it."""
+        modes = self._psk_modes
+        return (PSK_DHE_KE in modes and negotiated.group is not None) or (
+            self.config.psk_ke and PSK_KE in modes
+        )
+
+    def _key_exchange_for(
+        self, hello: ClientHello, negotiated: Negotiated, psk: AcceptedPsk | None
+    ) -> Negotiated:
+        """Without a PSK, a certificate handshake, which needs a group and a certificate.  With
+        one, psk_dhe_ke whenever the client offers it and we share a group (forward secrecy),
+        else psk_ke: no group, no key share."""
+        if psk is None:
+            require_certificate_handshake(hello, negotiated)
+            return negotiated
+        if PSK_DHE_KE not in self._psk_modes or negotiated.group is None:
+            # Made for this ClientHello alone (never shared): changed in place.
+            negotiated.group = None
+            negotiated.client_share = None
+        return negotiated
 
     def _accepts_early_data(
         self, hello: ClientHello, negotiated: Negotiated, psk: AcceptedPsk, hello_retry: bool
@@ -607,7 +670,8 @@ class ServerHandshake:
         ticket = psk.ticket
         replay = self.config.early_data_replay
         if not (
-            hello.early_data
+            ticket is not None  # 0-RTT with an external PSK is not built
+            and hello.early_data
             and self.config.early_data
             and replay is not None
             and not hello_retry
@@ -648,6 +712,7 @@ class ServerHandshake:
             )
             self._keylog("CLIENT_EARLY_TRAFFIC_SECRET", client_early)
             # What the ticket promised, or less if the config lowered it since.
+            assert psk.ticket is not None
             early_limit = min(psk.ticket.max_early_data, self.config.early_data)
         shared_secret = self._send_server_hello(hello, negotiated, transcript, psk)
         self._send_compat_change_cipher_spec()
@@ -667,7 +732,8 @@ class ServerHandshake:
             self._actions.append(LimitRecordSize(negotiated.record_size_limit))
 
         self._send_encrypted(transcript, self._encrypted_extensions(negotiated, early_data))
-        if psk is None:  # §2.2: a resumed handshake authenticates with the PSK, not a certificate
+        if psk is None:  # §2.2: a PSK handshake authenticates with the PSK, not a certificate
+            assert negotiated.credential is not None
             self._send_encrypted(transcript, negotiated.credential.certificate_message)
             self._send_certificate_verify(negotiated, transcript)
         self._send_encrypted(
@@ -699,8 +765,9 @@ class ServerHandshake:
                 hello_retry=hello_retry,
                 cookie_verified=cookie is not None,
                 cookie_payload=cookie,
-                resumed=psk is not None,
+                resumed=psk is not None and psk.ticket is not None,
                 early_data=early_data,
+                psk_identity=None if psk is None else psk.external_identity,
             ),
         )
         self.state = ExpectEndOfEarlyData(expect_finished) if early_data else expect_finished
@@ -713,13 +780,18 @@ class ServerHandshake:
         transcript: Transcript,
         psk: AcceptedPsk | None,
     ) -> bytes:
-        assert negotiated.client_share is not None
-        exchange = self._entropy.key_exchange(negotiated.group)
-        server_share, shared_secret = exchange.respond(negotiated.client_share)
-        extensions: Extensions = (
-            (ExtensionType.key_share, key_share_server_body(negotiated.group, server_share)),
-            (ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),
-        )
+        extensions: Extensions
+        if negotiated.group is None:  # psk_ke: no (EC)DHE, its input is zeros (§7.1)
+            shared_secret = bytes(negotiated.suite.hash_len)
+            extensions = ((ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),)
+        else:
+            assert negotiated.client_share is not None
+            exchange = self._entropy.key_exchange(negotiated.group)
+            server_share, shared_secret = exchange.respond(negotiated.client_share)
+            extensions = (
+                (ExtensionType.key_share, key_share_server_body(negotiated.group, server_share)),
+                (ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),
+            )
         if psk is not None:
             extensions += ((ExtensionType.pre_shared_key, pre_shared_key_server_body(psk.index)),)
         message = push_server_hello(
@@ -761,6 +833,7 @@ class ServerHandshake:
     def _send_certificate_verify(self, negotiated: Negotiated, transcript: Transcript) -> None:
         # §4.4.3: 64 spaces, the context string, a zero byte, then the transcript hash.
         content = b" " * 64 + b"TLS 1.3, server CertificateVerify\x00" + transcript.digest()
+        assert negotiated.credential is not None and negotiated.signature_scheme is not None
         signature = self._entropy.sign(negotiated.credential, negotiated.signature_scheme, content)
         self._send_encrypted(
             transcript,
@@ -837,6 +910,7 @@ class ServerHandshake:
                 psk=ks.resumption_psk(suite, resumption_master, nonce),
                 alpn_protocol=summary.alpn_protocol,
                 server_name=summary.server_name,
+                external_psk_identity=summary.psk_identity,
             )
             sealed = seal_ticket(self.config.ticket_keys, ticket)
             self._send(

@@ -127,9 +127,13 @@ def early_secret(suite: SuiteParams, psk: bytes | None = None) -> bytes:
     return hkdf_extract(suite, zeros, zeros if psk is None else psk)
 
 
-def psk_binder(suite: SuiteParams, early: bytes, truncated_hello_hash: bytes) -> bytes:
-    """§4.2.11.2: the binder of a resumption PSK over Transcript-Hash(Truncate(ClientHello))."""
-    binder_key = derive_secret(suite, early, b"res binder", _empty_hash(suite))
+def psk_binder(
+    suite: SuiteParams, early: bytes, truncated_hello_hash: bytes, *, external: bool = False
+) -> bytes:
+    """§4.2.11.2: the binder of a PSK over Transcript-Hash(Truncate(ClientHello)); an external
+    PSK's binder key has its own label (§7.1), so it never passes for a resumption PSK."""
+    label = b"ext binder" if external else b"res binder"
+    binder_key = derive_secret(suite, early, label, _empty_hash(suite))
     return finished_verify_data(suite, binder_key, truncated_hello_hash)
 
 

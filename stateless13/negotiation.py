@@ -26,10 +26,14 @@ from .primitives import SUITES, SuiteParams
 @dataclass(slots=True)  # not frozen: built on every ClientHello1, and never shared
 class Negotiated:
     suite: SuiteParams
-    group: NamedGroup
+    #: Our group, or None when the client offered a PSK and no group we have (then only a
+    #: psk_ke handshake can go on: ``require_certificate_handshake`` says why not otherwise).
+    group: NamedGroup | None
     client_share: bytes | None  # the client's key share for ``group``; None means HRR needed
-    credential: Credential
-    signature_scheme: SignatureScheme
+    #: Our certificate and scheme, or None when the client offered a PSK and no scheme we sign
+    #: with (a resumption needs neither).
+    credential: Credential | None
+    signature_scheme: SignatureScheme | None
     alpn_protocol: bytes | None
     server_name: str | None
     record_size_limit: int | None  # the client's (RFC 8449): the records we send it obey it
@@ -43,20 +47,25 @@ def check_client_hello(hello: ClientHello) -> None:
         raise ProtocolVersion("client does not offer TLS 1.3 in supported_versions")
     if hello.legacy_compression_methods != b"\x00":
         raise IllegalParameter("legacy_compression_methods must be exactly [null]")
-    # §9.2: without a PSK (we never resume), these three are mandatory.
-    if hello.signature_algorithms is None:
-        raise MissingExtension("no signature_algorithms extension")
-    if hello.supported_groups is None:
-        raise MissingExtension("no supported_groups extension")
-    if hello.key_share is None:
+    # §9.2: without a PSK, a certificate and a key exchange are the only way: these two are
+    # mandatory; supported_groups and key_share go together.
+    if hello.pre_shared_key is None:
+        if hello.signature_algorithms is None:
+            raise MissingExtension("no signature_algorithms extension")
+        if hello.supported_groups is None:
+            raise MissingExtension("no supported_groups extension")
+    if hello.key_share is None and hello.supported_groups is not None:
         raise MissingExtension("no key_share extension")
+    if hello.supported_groups is None and hello.key_share is not None:
+        raise MissingExtension("key_share without supported_groups")
     if hello.pre_shared_key is not None and hello.psk_key_exchange_modes is None:
         raise MissingExtension("pre_shared_key without psk_key_exchange_modes (§4.2.9)")
     seen: set[int] = set()
-    for share in hello.key_share:
+    for share in hello.key_share or ():
         if share.group in seen:
             raise IllegalParameter(f"two key shares for group 0x{share.group:04x}")
         seen.add(share.group)
+        assert hello.supported_groups is not None
         if not is_grease(share.group) and share.group not in hello.supported_groups:
             raise IllegalParameter(
                 f"key share for group 0x{share.group:04x} not in supported_groups"
@@ -68,32 +77,48 @@ def negotiate(
 ) -> Negotiated:
     """Pick suite, group, certificate, signature scheme and ALPN by the server's preference.
 
-    ``after_retry`` is the (suite, group) a HelloRetryRequest named: ClientHello2 keeps them as
-    long as this server still allows them, so a configuration rolled out between the two
-    ClientHellos (another preference order) does not break the clients in flight.
+    ``after_retry`` is the (suite, group) a HelloRetryRequest named (group 0: none, for a
+    psk_ke handshake): ClientHello2 keeps them as long as this server still allows them, so a
+    configuration rolled out between the two ClientHellos (another preference order) does not
+    break the clients in flight.
+
+    A client that offers a PSK may have no group or signature scheme in common with us (§9.2):
+    then ``group`` or ``credential`` is None, and ``require_certificate_handshake`` raises the
+    alert a full handshake would have had, if the PSK is not accepted.
     """
     check_client_hello(hello)
-    assert hello.supported_groups is not None and hello.key_share is not None
-    assert hello.signature_algorithms is not None
+    offers_psk = hello.pre_shared_key is not None
 
+    group: NamedGroup | None
     if after_retry is None:
         suite = next((SUITES[s] for s in config.cipher_suites if s in hello.cipher_suites), None)
         if suite is None:
             raise HandshakeFailure("no cipher suite in common")
         group = _choose_group(config, hello)
+        if group is None and not offers_psk:
+            raise HandshakeFailure("no key exchange group in common")
     else:
         suite_id, group_id = after_retry
         if suite_id not in config.cipher_suites or suite_id not in hello.cipher_suites:
             raise HandshakeFailure(f"the HRR's cipher suite 0x{suite_id:04x} is no longer allowed")
-        if (
-            not any(group_id in tier for tier in config.group_tiers)
-            or group_id not in hello.supported_groups
+        if group_id == 0:  # the HRR was for a psk_ke handshake
+            group = None
+        elif not any(group_id in tier for tier in config.group_tiers) or group_id not in (
+            hello.supported_groups or ()
         ):
             raise HandshakeFailure(f"the HRR's group 0x{group_id:04x} is no longer allowed")
-        suite, group = SUITES[suite_id], NamedGroup(group_id)
-    client_share = next((s.key_exchange for s in hello.key_share if s.group == group), None)
+        else:
+            group = NamedGroup(group_id)
+        suite = SUITES[suite_id]
+    client_share = None
+    if group is not None:
+        client_share = next(
+            (s.key_exchange for s in hello.key_share or () if s.group == group), None
+        )
 
-    credential, scheme = _choose_credential(config, hello.signature_algorithms)
+    credential, scheme = _choose_credential(config, hello.signature_algorithms or ())
+    if credential is None and not offers_psk:
+        raise HandshakeFailure("no signature scheme in common with our certificates")
 
     alpn: bytes | None = None
     if config.alpn_protocols and hello.alpn_protocols is not None:
@@ -111,12 +136,26 @@ def negotiate(
     )
 
 
-def _choose_group(config: ServerConfig, hello: ClientHello) -> NamedGroup:
+def require_certificate_handshake(hello: ClientHello, negotiated: Negotiated) -> None:
+    """A full handshake (no PSK accepted) needs a group and a certificate: the alert a client
+    that offered a PSK gets when it has neither in common with us (§9.2)."""
+    if negotiated.group is None:
+        if hello.supported_groups is None:
+            raise MissingExtension("no supported_groups extension, and no PSK accepted")
+        raise HandshakeFailure("no key exchange group in common, and no PSK accepted")
+    if negotiated.credential is None:
+        if hello.signature_algorithms is None:
+            raise MissingExtension("no signature_algorithms extension, and no PSK accepted")
+        raise HandshakeFailure("no signature scheme in common, and no PSK accepted")
+
+
+def _choose_group(config: ServerConfig, hello: ClientHello) -> NamedGroup | None:
     """Our first tier with a group the client supports; in it, the first group the client sent
-    a share for (no HelloRetryRequest needed), else the first it supports.  (Plain loops: this
-    runs for every ClientHello1 of a flood.)"""
-    assert hello.supported_groups is not None
+    a share for (no HelloRetryRequest needed), else the first it supports; None if none.
+    (Plain loops: this runs for every ClientHello1 of a flood.)"""
     supported = hello.supported_groups
+    if supported is None:
+        return None
     for tier in config.group_tiers:
         first: NamedGroup | None = None
         for group in tier:
@@ -127,7 +166,7 @@ def _choose_group(config: ServerConfig, hello: ClientHello) -> NamedGroup:
                     first = group
         if first is not None:
             return first
-    raise HandshakeFailure("no key exchange group in common")
+    return None
 
 
 def _has_share(hello: ClientHello, group: int) -> bool:
@@ -160,6 +199,8 @@ def group_to_request(
     hybrid post-quantum group, keeps it).  ``retry_names_a_group`` names a group of a lower tier
     too rather than send a cookie-only HRR.
     """
+    if negotiated.group is None:  # a psk_ke handshake: no group to ask for
+        return None
     if negotiated.client_share is None:
         return negotiated.group
     assert hello.supported_groups is not None
@@ -180,12 +221,12 @@ def group_to_request(
 
 def _choose_credential(
     config: ServerConfig, client_schemes: tuple[int, ...]
-) -> tuple[Credential, SignatureScheme]:
+) -> tuple[Credential | None, SignatureScheme | None]:
     for credential in config.credentials:
         for scheme in credential.signature_schemes:
             if scheme in client_schemes:
                 return credential, scheme
-    raise HandshakeFailure("no signature scheme in common with our certificates")
+    return None, None
 
 
 def client_hello_digest(hello: ClientHello) -> bytes:

@@ -23,7 +23,12 @@ from .alerts import AccessDenied, IllegalParameter, MissingExtension, Unexpected
 from .config import ServerConfig
 from .cookie import CookieState, check_cookie_age, peer_binding
 from .messages import ClientHello, HandshakeType, build_hello_retry_request, pull_client_hello
-from .negotiation import client_hello_digest, group_to_request, negotiate
+from .negotiation import (
+    client_hello_digest,
+    group_to_request,
+    negotiate,
+    require_certificate_handshake,
+)
 
 #: A transport's own rules for a ClientHello (QUIC: transport parameters, no session id); runs
 #: after parsing, before any cryptography.  It raises to refuse.
@@ -134,11 +139,15 @@ def hello_retry_request_for(
     it receives at its address before the server does any expensive work or keeps anything.
     """
     negotiated = negotiate(config, hello)
+    if negotiated.group is None and not config.psk_ke:
+        # Only a psk_ke handshake could go on, and this server does not make them.
+        require_certificate_handshake(hello, negotiated)
     requested_group = group_to_request(config, hello, negotiated)
     state = CookieState(
         issued_at=int(now),
         cipher_suite=negotiated.suite.code,
-        group=negotiated.group if requested_group is None else requested_group,
+        # What the HRR asks for, else our group, else 0 (no NamedGroup): a psk_ke handshake.
+        group=requested_group if requested_group is not None else negotiated.group or 0,
         key_share_requested=requested_group is not None,
         client_hello_hash=negotiated.suite.digest(raw_hello),
         client_hello_digest=client_hello_digest(hello),

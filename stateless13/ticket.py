@@ -7,13 +7,15 @@ no address (a client resumes from wherever it is), so a ticket never opens as a 
 QUIC token, nor they as a ticket.  The server's own ticket keys (``ServerConfig.ticket_keys``)
 are a ring apart from the cookie keys: they live days, cookies seconds.
 
-Plaintext, format 1 (big-endian):
+Plaintext, format 2 (big-endian):
 
     format u8 | issued_at u64 (ms since the epoch) | lifetime u32 (s) | cipher_suite u16
     | age_add u32 | max_early_data u32 | psk <1..255> | alpn <0..255> | server_name <0..255>
+    | external_psk_identity <0..255>
 
-ALPN and the server name are empty when the handshake had none (an empty protocol or host name
-cannot occur).  A plaintext that is not exactly this, or of another format, does not open.
+ALPN, the server name and the external PSK identity are empty when the handshake had none (none
+of them can be empty).  A plaintext that is not exactly this, or of another format, does not
+open: format 1's tickets (no external PSK identity) get a full handshake.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from .alerts import AlertError, DecryptError
 from .cookie import CookieKeyRing
 
-TICKET_FORMAT = 1
+TICKET_FORMAT = 2
 #: Our byte among the key ring's token kinds (QUIC's Retry token is 1).
 TICKET_TOKEN_KIND = 0x10
 #: §4.6.1: a ticket lives at most seven days.
@@ -45,6 +47,9 @@ class TicketState:
     psk: bytes  # HKDF-Expand-Label(resumption_master_secret, "resumption", nonce)
     alpn_protocol: bytes | None
     server_name: str | None
+    #: The external PSK that authenticated the session the ticket continues (directly or through
+    #: earlier tickets), so that a resumption reports who the client is.
+    external_psk_identity: bytes | None = None
 
     def expired(self, now: float) -> bool:
         """Past its lifetime by the server's clock (or issued in the future: not ours to trust)."""
@@ -59,6 +64,7 @@ class TicketState:
 def encode_ticket_state(state: TicketState) -> bytes:
     alpn = state.alpn_protocol or b""
     name = (state.server_name or "").encode("ascii")
+    external = state.external_psk_identity or b""
     return b"".join(
         (
             _HEADER.pack(
@@ -75,23 +81,25 @@ def encode_ticket_state(state: TicketState) -> bytes:
             alpn,
             bytes((len(name),)),
             name,
+            bytes((len(external),)),
+            external,
         )
     )
 
 
 def decode_ticket_state(data: bytes) -> TicketState:
-    """Parse an authenticated plaintext; DecryptError if it is not format 1, exactly."""
+    """Parse an authenticated plaintext; DecryptError if it is not format 2, exactly."""
     if len(data) < _HEADER.size or data[0] != TICKET_FORMAT:
-        raise DecryptError("not a ticket of format 1")
+        raise DecryptError(f"not a ticket of format {TICKET_FORMAT}")
     _, issued_at_ms, lifetime, suite, age_add, max_early_data = _HEADER.unpack_from(data)
     fields = []
     position = _HEADER.size
-    for _ in range(3):  # psk, alpn, server_name
+    for _ in range(4):  # psk, alpn, server_name, external_psk_identity
         if position >= len(data) or position + 1 + data[position] > len(data):
             raise DecryptError("ticket plaintext malformed")
         fields.append(data[position + 1 : position + 1 + data[position]])
         position += 1 + data[position]
-    psk, alpn, name = fields
+    psk, alpn, name, external = fields
     if position != len(data) or not psk:
         raise DecryptError("ticket plaintext malformed")
     return TicketState(
@@ -103,6 +111,7 @@ def decode_ticket_state(data: bytes) -> TicketState:
         psk=psk,
         alpn_protocol=alpn or None,
         server_name=name.decode("ascii") if name else None,
+        external_psk_identity=external or None,
     )
 
 

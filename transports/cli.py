@@ -39,6 +39,7 @@ from stateless13 import (
     ServerConfig,
     __version__,
     keylog_to_file,
+    load_external_psks,
 )
 
 from .common import (
@@ -230,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
         " $STATELESS13_TICKET_KEYS, comma-separated hex, if set; else a key of this process)",
     )
     serve.add_argument(
+        "--psk-file",
+        type=Path,
+        help="external pre-shared keys, one per line: IDENTITY HEX-KEY [sha256|sha384] (at least"
+        " 16 bytes of key); a client naming one with a matching binder is admitted by it, without"
+        " a certificate",
+    )
+    serve.add_argument(
+        "--psk-ke",
+        action="store_true",
+        help="also accept PSK handshakes (tickets and external PSKs) without a key exchange, for"
+        " clients that offer only psk_ke: no forward secrecy (default: psk_dhe_ke only)",
+    )
+    serve.add_argument(
         "--max-client-hello-size",
         type=int,
         default=CONFIG_DEFAULTS["max_client_hello_size"],
@@ -331,6 +345,15 @@ def build_config(
         keys = _key_ring(option, path, variable)
         if keys is not None:
             options[field] = keys
+    if args.psk_file is not None:
+        try:
+            options["external_psks"] = load_external_psks(args.psk_file)
+        except OSError as error:
+            raise CommandError(f"--psk-file {args.psk_file}: {_reason(error)}") from None
+        except ValueError as error:
+            raise CommandError(f"--psk-file {args.psk_file}, {error}") from None
+    if args.psk_ke:
+        options["psk_ke"] = True
     if args.groups:
         options["groups"] = args.groups
     if args.retry_names_a_group:

@@ -294,10 +294,11 @@ class ConnectionReport:
             "hrr": self.hello_retry,
             "cookie_verified": self.cookie_verified,
             "suite": h.cipher_suite.name if h else None,
-            "group": h.group.name if h else None,
+            "group": h.group.name if h and h.group else None,
             "alpn": h.alpn_protocol if h else None,
             "sni": h.server_name if h else None,
             "resumed": h.resumed if h else None,
+            "psk_identity": _text(h.psk_identity) if h and h.psk_identity else None,
             "early_data": h.early_data if h else None,
             "handshake_ms": None if self.handshake_time is None else self.handshake_time * 1000,
             "duration_ms": self.duration * 1000,
@@ -321,11 +322,13 @@ class ConnectionReport:
             h = self.handshake
             parts += [
                 f"suite={h.cipher_suite.name}",
-                f"group={h.group.name}",
+                f"group={h.group.name if h.group else '-'}",
                 f"alpn={_loggable(h.alpn_protocol)}",
                 f"sni={_loggable(h.server_name)}",
                 f"resumed={'0rtt' if h.early_data else 'yes' if h.resumed else 'no'}",
             ]
+            if h.psk_identity is not None:
+                parts.append(f"psk={_loggable(_text(h.psk_identity))}")
         if self.handshake_time is not None:
             parts.append(f"handshake={self.handshake_time * 1000:.1f}ms")
         parts.append(f"duration={self.duration * 1000:.1f}ms")
@@ -432,6 +435,11 @@ class ServerStats:
             else:
                 parts.append(f"{key}={value}")
         return " ".join(parts)
+
+
+def _text(identity: bytes) -> str:
+    """A PSK identity as text (identities are bytes; most are ASCII names)."""
+    return identity.decode("ascii", "backslashreplace")
 
 
 def _loggable(value: str | None) -> str:

@@ -83,7 +83,7 @@ def _page(stream: TLSStream) -> tuple[HTTPStatus, Headers, bytes]:
     info = stream.handshake
     body = (
         f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"
-        f"<p>TLS 1.3, {info.cipher_suite.name}, {info.group.name}, "
+        f"<p>TLS 1.3, {info.cipher_suite.name}, {info.key_exchange}, "
         f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
         f"cookie verified: {'yes' if info.cookie_verified else 'no'}, "
         f"session resumed: {'yes' if info.resumed else 'no'}, "

@@ -46,7 +46,6 @@ from stateless13 import (
     CipherSuite,
     Credential,
     LocalProtocolError,
-    NamedGroup,
     ServerConfig,
 )
 
@@ -262,7 +261,7 @@ class H3PageProtocol(StatelessQuicProtocol):
         if summary is not None:
             details = (
                 f"TLS 1.3 over QUIC, {CipherSuite(summary.cipher_suite).name}, "
-                f"{NamedGroup(summary.group).name}, "
+                f"{summary.event().key_exchange}, "
                 f"HelloRetryRequest: {'yes' if summary.hello_retry else 'no'}, "
                 f"cookie verified: {'yes' if summary.cookie_verified else 'no'}, "
                 f"session resumed: {'yes' if summary.resumed else 'no'}, "
