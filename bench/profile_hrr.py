@@ -126,7 +126,7 @@ def stages(config: ServerConfig, hellos: list[bytes], seconds: float) -> Table:
         binding = peer_binding(PEER)
         states = [
             CookieState(
-                int(NOW), n.suite.code, n.group if r is None else r, r is not None,
+                int(NOW), n.suite.code, n.group or 0 if r is None else r, r is not None,
                 n.suite.digest(m), negotiation.client_hello_digest(h),
             )
             for h, m, n, r in zip(parsed, messages, negotiated, requested, strict=True)

@@ -45,6 +45,7 @@ def captured(name: str) -> ClientHello:
 def hrr_group(config: ServerConfig, hello: ClientHello) -> tuple[NamedGroup, bool]:
     negotiated = negotiate(config, hello)
     named = group_to_request(config, hello, negotiated)
+    assert negotiated.group is not None  # these clients offer no PSK: a group or an error
     return (negotiated.group if named is None else NamedGroup(named)), named is not None
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,11 @@ class ChromiumRun:
     seconds: float
 
 
-def chromium_get(server: RunningServer, tmp_path: Path) -> ChromiumRun:
+def chromium_get(
+    server: RunningServer, tmp_path: Path, extra_flags: Sequence[str] = ()
+) -> ChromiumRun:
+    """One Chromium process loads the server's ``/`` and dumps its DOM; ``extra_flags`` go
+    before ``--dump-dom`` (e.g. ``--virtual-time-budget`` to let the page navigate first)."""
     chromium = require_peer("chromium")
     netlog = tmp_path / "netlog.json"
     command = [
@@ -110,6 +115,7 @@ def chromium_get(server: RunningServer, tmp_path: Path) -> ChromiumRun:
         "--host-resolver-rules=MAP localhost 127.0.0.1",
         f"--log-net-log={netlog}",
         "--net-log-capture-mode=Everything",
+        *extra_flags,
         "--dump-dom",
         f"https://localhost:{server.port}/",
     ]

@@ -637,7 +637,7 @@ def test_validation_modes_measured(
     if validation in (Validation.HRR, Validation.BOTH):
         assert report.hello_retry and report.cookie_verified, report
     assert server_first <= 3 * client_first, (client_first, server_first)
-    group = report.handshake.group.name if report.handshake else "-"
+    group = report.handshake.key_exchange if report.handshake else "-"
     print(
         f"\nMEASURE peer={peer} validation={validation.value} "
         f"c2s={totals['c2s_datagrams']}/{totals['c2s_bytes']}B "
