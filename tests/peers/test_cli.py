@@ -36,7 +36,7 @@ LOG_LINE = re.compile(
     r"peer=127\.0\.0\.1:\d+ (?:validation=\S+ )?"
     r"hrr=(?P<hrr>yes|no) cookie=(?P<cookie>verified|none)"
     r"(?: suite=(?P<suite>\S+) group=(?P<group>\S+) alpn=(?P<alpn>\S+) sni=(?P<sni>\S+)"
-    r" resumed=(?P<resumed>yes|no|0rtt))?"
+    r" resumed=(?P<resumed>yes|no|0rtt)(?: psk=(?P<psk>\S+))?)?"
     r"(?: handshake=[\d.]+ms)? duration=[\d.]+ms(?: in=\S+)?(?: out=\S+)?"
     r"(?: error=(?P<error>.*))?$"
 )

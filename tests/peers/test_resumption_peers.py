@@ -121,7 +121,9 @@ def test_gnutls_resumes(tls_server: ServerFactory, stateless: bool) -> None:
     groups give it a key_share HRR, README), and the resuming ClientHello2 still offers the PSK."""
     server = tls_server(validation=validation(stateless))
     group = GNUTLS_GROUP[stateless]
-    run = gnutls_get(server, "--resume")
+    # --waitresumption: without it gnutls-cli waits for a ticket only its estimated round trip
+    # plus 60 ms, then "resumes" without one (a full handshake) when the server was slower.
+    run = gnutls_get(server, "--resume", "--waitresumption")
     assert_gnutls_ok(run, AES128, group, retry=stateless)  # the first connection's handshake
     assert "- Resume Handshake was completed" in run.output, run.log
     assert GNUTLS_RESUMED in run.output, run.log
@@ -141,7 +143,7 @@ def test_gnutls_early_data_is_accepted_when_enabled(
     server = tls_server(validation=validation(False), early_data=16384)
     request = tmp_path / "request.txt"
     request.write_bytes(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    run = gnutls_get(server, "--resume", f"--earlydata={request}")
+    run = gnutls_get(server, "--resume", "--waitresumption", f"--earlydata={request}")
     assert GNUTLS_RESUMED in run.output, run.log
     assert "early data (0-RTT): yes" in run.output, run.log
     first, second = assert_resumed_second(server, GNUTLS_GROUP[False], stateless=False)
