@@ -73,6 +73,7 @@ from .messages import (
     split_handshake,
 )
 from .negotiation import (
+    MAX_PSK_IDENTITIES,
     Negotiated,
     client_hello_digest,
     negotiate,
@@ -196,9 +197,6 @@ OUR_RECORD_SIZE_LIMIT = (1 << 14) + 1
 #: offers it; PSK alone, only when the config allows it (``ServerConfig.psk_ke``).
 PSK_KE = 0
 PSK_DHE_KE = 1
-#: Offered PSK identities examined, from the first: each may cost an AEAD open, and a client
-#: has one or two tickets of ours to offer, not hundreds.
-MAX_PSK_IDENTITIES = 8
 _AGE_ADD = struct.Struct(">I")
 
 

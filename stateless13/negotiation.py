@@ -22,6 +22,10 @@ from .config import Credential, ServerConfig
 from .messages import GREASE, SSL3, TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
 from .primitives import SUITES, SuiteParams
 
+#: Offered PSK identities examined, from the first: each may cost an AEAD open, and a client
+#: has one or two tickets of ours to offer, not hundreds.
+MAX_PSK_IDENTITIES = 8
+
 
 @dataclass(slots=True)  # not frozen: built on every ClientHello1, and never shared
 class Negotiated:
@@ -91,9 +95,7 @@ def negotiate(
 
     group: NamedGroup | None
     if after_retry is None:
-        suite = next((SUITES[s] for s in config.cipher_suites if s in hello.cipher_suites), None)
-        if suite is None:
-            raise HandshakeFailure("no cipher suite in common")
+        suite = _choose_suite(config, hello)
         group = _choose_group(config, hello)
         if group is None and not offers_psk:
             raise HandshakeFailure("no key exchange group in common")
@@ -147,6 +149,35 @@ def require_certificate_handshake(hello: ClientHello, negotiated: Negotiated) ->
         if hello.signature_algorithms is None:
             raise MissingExtension("no signature_algorithms extension, and no PSK accepted")
         raise HandshakeFailure("no signature scheme in common, and no PSK accepted")
+
+
+def _choose_suite(config: ServerConfig, hello: ClientHello) -> SuiteParams:
+    """Our most preferred suite the client offers; but when the client offers one of our
+    external PSKs, our most preferred suite of that PSK's hash (§4.2.11: it is usable with no
+    other), so that a client holding a SHA-384 PSK gets a SHA-384 suite."""
+    psk_hash = _external_psk_hash(config, hello)
+    first: SuiteParams | None = None
+    for code in config.cipher_suites:
+        if code in hello.cipher_suites:
+            suite = SUITES[code]
+            if psk_hash is None or suite.hash_name == psk_hash:
+                return suite
+            if first is None:
+                first = suite
+    if first is None:
+        raise HandshakeFailure("no cipher suite in common")
+    return first
+
+
+def _external_psk_hash(config: ServerConfig, hello: ClientHello) -> str | None:
+    """The hash of the first offered identity that is one of our external PSKs, if any."""
+    if hello.pre_shared_key is None or not config.external_psk_index:
+        return None
+    for identity in hello.pre_shared_key.identities[:MAX_PSK_IDENTITIES]:
+        psk = config.external_psk_index.get(identity.identity)
+        if psk is not None:
+            return psk.hash_name
+    return None
 
 
 def _choose_group(config: ServerConfig, hello: ClientHello) -> NamedGroup | None:

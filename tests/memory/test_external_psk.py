@@ -90,11 +90,15 @@ class PskClient:
         key_share: bool = True,
         signature_algorithms: bool = False,
         suite: SuiteParams = SHA256,
+        offered_suites: tuple[int, ...] = (),
         early_data: bool = False,
     ) -> None:
+        """``suite``: the one the binders are computed for; ``offered_suites``: the
+        ClientHello's list (default: ``suite`` alone)."""
         self.offers = offers
         self.modes = modes
         self.suite = suite
+        self.offered_suites = offered_suites or (suite.code,)
         self.random = os.urandom(32)
         self.private = x25519.X25519PrivateKey.generate() if key_share else None
         self.signature_algorithms = signature_algorithms
@@ -128,7 +132,7 @@ class PskClient:
         body = len(identities).to_bytes(2, "big") + identities + bytes(binders_size)
         extensions.append((ExtensionType.pre_shared_key, body))
         hello = ClientHello(
-            0x0303, self.random, b"", (self.suite.code,), b"\x00", tuple(extensions)
+            0x0303, self.random, b"", self.offered_suites, b"\x00", tuple(extensions)
         )
         message = push_client_hello(hello)
         truncated = message[: len(message) - binders_size]
@@ -295,6 +299,20 @@ def test_a_sha384_psk_under_a_sha384_suite() -> None:
     server, _ = handshake(CONFIG, client)
     assert server.complete and server.summary is not None
     assert server.summary.psk_identity == PSK384.identity
+
+
+def test_a_client_offering_several_suites_gets_one_of_its_psks_hash() -> None:
+    """Our first preference is AES-128 (SHA-256); a client holding a SHA-384 PSK gets the
+    SHA-384 suite it also offers, and its PSK, rather than a certificate handshake."""
+    client = PskClient(
+        [Offer(PSK384.identity, PSK384.key)],
+        suite=SHA384,
+        offered_suites=(SHA256.code, SHA384.code),
+        signature_algorithms=True,
+    )
+    server, _ = handshake(CONFIG, client)
+    assert server.summary is not None and server.summary.psk_identity == PSK384.identity
+    assert server.summary.cipher_suite == SHA384.code
 
 
 def test_the_second_identity_when_the_first_is_unknown() -> None:

@@ -28,7 +28,6 @@ from stateless13 import (
 )
 from stateless13 import key_schedule as ks
 from stateless13.alerts import DecryptError
-from stateless13.handshake import MAX_PSK_IDENTITIES
 from stateless13.messages import (
     ExtensionType,
     HandshakeType,
@@ -38,6 +37,7 @@ from stateless13.messages import (
     pull_server_hello,
     push_client_hello,
 )
+from stateless13.negotiation import MAX_PSK_IDENTITIES
 from stateless13.primitives import SUITES
 from stateless13.record import ContentType, RecordProtection, frame_plaintext
 from stateless13.ticket import TICKET_TOKEN_KIND, open_ticket
