@@ -28,6 +28,7 @@ from .alerts import (
     TLSError,
     UnexpectedMessage,
 )
+from .client_auth import ClientAuth, ClientCertificate
 from .config import Credential, ExternalPsk, ServerConfig, keylog_to_file, load_external_psks
 from .connection import ServerConnection
 from .cookie import CookieKeyRing, peer_binding
@@ -123,6 +124,8 @@ __all__ = [
     "AlertReceived",
     "ApplicationData",
     "CipherSuite",
+    "ClientAuth",
+    "ClientCertificate",
     "ClientHelloBuffer",
     "ConnectionClosed",
     "CookieKeyRing",

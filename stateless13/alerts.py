@@ -98,6 +98,34 @@ class AccessDenied(AlertError):
     description = AlertDescription.access_denied
 
 
+class BadCertificate(AlertError):
+    description = AlertDescription.bad_certificate
+
+
+class UnsupportedCertificate(AlertError):
+    description = AlertDescription.unsupported_certificate
+
+
+class CertificateExpired(AlertError):
+    description = AlertDescription.certificate_expired
+
+
+class UnknownCa(AlertError):
+    description = AlertDescription.unknown_ca
+
+
+class CertificateRequired(AlertError):
+    description = AlertDescription.certificate_required
+
+
+class UnsupportedExtension(AlertError):
+    description = AlertDescription.unsupported_extension
+
+
+class UnrecognizedName(AlertError):
+    description = AlertDescription.unrecognized_name
+
+
 class DecodeError(AlertError):
     description = AlertDescription.decode_error
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID, PublicKeyAlgorithmOID
 
 from .alerts import LocalProtocolError
+from .client_auth import ClientAuth
 from .cookie import CookieKeyRing
 from .messages import (
     MAX_HANDSHAKE_MESSAGE_SIZE,
@@ -280,6 +281,8 @@ class ServerConfig:
     #: exchange, for clients that offer only that mode or share no group with us.  Off by
     #: default: such a session has no forward secrecy (whoever later learns the PSK reads it).
     psk_ke: bool = False
+    #: Ask clients for a certificate and judge it (client_auth.py); None (the default) asks none.
+    client_auth: ClientAuth | None = None
     #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
     #: server may opt into; None (the default) keeps the stateless path free of any state.
     replay_filter: ReplayStore | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .alerts import AlertDescription
+from .client_auth import ClientCertificate
 from .messages import CipherSuite, NamedGroup, SignatureScheme
 
 
@@ -23,6 +24,9 @@ class HandshakeComplete:
     #: The external PSK (ServerConfig.external_psks) the client authenticated with, in this
     #: handshake or in the one whose ticket it resumed; None otherwise.
     psk_identity: bytes | None = None
+    #: The certificate the client authenticated with (ServerConfig.client_auth), in this
+    #: handshake or in the one whose ticket it resumed; None otherwise.
+    client_certificate: ClientCertificate | None = None
 
     @property
     def key_exchange(self) -> str:

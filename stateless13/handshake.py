@@ -28,14 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryptography import x509
+
 from . import key_schedule as ks
 from .alerts import (
+    CertificateRequired,
     DecodeError,
     DecryptError,
     IllegalParameter,
     LocalProtocolError,
     UnexpectedMessage,
 )
+from .client_auth import ClientCertificate, is_rsassa_pss
 from .config import Credential, ExternalPsk, ServerConfig
 from .cookie import CookieState
 from .events import HandshakeComplete
@@ -61,6 +65,8 @@ from .messages import (
     early_data_ticket_body,
     key_share_server_body,
     pre_shared_key_server_body,
+    pull_certificate,
+    pull_certificate_verify,
     pull_finished,
     pull_key_update,
     push_certificate_verify,
@@ -79,7 +85,7 @@ from .negotiation import (
     negotiate,
     require_certificate_handshake,
 )
-from .primitives import SUITES, KeyExchange, SuiteParams, sign
+from .primitives import SUITES, VERIFIABLE_SCHEMES, KeyExchange, SuiteParams, sign, verify
 from .retry import CookieVerified, parse_client_hello
 from .ticket import TicketState, open_ticket, seal_ticket
 from .transcript import Transcript, rebuild_after_retry
@@ -156,6 +162,9 @@ class HandshakeSummary:
     #: The external PSK the client authenticated with, in this handshake or in the one that
     #: issued the ticket it resumed; None if none.
     psk_identity: bytes | None
+    #: The certificate the client authenticated with (ServerConfig.client_auth), in this
+    #: handshake or in the one that issued the ticket it resumed; None if none.
+    client_certificate: ClientCertificate | None = None
 
     def event(self) -> HandshakeComplete:
         """What the application is told: the one conversion, for every transport."""
@@ -173,6 +182,7 @@ class HandshakeSummary:
             resumed=self.resumed,
             early_data=self.early_data,
             psk_identity=self.psk_identity,
+            client_certificate=self.client_certificate,
         )
 
 
@@ -210,6 +220,13 @@ class AcceptedPsk:
     identity: PskIdentity
     ticket: TicketState | None
     external: ExternalPsk | None
+
+    @property
+    def client_certificate(self) -> ClientCertificate | None:
+        """The ticket's client certificate: its leaf, verified when the ticket was issued."""
+        if self.ticket is None or self.ticket.client_certificate is None:
+            return None
+        return ClientCertificate((self.ticket.client_certificate,), ())
 
     @property
     def external_identity(self) -> bytes | None:
@@ -283,6 +300,22 @@ class ExpectFinished:
 
 
 @dataclass(slots=True)
+class ExpectClientCertificate:
+    """We asked for a certificate (§4.3.2): the client's Certificate comes first (§4.4.2)."""
+
+    after: ExpectFinished  # the state once the client authenticated (or chose not to)
+
+
+@dataclass(slots=True)
+class ExpectClientCertificateVerify:
+    """The client sent a certificate the chain validation accepted: now its proof (§4.4.3)."""
+
+    after: ExpectFinished
+    certificate: ClientCertificate
+    leaf: x509.Certificate
+
+
+@dataclass(slots=True)
 class ExpectEndOfEarlyData:
     """0-RTT accepted: the client's early data, then its EndOfEarlyData (§4.5)."""
 
@@ -307,6 +340,8 @@ State = (
     ExpectClientHello
     | ExpectRetriedClientHello
     | ExpectEndOfEarlyData
+    | ExpectClientCertificate
+    | ExpectClientCertificateVerify
     | ExpectFinished
     | Connected
     | Failed
@@ -317,6 +352,8 @@ _EXPECTED_EPOCH: dict[type, Epoch] = {
     ExpectClientHello: Epoch.INITIAL,
     ExpectRetriedClientHello: Epoch.INITIAL,
     ExpectEndOfEarlyData: Epoch.ZERO_RTT,
+    ExpectClientCertificate: Epoch.HANDSHAKE,
+    ExpectClientCertificateVerify: Epoch.HANDSHAKE,
     ExpectFinished: Epoch.HANDSHAKE,
     Connected: Epoch.ONE_RTT,
 }
@@ -370,6 +407,8 @@ class ServerHandshake:
     def summary(self) -> HandshakeSummary | None:
         """What was agreed, once the server's flight is out."""
         state = self.state
+        if isinstance(state, (ExpectClientCertificate, ExpectClientCertificateVerify)):
+            return state.after.summary
         return state.summary if isinstance(state, (ExpectFinished, Connected)) else None
 
     @property
@@ -622,6 +661,7 @@ class ServerHandshake:
                     or ticket.cipher_suite not in SUITES
                     or SUITES[ticket.cipher_suite].hash_name != suite.hash_name  # §4.2.11
                     or ticket.server_name != hello.server_name  # §4.6.1: the same server name
+                    or not self._ticket_authenticates_enough(ticket, now)
                 ):
                     continue
                 key = ticket.psk
@@ -634,6 +674,18 @@ class ServerHandshake:
                 raise DecryptError(f"the binder of PSK identity {index} does not verify")
             return AcceptedPsk(index, early, identity, ticket, external)
         return None
+
+    def _ticket_authenticates_enough(self, ticket: TicketState, now: float) -> bool:
+        """A server that now requires client certificates resumes only sessions that had one,
+        still valid (else a full handshake asks for one): a config change never lets a client
+        skip authentication."""
+        client_auth = self.config.client_auth
+        if client_auth is None or not client_auth.required:
+            return True
+        if ticket.client_certificate is None:
+            return False
+        leaf = x509.load_der_x509_certificate(ticket.client_certificate)
+        return leaf.not_valid_after_utc.timestamp() >= now
 
     def _psk_mode_usable(self, negotiated: Negotiated) -> bool:
         """§4.2.9: a mode the client offers and we accept: psk_dhe_ke with a group in common,
@@ -730,6 +782,10 @@ class ServerHandshake:
             self._actions.append(LimitRecordSize(negotiated.record_size_limit))
 
         self._send_encrypted(transcript, self._encrypted_extensions(negotiated, early_data))
+        # §4.3.2: never in a PSK handshake (the PSK authenticated the client too).
+        client_auth = self.config.client_auth if psk is None else None
+        if client_auth is not None:
+            self._send_encrypted(transcript, client_auth.certificate_request)
         if psk is None:  # §2.2: a PSK handshake authenticates with the PSK, not a certificate
             assert negotiated.credential is not None
             self._send_encrypted(transcript, negotiated.credential.certificate_message)
@@ -766,9 +822,15 @@ class ServerHandshake:
                 resumed=psk is not None and psk.ticket is not None,
                 early_data=early_data,
                 psk_identity=None if psk is None else psk.external_identity,
+                client_certificate=None if psk is None else psk.client_certificate,
             ),
         )
-        self.state = ExpectEndOfEarlyData(expect_finished) if early_data else expect_finished
+        if early_data:
+            self.state = ExpectEndOfEarlyData(expect_finished)
+        elif client_auth is not None:
+            self.state = ExpectClientCertificate(expect_finished)
+        else:
+            self.state = expect_finished
         return early_data
 
     def _send_server_hello(
@@ -852,6 +914,49 @@ class ServerHandshake:
         )
         self.state = after
 
+    # -- §4.4.2, §4.4.3 the client's Certificate and CertificateVerify ---------------------------
+
+    def _process_client_certificate(self, message: bytes) -> None:
+        state = self.state
+        assert isinstance(state, ExpectClientCertificate)
+        client_auth = self.config.client_auth
+        assert client_auth is not None
+        certificate = pull_certificate(message[4:])
+        if certificate.request_context:  # §4.4.2: our request's context, empty in a handshake
+            raise IllegalParameter("a client Certificate with a request context in the handshake")
+        state.after.transcript.update(message)
+        if not certificate.certificate_list:
+            if client_auth.required:  # §4.4.2.4
+                raise CertificateRequired("the client sent no certificate")
+            self.state = state.after
+            return
+        judged, leaf = client_auth.judge(certificate.certificate_list, self._clock())
+        self.state = ExpectClientCertificateVerify(state.after, judged, leaf)
+
+    def _process_client_certificate_verify(self, message: bytes) -> None:
+        state = self.state
+        assert isinstance(state, ExpectClientCertificateVerify)
+        client_auth = self.config.client_auth
+        assert client_auth is not None
+        certificate_verify = pull_certificate_verify(message[4:])
+        scheme = certificate_verify.algorithm
+        if scheme not in VERIFIABLE_SCHEMES:  # §4.4.3: one our CertificateRequest listed
+            raise IllegalParameter(f"CertificateVerify with scheme 0x{scheme:04x}, not requested")
+        after = state.after
+        # §4.4.3: 64 spaces, the context string, a zero byte, then the transcript hash.
+        content = b" " * 64 + b"TLS 1.3, client CertificateVerify\x00" + after.transcript.digest()
+        verify(
+            state.leaf.public_key(),
+            scheme,
+            content,
+            certificate_verify.signature,
+            rsassa_pss=is_rsassa_pss(state.leaf),
+        )
+        client_auth.accept(state.certificate)  # the application's word, on a proven identity
+        after.transcript.update(message)
+        after.summary.client_certificate = state.certificate
+        self.state = after
+
     # -- §4.4.4 the client's Finished ----------------------------------------------------------
 
     def _process_client_finished(self, message: bytes) -> None:
@@ -909,6 +1014,9 @@ class ServerHandshake:
                 alpn_protocol=summary.alpn_protocol,
                 server_name=summary.server_name,
                 external_psk_identity=summary.psk_identity,
+                client_certificate=None
+                if summary.client_certificate is None
+                else summary.client_certificate.chain[0],
             )
             sealed = seal_ticket(self.config.ticket_keys, ticket)
             self._send(
@@ -967,6 +1075,14 @@ _HANDLERS: dict[tuple[type, int], _Handler] = {
         ExpectEndOfEarlyData,
         HandshakeType.end_of_early_data,
     ): ServerHandshake._process_end_of_early_data,
+    (
+        ExpectClientCertificate,
+        HandshakeType.certificate,
+    ): ServerHandshake._process_client_certificate,
+    (
+        ExpectClientCertificateVerify,
+        HandshakeType.certificate_verify,
+    ): ServerHandshake._process_client_certificate_verify,
     (ExpectFinished, HandshakeType.finished): ServerHandshake._process_client_finished,
     (Connected, HandshakeType.key_update): ServerHandshake._process_key_update,
 }

@@ -59,6 +59,9 @@ class ExtensionType(IntEnum):
     supported_versions = 43
     cookie = 44
     psk_key_exchange_modes = 45
+    certificate_authorities = 47
+    post_handshake_auth = 49
+    signature_algorithms_cert = 50
     key_share = 51
     quic_transport_parameters = 57
 
@@ -80,10 +83,12 @@ class SignatureScheme(IntEnum):
     rsa_pkcs1_sha256 = 0x0401
     ecdsa_secp256r1_sha256 = 0x0403
     ecdsa_secp384r1_sha384 = 0x0503
+    ecdsa_secp521r1_sha512 = 0x0603
     rsa_pss_rsae_sha256 = 0x0804
     rsa_pss_rsae_sha384 = 0x0805
     rsa_pss_rsae_sha512 = 0x0806
     ed25519 = 0x0807
+    ed448 = 0x0808
     rsa_pss_pss_sha256 = 0x0809
     rsa_pss_pss_sha384 = 0x080A
     rsa_pss_pss_sha512 = 0x080B
@@ -223,6 +228,7 @@ class ClientHello:
     early_data: bool = False
     pre_shared_key: OfferedPsks | None = None
     record_size_limit: int | None = None  # RFC 8449
+    post_handshake_auth: bool = False  # §4.2.6: the client answers a CertificateRequest later
 
 
 def pull_client_hello(body: bytes) -> ClientHello:
@@ -414,6 +420,12 @@ def _pull_empty(data: bytes) -> bool:
     return True
 
 
+def _pull_post_handshake_auth(data: bytes) -> bool:
+    if data:
+        raise DecodeError("post_handshake_auth must be empty")
+    return True
+
+
 _CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
     ExtensionType.server_name: ("server_name", _pull_server_name),
     ExtensionType.supported_groups: ("supported_groups", _uint16_list(2)),
@@ -426,6 +438,7 @@ _CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
     ExtensionType.early_data: ("early_data", _pull_empty),
     ExtensionType.pre_shared_key: ("pre_shared_key", _pull_offered_psks),
     ExtensionType.record_size_limit: ("record_size_limit", _pull_record_size_limit),
+    ExtensionType.post_handshake_auth: ("post_handshake_auth", _pull_post_handshake_auth),
 }
 
 # The same table by field position, so pull_client_hello fills ClientHello's fields in order.
@@ -585,6 +598,42 @@ def pull_encrypted_extensions(body: bytes) -> EncryptedExtensions:
     extensions = _pull_extensions(reader)
     reader.expect_end("EncryptedExtensions")
     return EncryptedExtensions(extensions)
+
+
+# ---------------------------------------------------------------------------------------------
+# CertificateRequest (§4.3.2)
+
+
+@dataclass(slots=True)
+class CertificateRequest:
+    request_context: bytes  # empty in the handshake; a fresh value after it (§4.6.2)
+    extensions: Extensions
+
+
+def push_certificate_request(message: CertificateRequest) -> bytes:
+    writer = Writer()
+    writer.push_vector(1, message.request_context)
+    _push_extensions(writer, message.extensions)
+    return push_handshake(HandshakeType.certificate_request, writer.getvalue())
+
+
+def pull_certificate_request(body: bytes) -> CertificateRequest:
+    reader = Reader(body)
+    context = reader.pull_vector(1)
+    extensions = _pull_extensions(reader)
+    reader.expect_end("CertificateRequest")
+    return CertificateRequest(context, extensions)
+
+
+def signature_algorithms_body(schemes: tuple[int, ...]) -> bytes:
+    data = b"".join([scheme.to_bytes(2, "big") for scheme in schemes])
+    return len(data).to_bytes(2, "big") + data
+
+
+def certificate_authorities_body(names: tuple[bytes, ...]) -> bytes:
+    """§4.2.4: the DER-encoded distinguished names of the trust anchors."""
+    data = b"".join([len(name).to_bytes(2, "big") + name for name in names])
+    return len(data).to_bytes(2, "big") + data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,12 +11,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, padding, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import (
+    ec,
+    ed448,
+    ed25519,
+    mlkem,
+    padding,
+    rsa,
+    x25519,
+)
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .alerts import IllegalParameter
+from .alerts import DecryptError, IllegalParameter
 from .messages import CipherSuite, NamedGroup, SignatureScheme
 
 if TYPE_CHECKING:
@@ -171,6 +181,69 @@ _ECDSA: dict[int, ec.ECDSA] = {
     SignatureScheme.ecdsa_secp256r1_sha256: ec.ECDSA(hashes.SHA256()),
     SignatureScheme.ecdsa_secp384r1_sha384: ec.ECDSA(hashes.SHA384()),
 }
+
+
+#: The schemes a client's CertificateVerify may use (§4.2.3, §4.4.3), our order: those we can
+#: verify.  Not RSASSA-PKCS1-v1_5 (§4.2.3: never in TLS 1.3 handshake signatures).
+VERIFIABLE_SCHEMES: tuple[SignatureScheme, ...] = (
+    SignatureScheme.ecdsa_secp256r1_sha256,
+    SignatureScheme.ecdsa_secp384r1_sha384,
+    SignatureScheme.ecdsa_secp521r1_sha512,
+    SignatureScheme.ed25519,
+    SignatureScheme.ed448,
+    SignatureScheme.rsa_pss_rsae_sha256,
+    SignatureScheme.rsa_pss_rsae_sha384,
+    SignatureScheme.rsa_pss_rsae_sha512,
+    SignatureScheme.rsa_pss_pss_sha256,
+    SignatureScheme.rsa_pss_pss_sha384,
+    SignatureScheme.rsa_pss_pss_sha512,
+)
+_ECDSA_CURVES: dict[int, tuple[type[ec.EllipticCurve], ec.ECDSA]] = {
+    SignatureScheme.ecdsa_secp256r1_sha256: (ec.SECP256R1, ec.ECDSA(hashes.SHA256())),
+    SignatureScheme.ecdsa_secp384r1_sha384: (ec.SECP384R1, ec.ECDSA(hashes.SHA384())),
+    SignatureScheme.ecdsa_secp521r1_sha512: (ec.SECP521R1, ec.ECDSA(hashes.SHA512())),
+}
+_RSASSA_PSS_SCHEMES = frozenset(
+    (
+        SignatureScheme.rsa_pss_pss_sha256,
+        SignatureScheme.rsa_pss_pss_sha384,
+        SignatureScheme.rsa_pss_pss_sha512,
+    )
+)
+
+
+def verify(
+    key: CertificatePublicKeyTypes, scheme: int, data: bytes, signature: bytes, *, rsassa_pss: bool
+) -> None:
+    """Check a peer's signature with ``scheme`` (one of VERIFIABLE_SCHEMES): illegal_parameter
+    if the scheme does not fit the certificate's key (§4.2.3: the ECDSA schemes name the curve,
+    rsa_pss_pss the RSASSA-PSS key type), decrypt_error if the signature is wrong (§4.4.3)."""
+    try:
+        if scheme in _ECDSA_CURVES:
+            curve, ecdsa = _ECDSA_CURVES[scheme]
+            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, curve):
+                raise IllegalParameter(f"scheme 0x{scheme:04x} does not fit the certificate's key")
+            key.verify(signature, data, ecdsa)
+        elif (scheme == SignatureScheme.ed25519 and isinstance(key, ed25519.Ed25519PublicKey)) or (
+            scheme == SignatureScheme.ed448 and isinstance(key, ed448.Ed448PublicKey)
+        ):
+            key.verify(signature, data)
+        elif (
+            scheme in _PSS_HASHES
+            and isinstance(key, rsa.RSAPublicKey)
+            and (scheme in _RSASSA_PSS_SCHEMES) == rsassa_pss
+        ):
+            hash_type = _PSS_HASHES[scheme]
+            key.verify(
+                signature,
+                data,
+                padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=hash_type().digest_size),
+                hash_type(),
+            )
+        else:
+            raise IllegalParameter(f"scheme 0x{scheme:04x} does not fit the certificate's key")
+    except InvalidSignature:
+        raise DecryptError("the CertificateVerify signature does not verify") from None
 
 
 def sign(key: PrivateKey, scheme: int, data: bytes) -> bytes:

@@ -11,11 +11,12 @@ Plaintext, format 2 (big-endian):
 
     format u8 | issued_at u64 (ms since the epoch) | lifetime u32 (s) | cipher_suite u16
     | age_add u32 | max_early_data u32 | psk <1..255> | alpn <0..255> | server_name <0..255>
-    | external_psk_identity <0..255>
+    | external_psk_identity <0..255> | client_certificate <0..2^16-1>
 
-ALPN, the server name and the external PSK identity are empty when the handshake had none (none
-of them can be empty).  A plaintext that is not exactly this, or of another format, does not
-open: format 1's tickets (no external PSK identity) get a full handshake.
+ALPN, the server name, the external PSK identity and the client's certificate (its leaf, DER)
+are empty when the handshake had none (none of them can be empty).  A plaintext that is not
+exactly this, or of another format, does not open: format 1's tickets (without the last two
+fields) get a full handshake.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class TicketState:
     #: The external PSK that authenticated the session the ticket continues (directly or through
     #: earlier tickets), so that a resumption reports who the client is.
     external_psk_identity: bytes | None = None
+    #: The leaf certificate (DER) the client authenticated with (client_auth.py), carried so a
+    #: resumed session reports who the client is; its chain was verified when it was issued.
+    client_certificate: bytes | None = None
 
     def expired(self, now: float) -> bool:
         """Past its lifetime by the server's clock (or issued in the future: not ours to trust)."""
@@ -65,6 +69,7 @@ def encode_ticket_state(state: TicketState) -> bytes:
     alpn = state.alpn_protocol or b""
     name = (state.server_name or "").encode("ascii")
     external = state.external_psk_identity or b""
+    certificate = state.client_certificate or b""
     return b"".join(
         (
             _HEADER.pack(
@@ -83,6 +88,8 @@ def encode_ticket_state(state: TicketState) -> bytes:
             name,
             bytes((len(external),)),
             external,
+            len(certificate).to_bytes(2, "big"),
+            certificate,
         )
     )
 
@@ -94,12 +101,17 @@ def decode_ticket_state(data: bytes) -> TicketState:
     _, issued_at_ms, lifetime, suite, age_add, max_early_data = _HEADER.unpack_from(data)
     fields = []
     position = _HEADER.size
-    for _ in range(4):  # psk, alpn, server_name, external_psk_identity
-        if position >= len(data) or position + 1 + data[position] > len(data):
+    # psk, alpn, server_name, external_psk_identity (1-byte lengths); client_certificate (2)
+    for length_size in (1, 1, 1, 1, 2):
+        end = position + length_size
+        if end > len(data):
             raise DecryptError("ticket plaintext malformed")
-        fields.append(data[position + 1 : position + 1 + data[position]])
-        position += 1 + data[position]
-    psk, alpn, name, external = fields
+        length = int.from_bytes(data[position:end], "big")
+        if end + length > len(data):
+            raise DecryptError("ticket plaintext malformed")
+        fields.append(data[end : end + length])
+        position = end + length
+    psk, alpn, name, external, certificate = fields
     if position != len(data) or not psk:
         raise DecryptError("ticket plaintext malformed")
     return TicketState(
@@ -112,6 +124,7 @@ def decode_ticket_state(data: bytes) -> TicketState:
         alpn_protocol=alpn or None,
         server_name=name.decode("ascii") if name else None,
         external_psk_identity=external or None,
+        client_certificate=certificate or None,
     )
 
 

@@ -1,0 +1,216 @@
+"""Client certificates (RFC 8446 §4.3.2, §4.4.2, §4.4.3) with Python's ssl client (OpenSSL's
+client code) over memory buffers: a chain through an intermediate verified, each failure with its
+alert, the application's callback, optional and required modes, through the stateless HRR, and
+resumption carrying the client's identity.
+
+The server's judgement is read from its own HandshakeComplete and from the alert it sends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from stateless13 import (
+    AlertDescription,
+    AlertError,
+    ClientAuth,
+    ClientCertificate,
+    CookieKeyRing,
+    HandshakeComplete,
+    ServerConfig,
+    ServerConnection,
+)
+from stateless13.messages import ExtensionType, pull_certificate_request
+from stateless13.primitives import VERIFIABLE_SCHEMES
+from tests.helpers import PEER, PythonSSLClient, stateless_handshake
+from tests.pki import ClientIdentity, Pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.make(tmp_path_factory.mktemp("pki"))
+
+
+def config_for(pki: Pki, **options: object) -> ServerConfig:
+    client_auth = ClientAuth.from_pem(pki.ca_file, **options)  # type: ignore[arg-type]
+    return ServerConfig.self_signed(
+        client_auth=client_auth, ticket_keys=CookieKeyRing.from_bytes(bytes(32))
+    )
+
+
+def client_with(identity: ClientIdentity | None, **options: object) -> PythonSSLClient:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if identity is not None:
+        context.load_cert_chain(identity.chain, identity.key)
+    return PythonSSLClient(context=context, **options)  # type: ignore[arg-type]
+
+
+def run(config: ServerConfig, client: PythonSSLClient) -> ServerConnection:
+    """Client flight, server flight, then the client's (its certificate, CertificateVerify and
+    Finished) buffered in the server, not yet read."""
+    server = ServerConnection(config, peer=PEER)
+    server.receive_data(client.step())
+    assert server.events() == []
+    server.receive_data(client.step(server.data_to_send()))
+    return server
+
+
+def handshake_event(config: ServerConfig, client: PythonSSLClient) -> HandshakeComplete:
+    server = run(config, client)
+    (event,) = server.events()
+    assert isinstance(event, HandshakeComplete), event
+    return event
+
+
+def refused(config: ServerConfig, client: PythonSSLClient) -> AlertError:
+    """The server's error; the client is told by the alert the server sends (encrypted under
+    the handshake keys): OpenSSL's client reads it as the alert's name."""
+    server = run(config, client)
+    with pytest.raises(AlertError) as caught:
+        server.events()
+    with pytest.raises(ssl.SSLError) as told:
+        client.receive(server.data_to_send())
+    name = caught.value.description.name.upper()
+    assert name in str(told.value) or name.replace("_", " ") in str(told.value).upper(), told.value
+    return caught.value
+
+
+def test_a_chain_through_an_intermediate_is_verified(pki: Pki) -> None:
+    event = handshake_event(config_for(pki), client_with(pki.good))
+    certificate = event.client_certificate
+    assert certificate is not None
+    assert certificate.subject == pki.good.subject
+    assert len(certificate.chain) == 2  # leaf and intermediate, as sent
+    verified = [x509.load_der_x509_certificate(der) for der in certificate.verified_chain]
+    assert [c.subject for c in verified][-1] == pki.root.subject  # up to our trust anchor
+    assert len(verified) == 3
+
+
+def test_an_rsa_client_certificate(pki: Pki) -> None:
+    event = handshake_event(config_for(pki), client_with(pki.rsa))
+    assert event.client_certificate is not None
+    assert event.client_certificate.subject == pki.rsa.subject
+
+
+@pytest.mark.parametrize(
+    ("which", "alert"),
+    [
+        ("untrusted", AlertDescription.unknown_ca),
+        ("expired", AlertDescription.certificate_expired),
+        ("not_for_clients", AlertDescription.bad_certificate),
+    ],
+)
+def test_a_certificate_that_does_not_validate(pki: Pki, which: str, alert: int) -> None:
+    error = refused(config_for(pki), client_with(getattr(pki, which)))
+    assert error.description == alert, error
+
+
+def test_no_certificate_when_required_is_certificate_required(pki: Pki) -> None:
+    error = refused(config_for(pki), client_with(None))
+    assert error.description == AlertDescription.certificate_required
+
+
+def test_no_certificate_when_optional_goes_on_unauthenticated(pki: Pki) -> None:
+    event = handshake_event(config_for(pki, required=False), client_with(None))
+    assert event.client_certificate is None
+
+
+def test_the_callback_sees_the_verified_certificate_and_may_refuse(pki: Pki) -> None:
+    seen: list[ClientCertificate] = []
+
+    def only_alice(certificate: ClientCertificate) -> str | None:
+        seen.append(certificate)
+        return None if "CN=alice" in certificate.subject else "not alice"
+
+    config = config_for(pki, verify_callback=only_alice)
+    assert handshake_event(config, client_with(pki.good)).client_certificate is not None
+    error = refused(config, client_with(pki.rsa))
+    assert error.description == AlertDescription.access_denied and "not alice" in error.reason
+    assert [c.subject for c in seen] == [pki.good.subject, pki.rsa.subject]
+    assert all(c.verified_chain for c in seen)
+
+
+def test_without_trust_anchors_the_callback_alone_decides(pki: Pki) -> None:
+    """Pinning: no chain validation, the callback judges the certificate the client proved it
+    holds (Go's RequireAnyClientCert with VerifyPeerCertificate)."""
+    pinned = pki.untrusted.certificate.fingerprint(hashes.SHA256())
+
+    def pin(certificate: ClientCertificate) -> str | None:
+        ok = certificate.certificate.fingerprint(hashes.SHA256()) == pinned
+        return None if ok else "not the pinned certificate"
+
+    config = ServerConfig.self_signed(client_auth=ClientAuth(verify_callback=pin))
+    event = handshake_event(config, client_with(pki.untrusted))
+    assert event.client_certificate is not None and event.client_certificate.verified_chain == ()
+    assert refused(config, client_with(pki.good)).description == AlertDescription.access_denied
+
+
+def test_the_certificate_request(pki: Pki) -> None:
+    """signature_algorithms lists what we verify; certificate_authorities names our anchors."""
+    client_auth = config_for(pki).client_auth
+    assert client_auth is not None
+    request = pull_certificate_request(client_auth.certificate_request[4:])
+    extensions = dict(request.extensions)
+    assert request.request_context == b""
+    schemes = extensions[ExtensionType.signature_algorithms]
+    assert len(schemes) == 2 + 2 * len(VERIFIABLE_SCHEMES)
+    names = extensions[ExtensionType.certificate_authorities]
+    assert pki.root.subject.public_bytes() in names
+    no_names = pull_certificate_request(
+        ClientAuth.from_pem(pki.ca_file, certificate_authorities=False).certificate_request[4:]
+    )
+    assert ExtensionType.certificate_authorities not in dict(no_names.extensions)
+
+
+def test_through_the_stateless_hello_retry_request(pki: Pki) -> None:
+    accepted = stateless_handshake(config_for(pki), client_with(pki.good))
+    (event,) = accepted.connection.events()
+    assert isinstance(event, HandshakeComplete)
+    assert event.cookie_verified and event.client_certificate is not None
+
+
+def test_a_resumed_session_carries_the_client_certificate(pki: Pki) -> None:
+    config = config_for(pki)
+    first = client_with(pki.good)
+    server = run(config, first)
+    server.events()
+    first.take_tickets(server.data_to_send())
+    second = PythonSSLClient(context=first.context, session=first.tls.session)
+    event = handshake_event(config, second)
+    assert event.resumed and second.tls.session_reused
+    assert event.client_certificate is not None
+    assert event.client_certificate.chain == (pki.good.certificate.public_bytes(Encoding.DER),)
+
+
+def test_a_ticket_without_a_client_certificate_does_not_satisfy_a_server_requiring_one(
+    pki: Pki,
+) -> None:
+    """Issued while the certificate was optional and none was sent; the server now requires
+    one: the ticket is not resumed, the full handshake asks for a certificate."""
+    optional = config_for(pki, required=False)
+    first = client_with(None)
+    server = run(optional, first)
+    server.events()
+    first.take_tickets(server.data_to_send())
+    required = dataclasses.replace(optional, client_auth=ClientAuth.from_pem(pki.ca_file))
+    second = PythonSSLClient(context=first.context, session=first.tls.session)
+    assert refused(required, second).description == AlertDescription.certificate_required
+
+
+def test_the_configuration_refuses(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="trust anchors or a verify_callback"):
+        ClientAuth()
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        ClientAuth.from_pem(empty)
