@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from stateless13 import (
     COMPILED,
     CipherSuite,
+    ClientAuth,
     CookieKeyRing,
     Credential,
     NamedGroup,
@@ -61,7 +62,8 @@ exit status:
   {EXIT_RUNTIME}  could not serve: the address cannot be bound (port in use, no permission,
      unknown host), or --workers kept dying
   {EXIT_USAGE}  bad usage or configuration, nothing started: an unknown option or name; a
-     --cert, --key, --keylog, --cookie-key-file or --ticket-key-file that cannot be used;
+     --cert, --key, --keylog, --cookie-key-file, --ticket-key-file, --psk-file or --client-ca
+     that cannot be used;
      --quic without aioquic
 """
 
@@ -238,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
         " a certificate",
     )
     serve.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="PEM",
+        help="ask every client for a certificate, valid if its chain leads to one of the"
+        " certificates in this PEM file, or in the PEM files of this directory",
+    )
+    serve.add_argument(
+        "--verify-client",
+        choices=("required", "optional"),
+        help="with --client-ca: refuse a client without a certificate (certificate_required;"
+        " the default), or let it in unauthenticated",
+    )
+    serve.add_argument(
         "--psk-ke",
         action="store_true",
         help="also accept PSK handshakes (tickets and external PSKs) without a key exchange, for"
@@ -354,6 +369,10 @@ def build_config(
             raise CommandError(f"--psk-file {args.psk_file}, {error}") from None
     if args.psk_ke:
         options["psk_ke"] = True
+    if args.verify_client is not None and args.client_ca is None:
+        raise CommandError("--verify-client goes with --client-ca")
+    if args.client_ca is not None:
+        options["client_auth"] = _client_auth(args.client_ca, args.verify_client != "optional")
     if args.groups:
         options["groups"] = args.groups
     if args.retry_names_a_group:
@@ -390,6 +409,17 @@ def _load_credential(cert: Path, key: Path) -> Credential:
         return Credential.from_pem(chain_pem, key_pem)
     except ValueError as error:  # LocalProtocolError: not the certificate's key, or unusable
         raise CommandError(f"--cert {cert}, --key {key}: {error}") from None
+
+
+def _client_auth(path: Path, required: bool) -> ClientAuth:
+    try:
+        if path.is_dir():
+            return ClientAuth.from_pem(capath=path, required=required)
+        return ClientAuth.from_pem(path, required=required)
+    except OSError as error:
+        raise CommandError(f"--client-ca {path}: {_reason(error)}") from None
+    except ValueError as error:  # LocalProtocolError: no certificate in it
+        raise CommandError(f"--client-ca {path}: {error}") from None
 
 
 def _read(path: Path, option: str) -> bytes:

@@ -299,6 +299,9 @@ class ConnectionReport:
             "sni": h.server_name if h else None,
             "resumed": h.resumed if h else None,
             "psk_identity": _text(h.psk_identity) if h and h.psk_identity else None,
+            "client_certificate": h.client_certificate.subject
+            if h and h.client_certificate
+            else None,
             "early_data": h.early_data if h else None,
             "handshake_ms": None if self.handshake_time is None else self.handshake_time * 1000,
             "duration_ms": self.duration * 1000,
@@ -329,6 +332,8 @@ class ConnectionReport:
             ]
             if h.psk_identity is not None:
                 parts.append(f"psk={_loggable(_text(h.psk_identity))}")
+            if h.client_certificate is not None:
+                parts.append(f"client={_loggable(h.client_certificate.subject)}")
         if self.handshake_time is not None:
             parts.append(f"handshake={self.handshake_time * 1000:.1f}ms")
         parts.append(f"duration={self.duration * 1000:.1f}ms")

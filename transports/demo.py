@@ -4,10 +4,13 @@ too, so a real client has something to talk to."""
 
 from __future__ import annotations
 
+import html
 from email.utils import formatdate
 from http import HTTPStatus
 
 import h11
+
+from stateless13 import HandshakeComplete
 
 from .asyncio_tcp import TLSStream
 
@@ -87,9 +90,16 @@ def _page(stream: TLSStream) -> tuple[HTTPStatus, Headers, bytes]:
         f"HelloRetryRequest: {'yes' if info.hello_retry else 'no'}, "
         f"cookie verified: {'yes' if info.cookie_verified else 'no'}, "
         f"session resumed: {'yes' if info.resumed else 'no'}, "
-        f"early data (0-RTT): {'yes' if info.early_data else 'no'}</p>\n"
+        f"early data (0-RTT): {'yes' if info.early_data else 'no'}, "
+        f"client certificate: {_client(info)}</p>\n"
     ).encode()
     return HTTPStatus.OK, [(b"Content-Type", b"text/html; charset=utf-8")], body
+
+
+def _client(info: HandshakeComplete) -> str:
+    if info.client_certificate is None:
+        return "none"
+    return html.escape(info.client_certificate.subject)
 
 
 def _text(status: HTTPStatus) -> tuple[HTTPStatus, Headers, bytes]:
