@@ -214,10 +214,14 @@ def is_rsassa_pss(certificate: x509.Certificate) -> bool:
 
 
 def _verifier(store: Store, at: datetime.datetime) -> ClientVerifier:
-    # A client certificate need not name anything: the Web PKI's subjectAltName requirement is
-    # for servers (OpenSSL, Go and Python's ssl accept a client certificate without one).
-    end_entity = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-        x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+    # As OpenSSL (Python's ssl) and Go judge a client certificate, not as the Web PKI judges a
+    # server's: it need not name anything (no subjectAltName required), and it may be a CA
+    # certificate (`openssl req -x509` makes one by default: a self-signed client certificate
+    # trusted as its own anchor often is).  It must still lead to a trust anchor.
+    end_entity = (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, None)
     )
     return (
         PolicyBuilder()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,25 @@ def test_a_ticket_without_a_client_certificate_does_not_satisfy_a_server_requiri
     required = dataclasses.replace(optional, client_auth=ClientAuth.from_pem(pki.ca_file))
     second = PythonSSLClient(context=first.context, session=first.tls.session)
     assert refused(required, second).description == AlertDescription.certificate_required
+
+
+def test_a_self_signed_ca_certificate_trusted_as_its_own_anchor(tmp_path: Path) -> None:
+    """What `openssl req -x509` makes (CA:TRUE, no subjectAltName): accepted as OpenSSL and Go
+    accept it, where the Web PKI's rules for servers would not."""
+    key_path, cert_path = tmp_path / "self.key", tmp_path / "self.crt"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key_path, "-out", cert_path, "-days", "2", "-subj", "/CN=self"],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    identity = ClientIdentity(
+        "self", x509.load_pem_x509_certificate(cert_path.read_bytes()), cert_path, key_path
+    )
+    assert identity.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    config = ServerConfig.self_signed(client_auth=ClientAuth.from_pem(cert_path))
+    event = handshake_event(config, client_with(identity))
+    assert event.client_certificate is not None and event.client_certificate.subject == "CN=self"
 
 
 def test_the_configuration_refuses(tmp_path: Path) -> None:
