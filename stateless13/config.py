@@ -34,14 +34,24 @@ from .ticket import MAX_LIFETIME as MAX_TICKET_LIFETIME
 #: Called with (app_payload, peer) when a cookie has been authenticated; return None to accept or
 #: a reason (str) to refuse the ClientHello with an access_denied alert.
 CookieVerifier = Callable[[bytes, "tuple[str, int] | None"], "str | None"]
+#: Called with the server name a client asked for (None: no SNI), for every ClientHello: the
+#: credentials to choose from (then by the client's signature algorithms), or None for the
+#: choice by ``Credential.server_names`` (as ``ssl.SSLContext.sni_callback``).
+SniCallback = Callable[["str | None"], "tuple[Credential, ...] | None"]
 
 
 @dataclass(frozen=True)
 class Credential:
-    """A certificate chain (DER, leaf first) and the leaf's private key."""
+    """A certificate chain (DER, leaf first) and the leaf's private key.
+
+    ``server_names``: the names (lowercase host names, or wildcards ``*.example.com`` for one
+    label, RFC 6125 §6.4.3) a client asking for them by SNI gets this credential for; by
+    default, the leaf's subjectAltName DNS names.  ``()``: none, a fallback credential only.
+    """
 
     certificate_chain: tuple[bytes, ...]
     private_key: PrivateKey
+    server_names: tuple[str, ...] | None = None
     #: The TLS 1.3 schemes the key signs with, best first (from the key, once: negotiation reads
     #: it on every ClientHello).
     signature_schemes: tuple[SignatureScheme, ...] = field(init=False)
@@ -55,6 +65,20 @@ class Credential:
         leaf = x509.load_der_x509_certificate(self.certificate_chain[0])
         if leaf.public_key() != self.private_key.public_key():
             raise LocalProtocolError("the private key does not belong to the first certificate")
+        if self.server_names is None:
+            try:
+                alternative = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                names = tuple(alternative.value.get_values_for_type(x509.DNSName))
+            except x509.ExtensionNotFound:
+                names = ()
+            object.__setattr__(self, "server_names", names)
+        names = tuple(name.lower().rstrip(".") for name in self.server_names or ())
+        for name in names:
+            # A wildcard stands for one label under a parent of two labels at least (*.com: no).
+            parent = name.removeprefix("*.")
+            if not name or "*" in parent or (parent != name and "." not in parent):
+                raise LocalProtocolError(f"server name {name!r}: a host name or *.parent.tld")
+        object.__setattr__(self, "server_names", names)
         schemes = signature_schemes_for(
             self.private_key,
             rsassa_pss=leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS,
@@ -283,6 +307,11 @@ class ServerConfig:
     psk_ke: bool = False
     #: Ask clients for a certificate and judge it (client_auth.py); None (the default) asks none.
     client_auth: ClientAuth | None = None
+    #: Choose the credentials for a server name yourself (SniCallback).
+    sni_callback: SniCallback | None = None
+    #: A client asking for a name no credential has: served with all ``credentials`` (the
+    #: default, as most servers do), or refused with unrecognized_name (RFC 6066 §3).
+    refuse_unknown_server_names: bool = False
     #: Refuse a second use of a cookie (replay.py).  The one piece of shared, fixed-size state a
     #: server may opt into; None (the default) keeps the stateless path free of any state.
     replay_filter: ReplayStore | None = None
@@ -290,6 +319,9 @@ class ServerConfig:
     group_tiers: tuple[tuple[NamedGroup, ...], ...] = field(init=False, repr=False)
     #: ``external_psks`` by identity.
     external_psk_index: dict[bytes, ExternalPsk] = field(init=False, repr=False)
+    #: ``credentials`` by the names they serve: exact names, and wildcards by their parent.
+    credentials_by_name: dict[str, tuple[Credential, ...]] = field(init=False, repr=False)
+    credentials_by_parent: dict[str, tuple[Credential, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.credentials and not self.external_psks:
@@ -298,6 +330,16 @@ class ServerConfig:
         if len(index) != len(self.external_psks):
             raise LocalProtocolError("two external PSKs with the same identity")
         object.__setattr__(self, "external_psk_index", index)
+        by_name: dict[str, tuple[Credential, ...]] = {}
+        by_parent: dict[str, tuple[Credential, ...]] = {}
+        for credential in self.credentials:
+            for name in credential.server_names or ():
+                if name.startswith("*."):
+                    by_parent[name[2:]] = (*by_parent.get(name[2:], ()), credential)
+                else:
+                    by_name[name] = (*by_name.get(name, ()), credential)
+        object.__setattr__(self, "credentials_by_name", by_name)
+        object.__setattr__(self, "credentials_by_parent", by_parent)
         if not self.cipher_suites or not self.groups:
             raise LocalProtocolError("ServerConfig needs at least one cipher suite and one group")
         object.__setattr__(self, "cipher_suites", tuple(CipherSuite(s) for s in self.cipher_suites))

@@ -17,6 +17,7 @@ from .alerts import (
     MissingExtension,
     NoApplicationProtocol,
     ProtocolVersion,
+    UnrecognizedName,
 )
 from .config import Credential, ServerConfig
 from .messages import GREASE, SSL3, TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
@@ -118,7 +119,7 @@ def negotiate(
             (s.key_exchange for s in hello.key_share or () if s.group == group), None
         )
 
-    credential, scheme = _choose_credential(config, hello.signature_algorithms or ())
+    credential, scheme = _choose_credential(config, hello)
     if credential is None and not offers_psk:
         raise HandshakeFailure("no signature scheme in common with our certificates")
 
@@ -251,13 +252,36 @@ def group_to_request(
 
 
 def _choose_credential(
-    config: ServerConfig, client_schemes: tuple[int, ...]
+    config: ServerConfig, hello: ClientHello
 ) -> tuple[Credential | None, SignatureScheme | None]:
-    for credential in config.credentials:
+    """The credentials for the server name the client asked for (RFC 6066 §3), then the first
+    of them that signs with a scheme the client accepts."""
+    client_schemes = hello.signature_algorithms or ()
+    for credential in _credentials_for(config, hello.server_name):
         for scheme in credential.signature_schemes:
             if scheme in client_schemes:
                 return credential, scheme
     return None, None
+
+
+def _credentials_for(config: ServerConfig, server_name: str | None) -> tuple[Credential, ...]:
+    """The application's choice (``sni_callback``), else the credentials naming ``server_name``
+    exactly, else by a wildcard, else all of them (or unrecognized_name, if so configured)."""
+    if config.sni_callback is not None:
+        chosen = config.sni_callback(server_name)
+        if chosen is not None:
+            return chosen
+    if server_name is None:
+        return config.credentials
+    name = server_name.lower().rstrip(".")
+    named = config.credentials_by_name.get(name)
+    if named is None:
+        named = config.credentials_by_parent.get(name.partition(".")[2])
+    if named is not None:
+        return named
+    if config.refuse_unknown_server_names:
+        raise UnrecognizedName(f"no certificate for server name {server_name!r}")
+    return config.credentials
 
 
 def client_hello_digest(hello: ClientHello) -> bytes:
