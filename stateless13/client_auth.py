@@ -140,7 +140,9 @@ class ClientAuth:
         cafile: str | os.PathLike[str] | None = None,
         *,
         capath: str | os.PathLike[str] | None = None,
-        **options: object,
+        required: bool = True,
+        verify_callback: ClientVerifyCallback | None = None,
+        certificate_authorities: bool = True,
     ) -> ClientAuth:
         """Trust anchors from a PEM file and/or every PEM file of a directory (as
         ``SSLContext.load_verify_locations``); OSError or LocalProtocolError if unusable."""
@@ -156,7 +158,7 @@ class ClientAuth:
             anchors += [c.public_bytes(_DER) for c in certificates]
         if not anchors:
             raise LocalProtocolError("no trust anchor found")
-        return cls(trust_anchors=tuple(anchors), **options)  # type: ignore[arg-type]
+        return cls(tuple(anchors), required, verify_callback, certificate_authorities)
 
     def request(self, context: bytes) -> bytes:
         """A CertificateRequest message with ``context`` (§4.3.2)."""

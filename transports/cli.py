@@ -169,8 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=0, help="port (default: a free one, printed)")
-    serve.add_argument("--cert", type=Path, help="PEM certificate chain (default: self-signed)")
-    serve.add_argument("--key", type=Path, help="PEM private key for --cert")
+    serve.add_argument(
+        "--cert",
+        type=Path,
+        action="append",
+        help="PEM certificate chain (default: self-signed); repeat --cert/--key for several, each"
+        " served to the clients asking by SNI for a name in its subjectAltName (the first: to"
+        " the others)",
+    )
+    serve.add_argument(
+        "--key", type=Path, action="append", help="PEM private key for the --cert of its rank"
+    )
+    serve.add_argument(
+        "--refuse-unknown-server-names",
+        action="store_true",
+        help="a client asking by SNI for a name none of the certificates has gets"
+        " unrecognized_name (default: the first certificate)",
+    )
     serve.add_argument("--hostname", default="localhost", help="name for the self-signed cert")
     serve.add_argument(
         "--mode",
@@ -340,13 +355,20 @@ def build_config(
     Anything given that cannot be used raises :class:`CommandError`.  A generated certificate is
     written into a temporary directory that ``cleanup`` removes.
     """
+    credentials: tuple[Credential, ...]
     if args.cert or args.key:
-        if not (args.cert and args.key):
-            raise CommandError("--cert and --key go together")
-        credential = _load_credential(args.cert, args.key)
-        described = f"certificate {args.cert}"
+        if len(args.cert or ()) != len(args.key or ()):
+            raise CommandError("--cert and --key go together, one --key for each --cert")
+        credentials = tuple(
+            _load_credential(c, k) for c, k in zip(args.cert, args.key, strict=True)
+        )
+        described = "\n".join(
+            f"certificate {path} for {', '.join(c.server_names or ()) or 'any name'}"
+            for path, c in zip(args.cert, credentials, strict=True)
+        )
     else:
         credential = Credential.self_signed(args.hostname)
+        credentials = (credential,)
         cert_path = _temporary_directory(cleanup) / "cert.pem"
         cert_path.write_bytes(credential.certificate_pem())
         described = f"self-signed certificate for {args.hostname}, written to {cert_path}"
@@ -369,6 +391,8 @@ def build_config(
             raise CommandError(f"--psk-file {args.psk_file}, {error}") from None
     if args.psk_ke:
         options["psk_ke"] = True
+    if args.refuse_unknown_server_names:
+        options["refuse_unknown_server_names"] = True
     if args.verify_client is not None and args.client_ca is None:
         raise CommandError("--verify-client goes with --client-ca")
     if args.client_ca is not None:
@@ -386,10 +410,10 @@ def build_config(
     try:
         if args.keylog is not None:  # refused now, in one line, rather than at every handshake
             options["keylog"] = keylog_to_file(args.keylog)
-        config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
+        config = ServerConfig(credentials=credentials, **options)  # type: ignore[arg-type]
     except ValueError as error:  # LocalProtocolError: a setting that cannot work
         raise CommandError(str(error)) from None
-    return config, f"{described}\nSHA-256 fingerprint {credential.fingerprint}"
+    return config, f"{described}\nSHA-256 fingerprint {credentials[0].fingerprint}"
 
 
 def _load_credential(cert: Path, key: Path) -> Credential:
