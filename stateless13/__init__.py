@@ -35,6 +35,7 @@ from .cookie import CookieKeyRing, peer_binding
 from .events import (
     AlertReceived,
     ApplicationData,
+    ClientAuthenticated,
     ConnectionClosed,
     EarlyData,
     Event,
@@ -125,6 +126,7 @@ __all__ = [
     "ApplicationData",
     "CipherSuite",
     "ClientAuth",
+    "ClientAuthenticated",
     "ClientCertificate",
     "ClientHelloBuffer",
     "ConnectionClosed",

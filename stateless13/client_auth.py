@@ -95,6 +95,10 @@ _SUPPORTED_KEYS = (
 class ClientAuth:
     """Ask clients for a certificate, and how to judge it (``ServerConfig.client_auth``).
 
+    ``post_handshake_only``: never in the handshake, only when the application asks
+    (``ServerConnection.request_client_certificate``, §4.6.2; OpenSSL's
+    SSL_VERIFY_POST_HANDSHAKE), for the clients that offered post-handshake authentication.
+
     ``trust_anchors`` (DER certificates) are the CAs, or self-signed client certificates, a
     client's chain must lead to; with none, no chain is validated and ``verify_callback`` alone
     decides (it is then required: pinning by fingerprint, say).  ``required``: a client that
@@ -110,6 +114,7 @@ class ClientAuth:
     required: bool = True
     verify_callback: ClientVerifyCallback | None = None
     certificate_authorities: bool = True
+    post_handshake_only: bool = False
     #: The CertificateRequest of a handshake (empty context), the same bytes every time.
     certificate_request: bytes = field(init=False, repr=False)
     _store: Store | None = field(init=False, repr=False)
@@ -143,6 +148,7 @@ class ClientAuth:
         required: bool = True,
         verify_callback: ClientVerifyCallback | None = None,
         certificate_authorities: bool = True,
+        post_handshake_only: bool = False,
     ) -> ClientAuth:
         """Trust anchors from a PEM file and/or every PEM file of a directory (as
         ``SSLContext.load_verify_locations``); OSError or LocalProtocolError if unusable."""
@@ -158,7 +164,9 @@ class ClientAuth:
             anchors += [c.public_bytes(_DER) for c in certificates]
         if not anchors:
             raise LocalProtocolError("no trust anchor found")
-        return cls(tuple(anchors), required, verify_callback, certificate_authorities)
+        return cls(
+            tuple(anchors), required, verify_callback, certificate_authorities, post_handshake_only
+        )
 
     def request(self, context: bytes) -> bytes:
         """A CertificateRequest message with ``context`` (§4.3.2)."""

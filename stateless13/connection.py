@@ -19,10 +19,12 @@ from .alerts import (
     UnexpectedMessage,
     alert_description,
 )
+from .client_auth import ClientAuth, ClientCertificate
 from .config import ServerConfig
 from .events import (
     AlertReceived,
     ApplicationData,
+    ClientAuthenticated,
     ConnectionClosed,
     EarlyData,
     Event,
@@ -37,6 +39,7 @@ from .handshake import (
     HandshakeDone,
     InstallSecret,
     LimitRecordSize,
+    PostHandshakeAuthDone,
     SendChangeCipherSpec,
     SendHandshake,
     ServerHandshake,
@@ -79,6 +82,9 @@ class ServerConnection:
         self._early_data_left = 0
         #: The HandshakeComplete event's contents, once the handshake is done.
         self.handshake: HandshakeComplete | None = None
+        #: The client's certificate: from the handshake, then from the latest post-handshake
+        #: authentication (request_client_certificate) that got one.
+        self.client_certificate: ClientCertificate | None = None
         self._apply(handshake.take_actions())
 
     @classmethod
@@ -206,7 +212,12 @@ class ServerConnection:
                 self._early_data_left = action.limit
             elif isinstance(action, HandshakeDone):
                 self.handshake = action.summary.event()
+                self.client_certificate = self.handshake.client_certificate
                 self._events.append(self.handshake)
+            elif isinstance(action, PostHandshakeAuthDone):
+                if action.certificate is not None:
+                    self.client_certificate = action.certificate
+                self._events.append(ClientAuthenticated(action.certificate))
         if pending:
             self._send_handshake_record(pending, pending_epoch)
 
@@ -258,6 +269,19 @@ class ServerConnection:
     def update_key(self, request_peer_update: bool = False) -> None:
         """Send a KeyUpdate (§4.6.3) and switch to the next sending key."""
         self._apply(self._handshake.request_key_update(request_peer_update))
+
+    def request_client_certificate(self, client_auth: ClientAuth | None = None) -> None:
+        """Ask the client for a certificate now (RFC 8446 §4.6.2; only if it offered
+        post_handshake_auth), judged by ``client_auth`` (default: ``ServerConfig.client_auth``).
+        The answer comes as a ClientAuthenticated event; application data may come before it."""
+        if self._error is not None or self._we_closed:
+            raise LocalProtocolError("cannot request a certificate on a closed connection")
+        self._apply(self._handshake.request_client_certificate(client_auth))
+
+    @property
+    def post_handshake_auth(self) -> bool:
+        """The client offered post-handshake authentication (request_client_certificate)."""
+        return self._handshake.post_handshake_auth
 
     def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
         """RFC 8446 §7.5 exporter (e.g. for channel binding)."""

@@ -35,6 +35,15 @@ class HandshakeComplete:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientAuthenticated:
+    """The client answered ``ServerConnection.request_client_certificate`` (RFC 8446 §4.6.2):
+    with this certificate, verified and accepted, or None (it declined, and the request's
+    ClientAuth allowed that)."""
+
+    certificate: ClientCertificate | None
+
+
+@dataclass(frozen=True, slots=True)
 class ApplicationData:
     data: bytes
 
@@ -63,4 +72,11 @@ class ConnectionClosed:
     clean: bool
 
 
-Event = HandshakeComplete | ApplicationData | EarlyData | AlertReceived | ConnectionClosed
+Event = (
+    HandshakeComplete
+    | ApplicationData
+    | EarlyData
+    | ClientAuthenticated
+    | AlertReceived
+    | ConnectionClosed
+)

@@ -39,7 +39,7 @@ from .alerts import (
     LocalProtocolError,
     UnexpectedMessage,
 )
-from .client_auth import ClientCertificate, is_rsassa_pss
+from .client_auth import ClientAuth, ClientCertificate, is_rsassa_pss
 from .config import Credential, ExternalPsk, ServerConfig
 from .cookie import CookieState
 from .events import HandshakeComplete
@@ -191,8 +191,17 @@ class HandshakeDone:
     summary: HandshakeSummary
 
 
+@dataclass(slots=True)
+class PostHandshakeAuthDone:
+    """A post-handshake authentication (§4.6.2) finished: the client's certificate, verified,
+    or None if it declined (only when the certificate is optional)."""
+
+    certificate: ClientCertificate | None
+
+
 Action = (
     AcceptEarlyData
+    | PostHandshakeAuthDone
     | SendHandshake
     | SendChangeCipherSpec
     | InstallSecret
@@ -323,12 +332,28 @@ class ExpectEndOfEarlyData:
 
 
 @dataclass(slots=True)
+class PostHandshakeAuth:
+    """Our CertificateRequest after the handshake (§4.6.2), until the client's Finished."""
+
+    context: bytes
+    client_auth: ClientAuth
+    transcript: Transcript  # the handshake's, then the CertificateRequest and the answers
+    certificate: ClientCertificate | None = None
+    leaf: x509.Certificate | None = None
+    certificate_received: bool = False
+
+
+@dataclass(slots=True)
 class Connected:
     suite: SuiteParams
     client_application_secret: bytes
     server_application_secret: bytes
     exporter_secret: bytes
     summary: HandshakeSummary
+    #: The transcript to the client's Finished: the context of a post-handshake authentication
+    #: (§4.4), kept only when the client offered post_handshake_auth.
+    transcript: Transcript | None = None
+    authentication: PostHandshakeAuth | None = None
 
 
 @dataclass(slots=True)
@@ -394,6 +419,8 @@ class ServerHandshake:
         # mode we accept.
         self._psk_modes: tuple[int, ...] = ()
         self._tickets_usable = False
+        #: The client offered post-handshake authentication (§4.2.6).
+        self.post_handshake_auth = False
         #: This handshake sent a (stateful) HelloRetryRequest, whatever became of it.
         self.hello_retry_sent = False
 
@@ -455,6 +482,28 @@ class ServerHandshake:
         self._send_key_update(state, update_requested)
         return self.take_actions()
 
+    def request_client_certificate(self, client_auth: ClientAuth | None = None) -> list[Action]:
+        """Ask the client for a certificate now (§4.6.2), judged by ``client_auth`` (default:
+        the config's).  Its answer comes as a PostHandshakeAuthDone action; one request at a
+        time."""
+        state = self.state
+        if not isinstance(state, Connected):
+            raise LocalProtocolError("a certificate is requested after the handshake")
+        if not self.post_handshake_auth or state.transcript is None:
+            raise LocalProtocolError("the client did not offer post_handshake_auth")
+        if state.authentication is not None:
+            raise LocalProtocolError("a certificate request is already pending")
+        client_auth = client_auth or self.config.client_auth
+        if client_auth is None:
+            raise LocalProtocolError("no ClientAuth to judge the certificate with")
+        context = self._entropy.random(16)  # §4.6.2: unique within the connection
+        message = client_auth.request(context)
+        transcript = state.transcript.copy(state.suite)
+        transcript.update(message)
+        state.authentication = PostHandshakeAuth(context, client_auth, transcript)
+        self._send(Epoch.ONE_RTT, message)
+        return self.take_actions()
+
     def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
         state = self.state
         if not isinstance(state, Connected):
@@ -495,6 +544,7 @@ class ServerHandshake:
     def _remember(self, hello: ClientHello) -> None:
         self.client_random = hello.random
         self._compat_mode = bool(hello.legacy_session_id)
+        self.post_handshake_auth = hello.post_handshake_auth
         modes = self._psk_modes = hello.psk_key_exchange_modes or ()
         self._tickets_usable = PSK_DHE_KE in modes or (self.config.psk_ke and PSK_KE in modes)
 
@@ -784,6 +834,8 @@ class ServerHandshake:
         self._send_encrypted(transcript, self._encrypted_extensions(negotiated, early_data))
         # §4.3.2: never in a PSK handshake (the PSK authenticated the client too).
         client_auth = self.config.client_auth if psk is None else None
+        if client_auth is not None and client_auth.post_handshake_only:
+            client_auth = None
         if client_auth is not None:
             self._send_encrypted(transcript, client_auth.certificate_request)
         if psk is None:  # §2.2: a PSK handshake authenticates with the PSK, not a certificate
@@ -921,41 +973,108 @@ class ServerHandshake:
         assert isinstance(state, ExpectClientCertificate)
         client_auth = self.config.client_auth
         assert client_auth is not None
-        certificate = pull_certificate(message[4:])
-        if certificate.request_context:  # §4.4.2: our request's context, empty in a handshake
-            raise IllegalParameter("a client Certificate with a request context in the handshake")
-        state.after.transcript.update(message)
-        if not certificate.certificate_list:
-            if client_auth.required:  # §4.4.2.4
-                raise CertificateRequired("the client sent no certificate")
+        judged = self._judge_certificate(client_auth, b"", state.after.transcript, message)
+        if judged is None:
             self.state = state.after
-            return
-        judged, leaf = client_auth.judge(certificate.certificate_list, self._clock())
-        self.state = ExpectClientCertificateVerify(state.after, judged, leaf)
+        else:
+            self.state = ExpectClientCertificateVerify(state.after, *judged)
 
     def _process_client_certificate_verify(self, message: bytes) -> None:
         state = self.state
         assert isinstance(state, ExpectClientCertificateVerify)
         client_auth = self.config.client_auth
         assert client_auth is not None
+        after = state.after
+        self._check_certificate_verify(
+            client_auth, state.certificate, state.leaf, after.transcript, message
+        )
+        after.summary.client_certificate = state.certificate
+        self.state = after
+
+    def _judge_certificate(
+        self, client_auth: ClientAuth, context: bytes, transcript: Transcript, message: bytes
+    ) -> tuple[ClientCertificate, x509.Certificate] | None:
+        """§4.4.2: the client's Certificate for our request with ``context``: judged, or None
+        when it sent none and may (§4.4.2.4: certificate_required when it may not)."""
+        certificate = pull_certificate(message[4:])
+        if certificate.request_context != context:  # §4.4.2: the request's own context
+            raise IllegalParameter("a client Certificate with another request's context")
+        transcript.update(message)
+        if not certificate.certificate_list:
+            if client_auth.required:
+                raise CertificateRequired("the client sent no certificate")
+            return None
+        return client_auth.judge(certificate.certificate_list, self._clock())
+
+    def _check_certificate_verify(
+        self,
+        client_auth: ClientAuth,
+        certificate: ClientCertificate,
+        leaf: x509.Certificate,
+        transcript: Transcript,
+        message: bytes,
+    ) -> None:
+        """§4.4.3: the client's proof that it holds the key, then the application's word."""
         certificate_verify = pull_certificate_verify(message[4:])
         scheme = certificate_verify.algorithm
-        if scheme not in VERIFIABLE_SCHEMES:  # §4.4.3: one our CertificateRequest listed
+        if scheme not in VERIFIABLE_SCHEMES:  # one our CertificateRequest listed
             raise IllegalParameter(f"CertificateVerify with scheme 0x{scheme:04x}, not requested")
-        after = state.after
-        # §4.4.3: 64 spaces, the context string, a zero byte, then the transcript hash.
-        content = b" " * 64 + b"TLS 1.3, client CertificateVerify\x00" + after.transcript.digest()
+        # 64 spaces, the context string, a zero byte, then the transcript hash.
+        content = b" " * 64 + b"TLS 1.3, client CertificateVerify\x00" + transcript.digest()
         verify(
-            state.leaf.public_key(),
+            leaf.public_key(),
             scheme,
             content,
             certificate_verify.signature,
-            rsassa_pss=is_rsassa_pss(state.leaf),
+            rsassa_pss=is_rsassa_pss(leaf),
         )
-        client_auth.accept(state.certificate)  # the application's word, on a proven identity
-        after.transcript.update(message)
-        after.summary.client_certificate = state.certificate
-        self.state = after
+        client_auth.accept(certificate)  # the application's word, on a proven identity
+        transcript.update(message)
+
+    # -- §4.6.2 post-handshake authentication ----------------------------------------------------
+
+    def _pending_authentication(self) -> tuple[Connected, PostHandshakeAuth]:
+        state = self.state
+        assert isinstance(state, Connected)
+        if state.authentication is None:
+            raise UnexpectedMessage("a client authentication message we did not ask for")
+        return state, state.authentication
+
+    def _process_post_handshake_certificate(self, message: bytes) -> None:
+        _, pending = self._pending_authentication()
+        if pending.certificate_received:
+            raise UnexpectedMessage("a second Certificate for one CertificateRequest")
+        pending.certificate_received = True
+        judged = self._judge_certificate(
+            pending.client_auth, pending.context, pending.transcript, message
+        )
+        if judged is not None:
+            pending.certificate, pending.leaf = judged
+
+    def _process_post_handshake_certificate_verify(self, message: bytes) -> None:
+        _, pending = self._pending_authentication()
+        if pending.certificate is None or pending.leaf is None:
+            raise UnexpectedMessage("CertificateVerify without a certificate before it")
+        self._check_certificate_verify(
+            pending.client_auth, pending.certificate, pending.leaf, pending.transcript, message
+        )
+        pending.leaf = None  # verified: a second CertificateVerify is unexpected
+
+    def _process_post_handshake_finished(self, message: bytes) -> None:
+        state, pending = self._pending_authentication()
+        if not pending.certificate_received or pending.leaf is not None:
+            raise UnexpectedMessage("Finished before the client's Certificate (and its proof)")
+        finished = pull_finished(message[4:])
+        if len(finished.verify_data) != state.suite.hash_len:
+            raise DecodeError(f"Finished of {len(finished.verify_data)} bytes")
+        # §4.4: its base key is the client's current application traffic secret.
+        expected = ks.finished_verify_data(
+            state.suite, state.client_application_secret, pending.transcript.digest()
+        )
+        if not hmac.compare_digest(finished.verify_data, expected):
+            raise DecryptError("client Finished (post-handshake authentication) does not verify")
+        state.authentication = None
+        self._actions.append(PostHandshakeAuthDone(pending.certificate))
 
     # -- §4.4.4 the client's Finished ----------------------------------------------------------
 
@@ -974,8 +1093,10 @@ class ServerHandshake:
             Direction.DECRYPT, Epoch.ONE_RTT, state.suite, state.client_application_secret
         )
         self._actions.append(HandshakeDone(state.summary))
-        if self.config.tickets and self._tickets_usable:
+        tickets = self.config.tickets and self._tickets_usable
+        if tickets or self.post_handshake_auth:  # both go on from the client's Finished
             state.transcript.update(message)
+        if tickets:
             self._send_new_session_tickets(state)
         self.state = Connected(
             suite=state.suite,
@@ -983,6 +1104,7 @@ class ServerHandshake:
             server_application_secret=state.server_application_secret,
             exporter_secret=state.exporter_secret,
             summary=state.summary,
+            transcript=state.transcript if self.post_handshake_auth else None,
         )
 
     # -- §4.6.1 NewSessionTicket -----------------------------------------------------------------
@@ -1085,11 +1207,18 @@ _HANDLERS: dict[tuple[type, int], _Handler] = {
     ): ServerHandshake._process_client_certificate_verify,
     (ExpectFinished, HandshakeType.finished): ServerHandshake._process_client_finished,
     (Connected, HandshakeType.key_update): ServerHandshake._process_key_update,
+    (Connected, HandshakeType.certificate): ServerHandshake._process_post_handshake_certificate,
+    (
+        Connected,
+        HandshakeType.certificate_verify,
+    ): ServerHandshake._process_post_handshake_certificate_verify,
+    (Connected, HandshakeType.finished): ServerHandshake._process_post_handshake_finished,
 }
 
 __all__ = [
     "AcceptEarlyData",
     "Action",
+    "PostHandshakeAuthDone",
     "Direction",
     "Entropy",
     "Epoch",

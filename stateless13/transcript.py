@@ -27,6 +27,13 @@ class Transcript:
         """The hash so far; the transcript can keep growing afterwards."""
         return self._hash.copy().digest()
 
+    def copy(self, suite: SuiteParams) -> Transcript:
+        """A transcript of ``suite`` (this one's) that goes on from here on its own (a
+        post-handshake authentication's, §4.4)."""
+        other = Transcript(suite)
+        other._hash = self._hash.copy()
+        return other
+
     def digest_with(self, data: bytes) -> bytes:
         """The hash of the transcript followed by ``data``, leaving the transcript as it is (a
         PSK binder covers part of a ClientHello the transcript takes whole)."""

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from stateless13 import ServerConfig
+from stateless13 import ClientAuth, ClientCertificate, ServerConfig
 
 from .common import (
     TCP_VALIDATIONS,
@@ -99,11 +99,33 @@ class TLSStream(StreamState):
         self._session.send(data)
         self._flush()
 
+    async def request_client_certificate(
+        self, client_auth: ClientAuth | None = None
+    ) -> ClientCertificate | None:
+        """Ask the client for a certificate now (RFC 8446 §4.6.2; only if it offered
+        post-handshake authentication: ``post_handshake_auth``) and wait for its answer: the
+        certificate, verified by ``client_auth`` (default ``ServerConfig.client_auth``), or None
+        if it declined and may.  Application data that comes meanwhile waits for read().
+        ConnectionError if the connection ends first (a certificate refused: its alert was
+        sent), or the client answers nothing for ``idle_timeout``: NoClientCertificate."""
+        self._request_client_certificate(client_auth)
+        self._flush()
+        while not self._answers and not self._eof and not self._stopping:
+            try:
+                data = await asyncio.wait_for(
+                    self._reader.read(self._limits.read_size), self._limits.idle_timeout
+                )
+            except TimeoutError:
+                self._idle = True
+                break
+            self._absorb(data)
+            self._flush()
+        return self._client_answer()
+
     def update_key(self, request_peer_update: bool = True) -> None:
         """Send a KeyUpdate (RFC 8446 §4.6.3) and move to our next sending key; with
         ``request_peer_update`` the client must answer with its own."""
-        assert self._session.connection is not None
-        self._session.connection.update_key(request_peer_update)
+        self._session.update_key(request_peer_update)
         self._flush()
 
     async def drain(self) -> None:

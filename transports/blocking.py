@@ -19,9 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from stateless13 import (
-    ServerConfig,
-)
+from stateless13 import ClientAuth, ClientCertificate, ServerConfig
 
 from .common import (
     Admission,
@@ -65,6 +63,24 @@ class BlockingTLSStream(StreamState):
             self._absorb(data)
             self._flush()
         return self._next_chunk()
+
+    def request_client_certificate(
+        self, client_auth: ClientAuth | None = None
+    ) -> ClientCertificate | None:
+        """Ask the client for a certificate now and wait for its answer (RFC 8446 §4.6.2): as
+        ``TLSStream.request_client_certificate``."""
+        self._request_client_certificate(client_auth)
+        self._flush()
+        while not self._answers and not self._eof:
+            self.socket.settimeout(self._limits.idle_timeout)
+            try:
+                data = self.socket.recv(self._limits.read_size)
+            except TimeoutError:
+                self._idle = True
+                break
+            self._absorb(data)
+            self._flush()
+        return self._client_answer()
 
     def sendall(self, data: bytes) -> None:
         self._session.send(data)

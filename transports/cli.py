@@ -263,9 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--verify-client",
-        choices=("required", "optional"),
+        choices=("required", "optional", "post-handshake"),
         help="with --client-ca: refuse a client without a certificate (certificate_required;"
-        " the default), or let it in unauthenticated",
+        " the default), or let it in unauthenticated, or ask only after the handshake, on"
+        " GET /secret (post-handshake authentication, to clients that offer it)",
     )
     serve.add_argument(
         "--psk-ke",
@@ -396,7 +397,7 @@ def build_config(
     if args.verify_client is not None and args.client_ca is None:
         raise CommandError("--verify-client goes with --client-ca")
     if args.client_ca is not None:
-        options["client_auth"] = _client_auth(args.client_ca, args.verify_client != "optional")
+        options["client_auth"] = _client_auth(args.client_ca, args.verify_client or "required")
     if args.groups:
         options["groups"] = args.groups
     if args.retry_names_a_group:
@@ -435,11 +436,15 @@ def _load_credential(cert: Path, key: Path) -> Credential:
         raise CommandError(f"--cert {cert}, --key {key}: {error}") from None
 
 
-def _client_auth(path: Path, required: bool) -> ClientAuth:
+def _client_auth(path: Path, mode: str) -> ClientAuth:
+    required = mode != "optional"
+    post_handshake_only = mode == "post-handshake"
     try:
         if path.is_dir():
-            return ClientAuth.from_pem(capath=path, required=required)
-        return ClientAuth.from_pem(path, required=required)
+            return ClientAuth.from_pem(
+                capath=path, required=required, post_handshake_only=post_handshake_only
+            )
+        return ClientAuth.from_pem(path, required=required, post_handshake_only=post_handshake_only)
     except OSError as error:
         raise CommandError(f"--client-ca {path}: {_reason(error)}") from None
     except ValueError as error:  # LocalProtocolError: no certificate in it

@@ -21,9 +21,13 @@ from dataclasses import dataclass
 
 from stateless13 import (
     ApplicationData,
+    ClientAuth,
+    ClientAuthenticated,
+    ClientCertificate,
     EarlyData,
     HandshakeComplete,
     LocalProtocolError,
+    ServerConfig,
 )
 
 from .memory import MemoryServer
@@ -38,6 +42,11 @@ class WriteTimeout(ConnectionError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"write_timeout ({seconds:g}s): the client stopped reading")
+
+
+class NoClientCertificate(ConnectionError):
+    """``request_client_certificate``: the connection ended before the client's answer (the
+    certificate was refused, its alert sent; or the client left or went idle)."""
 
 
 class HandshakeError(Exception):
@@ -568,6 +577,7 @@ class StreamState:
         self._idle = False  # idle_timeout passed: the stream has ended
         self.handshake: HandshakeComplete = session.handshake
         self.peer = peer
+        self._answers: list[ClientAuthenticated] = []  # to request_client_certificate
 
     @property
     def alpn_protocol(self) -> str | None:
@@ -581,10 +591,39 @@ class StreamState:
     def _eof(self) -> bool:
         return self._session.closed or self._idle
 
+    @property
+    def config(self) -> ServerConfig:
+        return self._session.config
+
+    @property
+    def client_certificate(self) -> ClientCertificate | None:
+        """The client's certificate: the handshake's, or the latest that
+        ``request_client_certificate`` got."""
+        connection = self._session.connection
+        return None if connection is None else connection.client_certificate
+
+    @property
+    def post_handshake_auth(self) -> bool:
+        """The client offered post-handshake authentication (``request_client_certificate``)."""
+        connection = self._session.connection
+        return connection is not None and connection.post_handshake_auth
+
+    def _request_client_certificate(self, client_auth: ClientAuth | None) -> None:
+        self._session.request_client_certificate(client_auth)
+        self._answers.clear()
+
+    def _client_answer(self) -> ClientCertificate | None:
+        """The answer the stream read; ConnectionError if the connection ended instead."""
+        if self._answers:
+            return self._answers.pop(0).certificate
+        raise NoClientCertificate(f"no client certificate: {self._session.error or 'idle'}")
+
     def _absorb(self, data: bytes) -> None:
-        self._received += [
-            e.data for e in self._session.receive(data) if isinstance(e, ApplicationData)
-        ]
+        for event in self._session.receive(data):
+            if isinstance(event, ApplicationData):
+                self._received.append(event.data)
+            elif isinstance(event, ClientAuthenticated):
+                self._answers.append(event)
 
     def _next_chunk(self) -> bytes:
         return self._received.pop(0) if self._received else b""

@@ -10,12 +10,11 @@ from http import HTTPStatus
 
 import h11
 
-from stateless13 import HandshakeComplete
-
 from .asyncio_tcp import TLSStream
+from .common import NoClientCertificate
 
 PAGE_TEXT = "Hello from stateless13"
-PAGE_PATHS = (b"/", b"/keyupdate")
+PAGE_PATHS = (b"/", b"/keyupdate", b"/secret")
 ALLOWED_METHODS = b"GET, HEAD"
 
 
@@ -26,9 +25,12 @@ async def http_page(stream: TLSStream) -> None:
 
     ``GET /`` is a page saying what was negotiated; ``GET /keyupdate`` is the same page after a
     KeyUpdate that asks the client to update too (the convention of tlsfuzzer's
-    test-tls13-keyupdate-from-server.py; OpenSSL s_server's ``K``).  HEAD gets GET's headers;
-    any other path 404; any other method on those two 405.  A malformed request gets 400; a
-    request head still incomplete after h11's limit, 16 KiB
+    test-tls13-keyupdate-from-server.py; OpenSSL s_server's ``K``); ``GET /secret`` is the page
+    once the client has presented a certificate, after the handshake if need be (post-handshake
+    authentication: tlsfuzzer's test-tls13-post-handshake-auth.py ``--pha-as-reply``), or 403 if
+    it cannot (it did not offer that, or the server has no ``ClientAuth``).  HEAD gets GET's
+    headers; any other path 404; any other method on those three 405.  A malformed request gets
+    400; a request head still incomplete after h11's limit, 16 KiB
     (``h11.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE``), gets 431; both then close, as the next request
     cannot be found in what follows.
     """
@@ -55,7 +57,10 @@ async def http_page(stream: TLSStream) -> None:
             # The whole request is in (a body is read and dropped: no page takes one), so
             # the connection can carry the next request once this one is answered.
             assert request is not None  # h11 gives a Request before its EndOfMessage
-            await _answer(stream, http, request)
+            try:
+                await _answer(stream, http, request)
+            except NoClientCertificate:  # refused (our alert is sent) or gone: nothing to say
+                return
             if http.our_state is h11.MUST_CLOSE:
                 break
             http.start_next_cycle()
@@ -75,7 +80,10 @@ async def _answer(stream: TLSStream, http: h11.Connection, request: h11.Request)
     else:
         if request.method == b"GET" and path == b"/keyupdate":
             stream.update_key(request_peer_update=True)
-        status, headers, body = _page(stream)
+        if path == b"/secret" and not await _authenticated(stream):
+            status, headers, body = _text(HTTPStatus.FORBIDDEN)
+        else:
+            status, headers, body = _page(stream)
     await _respond(stream, http, request.method, status, headers, body)
 
 
@@ -91,15 +99,24 @@ def _page(stream: TLSStream) -> tuple[HTTPStatus, Headers, bytes]:
         f"cookie verified: {'yes' if info.cookie_verified else 'no'}, "
         f"session resumed: {'yes' if info.resumed else 'no'}, "
         f"early data (0-RTT): {'yes' if info.early_data else 'no'}, "
-        f"client certificate: {_client(info)}</p>\n"
+        f"client certificate: {_client(stream)}</p>\n"
     ).encode()
     return HTTPStatus.OK, [(b"Content-Type", b"text/html; charset=utf-8")], body
 
 
-def _client(info: HandshakeComplete) -> str:
-    if info.client_certificate is None:
+async def _authenticated(stream: TLSStream) -> bool:
+    """The client's certificate, asked for now if it has not shown one (§4.6.2)."""
+    if stream.client_certificate is not None:
+        return True
+    if not stream.post_handshake_auth or stream.config.client_auth is None:
+        return False
+    return await stream.request_client_certificate() is not None
+
+
+def _client(stream: TLSStream) -> str:
+    if stream.client_certificate is None:
         return "none"
-    return html.escape(info.client_certificate.subject)
+    return html.escape(stream.client_certificate.subject)
 
 
 def _text(status: HTTPStatus) -> tuple[HTTPStatus, Headers, bytes]:

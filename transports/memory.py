@@ -23,6 +23,7 @@ from stateless13 import (
     AlertError,
     AlertReceived,
     ApplicationData,
+    ClientAuth,
     ClientHelloBuffer,
     ConnectionClosed,
     Event,
@@ -184,6 +185,20 @@ class MemoryServer:
         if self.connection is None or self.handshake is None:
             raise LocalProtocolError("cannot send before the handshake completes")
         self.connection.send(data)
+        self._outgoing += self.connection.data_to_send()
+
+    def update_key(self, request_peer_update: bool) -> None:
+        """Queue a KeyUpdate (RFC 8446 §4.6.3) and move to our next sending key."""
+        if self.connection is None or self.handshake is None:
+            raise LocalProtocolError("no KeyUpdate before the handshake completes")
+        self.connection.update_key(request_peer_update)
+        self._outgoing += self.connection.data_to_send()
+
+    def request_client_certificate(self, client_auth: ClientAuth | None) -> None:
+        """Queue a CertificateRequest (RFC 8446 §4.6.2); the answer comes as an event."""
+        if self.connection is None or self.handshake is None:
+            raise LocalProtocolError("no certificate request before the handshake completes")
+        self.connection.request_client_certificate(client_auth)
         self._outgoing += self.connection.data_to_send()
 
     def close(self) -> None:

@@ -21,9 +21,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from stateless13 import (
     AlertDescription,
     AlertError,
+    ApplicationData,
     ClientAuth,
+    ClientAuthenticated,
     ClientCertificate,
     CookieKeyRing,
+    Event,
     HandshakeComplete,
     ServerConfig,
     ServerConnection,
@@ -234,3 +237,88 @@ def test_the_configuration_refuses(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(ValueError, match="no PEM certificate"):
         ClientAuth.from_pem(empty)
+
+
+# -- §4.6.2 post-handshake authentication ----------------------------------------------------
+
+
+def pha_client(identity: ClientIdentity | None) -> PythonSSLClient:
+    client = client_with(identity)
+    client.context.post_handshake_auth = True
+    return PythonSSLClient(context=client.context)
+
+
+def connected(client: PythonSSLClient, config: ServerConfig | None = None) -> ServerConnection:
+    server = run(config or ServerConfig.self_signed(), client)
+    (event,) = server.events()
+    assert isinstance(event, HandshakeComplete) and event.client_certificate is None
+    assert client.receive(server.data_to_send()) == b""  # the tickets
+    return server
+
+
+def authenticate(
+    server: ServerConnection, client: PythonSSLClient, client_auth: ClientAuth
+) -> list[Event]:
+    """The server asks; the client (OpenSSL answers a request as it reads it) answers."""
+    server.request_client_certificate(client_auth)
+    client.receive(server.data_to_send())
+    server.receive_data(client.outgoing.read())
+    return server.events()
+
+
+def test_post_handshake_authentication(pki: Pki) -> None:
+    client = pha_client(pki.good)
+    server = connected(client)
+    assert server.post_handshake_auth
+    events = authenticate(server, client, ClientAuth.from_pem(pki.ca_file))
+    assert len(events) == 1 and isinstance(events[0], ClientAuthenticated), events
+    certificate = events[0].certificate
+    assert certificate is not None and certificate.subject == pki.good.subject
+    assert server.client_certificate == certificate
+    # The connection carries on, both ways; and a second request works as the first.
+    server.send(b"after")
+    assert client.receive(server.data_to_send()) == b"after"
+    server.receive_data(client.send(b"too"))
+    assert server.events() == [ApplicationData(b"too")]
+    (again,) = authenticate(server, client, ClientAuth.from_pem(pki.ca_file))
+    assert isinstance(again, ClientAuthenticated) and again.certificate == certificate
+
+
+@pytest.mark.parametrize(
+    ("which", "alert"),
+    [
+        ("untrusted", AlertDescription.unknown_ca),
+        ("expired", AlertDescription.certificate_expired),
+        (None, AlertDescription.certificate_required),
+    ],
+)
+def test_post_handshake_authentication_failures(pki: Pki, which: str | None, alert: int) -> None:
+    client = pha_client(None if which is None else getattr(pki, which))
+    server = connected(client)
+    with pytest.raises(AlertError) as caught:
+        authenticate(server, client, ClientAuth.from_pem(pki.ca_file))
+    assert caught.value.description == alert
+
+
+def test_post_handshake_authentication_declined_when_optional(pki: Pki) -> None:
+    client = pha_client(None)
+    server = connected(client)
+    (event,) = authenticate(server, client, ClientAuth.from_pem(pki.ca_file, required=False))
+    assert event == ClientAuthenticated(None)
+
+
+def test_no_request_to_a_client_that_did_not_offer_it(pki: Pki) -> None:
+    server = connected(client_with(pki.good))
+    assert not server.post_handshake_auth
+    with pytest.raises(ValueError, match="did not offer post_handshake_auth"):
+        server.request_client_certificate(ClientAuth.from_pem(pki.ca_file))
+
+
+def test_one_request_at_a_time_and_none_unasked(pki: Pki) -> None:
+    client = pha_client(pki.good)
+    server = connected(client)
+    with pytest.raises(ValueError, match="no ClientAuth"):
+        server.request_client_certificate()
+    server.request_client_certificate(ClientAuth.from_pem(pki.ca_file))
+    with pytest.raises(ValueError, match="already pending"):
+        server.request_client_certificate(ClientAuth.from_pem(pki.ca_file))
