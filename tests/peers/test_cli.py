@@ -36,7 +36,8 @@ LOG_LINE = re.compile(
     r"peer=127\.0\.0\.1:\d+ (?:validation=\S+ )?"
     r"hrr=(?P<hrr>yes|no) cookie=(?P<cookie>verified|none)"
     r"(?: suite=(?P<suite>\S+) group=(?P<group>\S+) alpn=(?P<alpn>\S+) sni=(?P<sni>\S+)"
-    r" resumed=(?P<resumed>yes|no|0rtt)(?: psk=(?P<psk>\S+))?)?"
+    r" resumed=(?P<resumed>yes|no|0rtt)(?: psk=(?P<psk>\S+))?"
+    r"(?: client=(?P<client>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+))?)?"
     r"(?: handshake=[\d.]+ms)? duration=[\d.]+ms(?: in=\S+)?(?: out=\S+)?"
     r"(?: error=(?P<error>.*))?$"
 )
@@ -339,7 +340,7 @@ def test_cert_and_key_files(serve: Serve, tmp_path: Path) -> None:
         )
     )
     server = serve(["--cert", str(cert), "--key", str(key), "--validation", "hrr"])
-    assert f"certificate {cert}" in server.stdout, server.output()
+    assert f"certificate {cert} for localhost" in server.stdout, server.output()
     assert f"SHA-256 fingerprint {credential.fingerprint}" in server.stdout, server.output()
     verify = ["-CAfile", str(cert), "-verify_return_error", "-verify_hostname", "localhost"]
     run = s_client(server, *verify)

@@ -1,6 +1,8 @@
 // Go crypto/tls TLS 1.3 client for the interop tests (stdlib only, Go 1.19).
 //
-// Usage: goclient [-ca cert.pem] [-curves x25519,p256,p384] [-suite 0x1301] [-resume] HOST:PORT
+// Usage: goclient [-ca cert.pem] [-curves x25519,p256,p384] [-suite 0x1301] [-resume]
+//
+//	[-cert chain.pem -key key.pem] HOST:PORT
 //
 // It verifies the server against -ca with ServerName localhost (without -ca it does not verify),
 // offers the -curves in that order (the first one gets the key share in ClientHello1), sends
@@ -21,6 +23,11 @@
 //	did_resume true
 //
 // The exit status says nothing about resumption: the caller reads those lines.
+//
+// With -cert and -key (tls.LoadX509KeyPair: the PEM chain, leaf first, and its key) it answers a
+// CertificateRequest with that chain, through tls.Config.Certificates: Go sends it only if it
+// suits the request (a signature scheme in common, and an issuer the request's
+// certificate_authorities name, when it names any), else an empty Certificate.
 package main
 
 import (
@@ -46,12 +53,22 @@ func main() {
 	curves := flag.String("curves", "", "comma list of x25519,p256,p384,p521, in preference order")
 	suite := flag.String("suite", "", "expected cipher suite, e.g. 0x1303 (Go cannot restrict it)")
 	resume := flag.Bool("resume", false, "connect twice with one session cache; print did_resume")
+	cert := flag.String("cert", "", "PEM chain (leaf first) of a client certificate, with -key")
+	key := flag.String("key", "", "PEM private key of the -cert client certificate")
 	flag.Parse()
-	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: goclient [-ca cert.pem] [-curves ...] [-suite 0x1301] [-resume] HOST:PORT")
+	if flag.NArg() != 1 || (*cert == "") != (*key == "") {
+		fmt.Fprintln(os.Stderr, "usage: goclient [-ca cert.pem] [-curves ...] [-suite 0x1301] [-resume] [-cert chain.pem -key key.pem] HOST:PORT")
 		os.Exit(2)
 	}
 	cfg := &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13}
+	if *cert != "" {
+		pair, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "client certificate:", err)
+			os.Exit(2)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
 	if *ca != "" {
 		pem, err := os.ReadFile(*ca)
 		if err != nil {
