@@ -34,6 +34,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
     "hrr_rate": ("HRRs/s per captured client vs OpenSSL SSL_stateless (ctypes)", 0.1, 5),
     "resume": ("CH2 -> Accepted vs SSL_stateless(CH2); cookie opens/s", 0.2, 5),
+    "tickets": ("ticket issue/accept µs per op, both builds, vs OpenSSL; ticket bytes", 0.2, 5),
     "handshake": ("full handshake, server side, vs Python ssl's server", 0.25, 3),
     "records": ("16 KiB records MB/s per suite vs ssl.SSLObject", 0.1, 3),
     "sizes": ("HRR/CH1 bytes per client vs SSL_stateless; cookie size", None, None),
