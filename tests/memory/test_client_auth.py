@@ -9,14 +9,18 @@ The server's judgement is read from its own HandshakeComplete and from the alert
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from stateless13 import (
     AlertDescription,
@@ -31,8 +35,20 @@ from stateless13 import (
     ServerConfig,
     ServerConnection,
 )
-from stateless13.messages import ExtensionType, pull_certificate_request
-from stateless13.primitives import VERIFIABLE_SCHEMES
+from stateless13.alerts import BadCertificate, UnsupportedCertificate, UnsupportedExtension
+from stateless13.client_auth import MAX_CLIENT_CHAIN
+from stateless13.messages import (
+    Certificate,
+    CertificateVerify,
+    ExtensionType,
+    Finished,
+    pull_certificate_request,
+    push_certificate,
+    push_certificate_verify,
+    push_finished,
+)
+from stateless13.primitives import SUITES, VERIFIABLE_SCHEMES
+from stateless13.record import ContentType, RecordProtection
 from tests.helpers import PEER, PythonSSLClient, stateless_handshake
 from tests.pki import ClientIdentity, Pki
 
@@ -322,3 +338,63 @@ def test_one_request_at_a_time_and_none_unasked(pki: Pki) -> None:
     server.request_client_certificate(ClientAuth.from_pem(pki.ca_file))
     with pytest.raises(ValueError, match="already pending"):
         server.request_client_certificate(ClientAuth.from_pem(pki.ca_file))
+
+
+# -- what ClientAuth.judge refuses before any chain validation -----------------------------
+
+
+def test_judge_refuses_what_it_cannot_read(pki: Pki) -> None:
+    client_auth = ClientAuth.from_pem(pki.ca_file)
+    leaf = pki.good.certificate.public_bytes(Encoding.DER)
+    now = time.time()
+    with pytest.raises(BadCertificate, match="does not parse"):
+        client_auth.judge(((b"\x30\x03\x02\x01\x00", ()),), now)
+    with pytest.raises(BadCertificate, match="a chain of 11"):
+        client_auth.judge(((leaf, ()),) * (MAX_CLIENT_CHAIN + 1), now)
+    with pytest.raises(UnsupportedExtension):
+        client_auth.judge(((leaf, ((5, b""),)),), now)  # status_request: we asked for none
+    dsa_key = dsa.generate_private_key(2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa")])
+    dsa_certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(dsa_key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.datetime(2020, 1, 1))
+        .not_valid_after(datetime.datetime(2100, 1, 1))
+        .sign(dsa_key, hashes.SHA256())
+    )
+    with pytest.raises(UnsupportedCertificate):
+        client_auth.judge(((dsa_certificate.public_bytes(Encoding.DER), ()),), now)
+
+
+@pytest.mark.parametrize(
+    ("message", "alert"),
+    [
+        (push_certificate(Certificate(b"not ours", ())), AlertDescription.illegal_parameter),
+        (
+            push_certificate_verify(CertificateVerify(0x0403, b"x" * 64)),
+            AlertDescription.unexpected_message,
+        ),
+        (push_finished(Finished(bytes(32))), AlertDescription.unexpected_message),
+    ],
+    ids=["another-context", "certificate-verify-first", "finished-first"],
+)
+def test_post_handshake_answers_out_of_line(pki: Pki, message: bytes, alert: int) -> None:
+    """A Certificate for another request's context, or a CertificateVerify or Finished before
+    any Certificate: the answers a client makes up rather than gives."""
+    secrets: dict[str, bytes] = {}
+
+    def keylog(line: str) -> None:
+        label, _, secret = line.split()
+        secrets[label] = bytes.fromhex(secret)
+
+    client = pha_client(pki.good)
+    server = connected(client, dataclasses.replace(ServerConfig.self_signed(), keylog=keylog))
+    server.request_client_certificate(ClientAuth.from_pem(pki.ca_file))
+    client_key = RecordProtection(SUITES[0x1301], secrets["CLIENT_TRAFFIC_SECRET_0"])
+    server.receive_data(client_key.seal(ContentType.handshake, message))
+    with pytest.raises(AlertError) as caught:
+        server.events()
+    assert caught.value.description == alert
