@@ -61,8 +61,18 @@ class EarlyData:
 class AlertReceived:
     """The peer sent an alert other than close_notify; fatal ones end the connection."""
 
-    description: AlertDescription | int
+    #: The alert's number, comparable with AlertDescription's members (the compiled build gives
+    #: a plain int: mypyc stores an IntEnum member as its int).
+    description: int
     fatal: bool
+
+    @property
+    def name(self) -> str:
+        """The alert's name (``illegal_parameter``), or its number if it is not one we know."""
+        try:
+            return AlertDescription(self.description).name
+        except ValueError:
+            return str(self.description)
 
 
 @dataclass(frozen=True, slots=True)

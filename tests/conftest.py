@@ -17,7 +17,9 @@ from tests.servers import RunningServer, ServerFactory, http_handler
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """``tls_server(validation="hrr", handler=http_handler, limits=None, **config_options)``."""
+    """``tls_server(validation="hrr", handler=http_handler, limits=None, credentials=None,
+    **config_options)``: ``credentials`` in place of a fresh self-signed one for localhost
+    (``RunningServer.cert_path`` and ``credential`` are then the first's)."""
     loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Event]] = []
 
     def start(
@@ -26,12 +28,15 @@ def tls_server(tmp_path: Path) -> Iterator[ServerFactory]:
         handler: Callable[[TLSStream], Awaitable[None]] = http_handler,
         limits: Limits | None = None,
         key_type: str = "ecdsa-p256",
+        credentials: tuple[Credential, ...] | None = None,
         **options: object,
     ) -> RunningServer:
-        credential = Credential.self_signed("localhost", key_type)
+        if credentials is None:
+            credentials = (Credential.self_signed("localhost", key_type),)
+        credential = credentials[0]
         cert_path = tmp_path / f"cert{len(loops)}.pem"
         cert_path.write_bytes(credential.certificate_pem())
-        config = ServerConfig(credentials=(credential,), **options)  # type: ignore[arg-type]
+        config = ServerConfig(credentials=credentials, **options)  # type: ignore[arg-type]
         loop = asyncio.new_event_loop()
         ready = threading.Event()
         stop = asyncio.Event()

@@ -241,6 +241,9 @@ class ConnectionReport:
     bytes_in: int | None = None
     datagrams_out: int | None = None
     bytes_out: int | None = None
+    #: The client's certificate: the handshake's, or the latest a post-handshake authentication
+    #: got (``request_client_certificate``).
+    client_certificate: ClientCertificate | None = None
 
     @classmethod
     def refused(cls, peer: tuple[str, int], limit: str) -> ConnectionReport:
@@ -270,7 +273,17 @@ class ConnectionReport:
             handshake_time=handshake_time if session.handshake is not None else None,
             bytes_in=session.bytes_in,
             bytes_out=session.bytes_out,
+            client_certificate=None
+            if session.connection is None
+            else session.connection.client_certificate,
         )
+
+    @property
+    def _client_certificate(self) -> ClientCertificate | None:
+        """The connection's latest (QUIC reports carry the handshake's only)."""
+        if self.client_certificate is not None:
+            return self.client_certificate
+        return None if self.handshake is None else self.handshake.client_certificate
 
     @functools.cached_property  # read by the counters, the log level and the fields alike
     def outcome(self) -> str:
@@ -308,8 +321,8 @@ class ConnectionReport:
             "sni": h.server_name if h else None,
             "resumed": h.resumed if h else None,
             "psk_identity": _text(h.psk_identity) if h and h.psk_identity else None,
-            "client_certificate": h.client_certificate.subject
-            if h and h.client_certificate
+            "client_certificate": self._client_certificate.subject
+            if self._client_certificate
             else None,
             "early_data": h.early_data if h else None,
             "handshake_ms": None if self.handshake_time is None else self.handshake_time * 1000,
@@ -341,8 +354,8 @@ class ConnectionReport:
             ]
             if h.psk_identity is not None:
                 parts.append(f"psk={_loggable(_text(h.psk_identity))}")
-            if h.client_certificate is not None:
-                parts.append(f"client={_loggable(h.client_certificate.subject)}")
+            if self._client_certificate is not None:
+                parts.append(f"client={_loggable(self._client_certificate.subject)}")
         if self.handshake_time is not None:
             parts.append(f"handshake={self.handshake_time * 1000:.1f}ms")
         parts.append(f"duration={self.duration * 1000:.1f}ms")

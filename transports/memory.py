@@ -139,7 +139,7 @@ class MemoryServer:
             return result
         self._pending = None
         if isinstance(result, AlertReceived):  # the client gave up (e.g. refused our HRR)
-            self._end(f"client sent {_alert_name(result)}")
+            self._end(f"client sent {result.name}")
         elif isinstance(result, Rejected):
             self._outgoing += result.data_to_send
             self.cookie_verified = result.cookie_verified
@@ -166,7 +166,7 @@ class MemoryServer:
                 elif isinstance(event, ConnectionClosed):
                     self._end("client closed during the handshake", fine_after_handshake=True)
                 elif isinstance(event, AlertReceived) and event.fatal:
-                    self._end(f"client sent {_alert_name(event)}", fine_after_handshake=True)
+                    self._end(f"client sent {event.name}", fine_after_handshake=True)
         except AlertError as error:
             self._end(f"{error.description.name}: {error.reason}")
         self.hello_retry = self.hello_retry or self.connection.hello_retry
@@ -216,7 +216,3 @@ class MemoryServer:
     @staticmethod
     def application_data(events: list[Event]) -> bytes:
         return b"".join(e.data for e in events if isinstance(e, ApplicationData))
-
-
-def _alert_name(event: AlertReceived) -> str:
-    return getattr(event.description, "name", str(event.description))

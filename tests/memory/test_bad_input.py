@@ -1123,3 +1123,15 @@ def test_handshake_refuses_a_wrong_finished(
         handshake.receive(epoch, message)
     assert raised.value.description == alert
     assert raised.value.reason
+
+
+@pytest.mark.parametrize(
+    ("number", "name"), [(47, "illegal_parameter"), (0xEE, "238")], ids=["known", "unknown"]
+)
+def test_a_received_alert_is_named_in_both_builds(number: int, name: str) -> None:
+    """The compiled build hands the description over as a plain int (mypyc stores an IntEnum
+    member as its int): the name comes from ``AlertReceived.name`` in both builds."""
+    alert = bytes((ContentType.alert, 3, 3, 0, 2, 2, number))  # fatal
+    result = stateless_accept(CONFIG, alert, peer=PEER, now=NOW, after_retry=True)
+    assert isinstance(result, AlertReceived)
+    assert result.description == number and result.name == name

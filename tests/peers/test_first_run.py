@@ -271,7 +271,7 @@ def _key_of_another_certificate(d: Path) -> tuple[list[str], str]:
 
 def _cert_without_key(d: Path) -> tuple[list[str], str]:
     cert, _ = _pem_files(d, "good", Credential.self_signed())
-    return ["--cert", cert], "--cert and --key go together"
+    return ["--cert", cert], "--cert and --key go together, one --key for each --cert"
 
 
 def _keylog_not_writable(d: Path) -> tuple[list[str], str]:

@@ -1,12 +1,12 @@
 // Go crypto/tls TLS 1.3 client for the interop tests (stdlib only, Go 1.19).
 //
-// Usage: goclient [-ca cert.pem] [-curves x25519,p256,p384] [-suite 0x1301] [-resume]
+// Usage: goclient [-ca cert.pem] [-servername localhost] [-curves x25519,p256,p384] [-suite 0x1301]
 //
-//	[-cert chain.pem -key key.pem] HOST:PORT
+//	[-resume] [-cert chain.pem -key key.pem] HOST:PORT
 //
-// It verifies the server against -ca with ServerName localhost (without -ca it does not verify),
-// offers the -curves in that order (the first one gets the key share in ClientHello1), sends
-// "GET / HTTP/1.1", reads the reply until EOF and prints
+// It asks for -servername by SNI (default localhost) and verifies the server against -ca for that
+// name (without -ca it does not verify), offers the -curves in that order (the first one gets the
+// key share in ClientHello1), sends "GET / HTTP/1.1", reads the reply until EOF and prints
 //
 //	version 0x0304 cipher 0x1301
 //	<the reply>
@@ -49,7 +49,8 @@ func fail(format string, args ...interface{}) {
 }
 
 func main() {
-	ca := flag.String("ca", "", "PEM file to verify the server against (ServerName localhost)")
+	ca := flag.String("ca", "", "PEM file to verify the server against (for -servername)")
+	servername := flag.String("servername", "localhost", "the name to ask for (SNI) and verify")
 	curves := flag.String("curves", "", "comma list of x25519,p256,p384,p521, in preference order")
 	suite := flag.String("suite", "", "expected cipher suite, e.g. 0x1303 (Go cannot restrict it)")
 	resume := flag.Bool("resume", false, "connect twice with one session cache; print did_resume")
@@ -57,10 +58,10 @@ func main() {
 	key := flag.String("key", "", "PEM private key of the -cert client certificate")
 	flag.Parse()
 	if flag.NArg() != 1 || (*cert == "") != (*key == "") {
-		fmt.Fprintln(os.Stderr, "usage: goclient [-ca cert.pem] [-curves ...] [-suite 0x1301] [-resume] [-cert chain.pem -key key.pem] HOST:PORT")
+		fmt.Fprintln(os.Stderr, "usage: goclient [-ca cert.pem] [-servername localhost] [-curves ...] [-suite 0x1301] [-resume] [-cert chain.pem -key key.pem] HOST:PORT")
 		os.Exit(2)
 	}
-	cfg := &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13}
+	cfg := &tls.Config{ServerName: *servername, MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13}
 	if *cert != "" {
 		pair, err := tls.LoadX509KeyPair(*cert, *key)
 		if err != nil {
