@@ -43,12 +43,24 @@ from .messages import (
     CertificateRequest,
     Extensions,
     ExtensionType,
+    SignatureScheme,
     certificate_authorities_body,
     push_certificate_request,
     signature_algorithms_body,
 )
 from .primitives import VERIFIABLE_SCHEMES
 
+#: What our CertificateRequest's signature_algorithms lists: the schemes we verify a
+#: CertificateVerify with, then RSASSA-PKCS1-v1_5, for the signatures in the certificates only
+#: (§4.2.3: it also speaks for them without signature_algorithms_cert; CAs sign with it, and a
+#: client such as GnuTLS withholds a chain whose signatures the list leaves out).  A
+#: CertificateVerify with it is illegal_parameter.
+REQUESTED_SCHEMES: tuple[SignatureScheme, ...] = (
+    *VERIFIABLE_SCHEMES,
+    SignatureScheme.rsa_pkcs1_sha256,
+    SignatureScheme.rsa_pkcs1_sha384,
+    SignatureScheme.rsa_pkcs1_sha512,
+)
 #: Certificates a client's chain may hold, its leaf included: each costs a parse, and a real
 #: chain has two or three.
 MAX_CLIENT_CHAIN = 10
@@ -171,7 +183,7 @@ class ClientAuth:
     def request(self, context: bytes) -> bytes:
         """A CertificateRequest message with ``context`` (§4.3.2)."""
         extensions: Extensions = (
-            (ExtensionType.signature_algorithms, signature_algorithms_body(VERIFIABLE_SCHEMES)),
+            (ExtensionType.signature_algorithms, signature_algorithms_body(REQUESTED_SCHEMES)),
         )
         if self._authority_names:
             body = certificate_authorities_body(self._authority_names)

@@ -1017,8 +1017,8 @@ class ServerHandshake:
         """§4.4.3: the client's proof that it holds the key, then the application's word."""
         certificate_verify = pull_certificate_verify(message[4:])
         scheme = certificate_verify.algorithm
-        if scheme not in VERIFIABLE_SCHEMES:  # one our CertificateRequest listed
-            raise IllegalParameter(f"CertificateVerify with scheme 0x{scheme:04x}, not requested")
+        if scheme not in VERIFIABLE_SCHEMES:  # listed for a CertificateVerify (§4.2.3)
+            raise IllegalParameter(f"CertificateVerify with scheme 0x{scheme:04x}, not allowed")
         # 64 spaces, the context string, a zero byte, then the transcript hash.
         content = b" " * 64 + b"TLS 1.3, client CertificateVerify\x00" + transcript.digest()
         verify(

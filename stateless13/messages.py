@@ -81,6 +81,8 @@ class NamedGroup(IntEnum):
 
 class SignatureScheme(IntEnum):
     rsa_pkcs1_sha256 = 0x0401
+    rsa_pkcs1_sha384 = 0x0501
+    rsa_pkcs1_sha512 = 0x0601
     ecdsa_secp256r1_sha256 = 0x0403
     ecdsa_secp384r1_sha384 = 0x0503
     ecdsa_secp521r1_sha512 = 0x0603

@@ -396,6 +396,12 @@ def build_config(
         options["refuse_unknown_server_names"] = True
     if args.verify_client is not None and args.client_ca is None:
         raise CommandError("--verify-client goes with --client-ca")
+    if args.quic and args.verify_client == "post-handshake":
+        raise CommandError(
+            "--verify-client post-handshake is for TCP: QUIC forbids post-handshake"
+            " authentication (RFC 9001 §4.4); with --quic the certificate is asked for in the"
+            " handshake (required or optional)"
+        )
     if args.client_ca is not None:
         options["client_auth"] = _client_auth(args.client_ca, args.verify_client or "required")
     if args.groups:

@@ -54,7 +54,12 @@ from .quic_initial import (
     decrypt_initials,
     hrr_initial,
 )
-from .quic_tls import ConnectionStart, ResumePoint, check_quic_client_hello
+from .quic_tls import (
+    NO_POST_HANDSHAKE_AUTH,
+    ConnectionStart,
+    ResumePoint,
+    check_quic_client_hello,
+)
 from .quic_tokens import (
     MIN_ORIGINAL_CID_LENGTH,
     SERVER_CID_LENGTH,
@@ -258,6 +263,9 @@ class InitialFront:
     ``receive`` returns what to do: :class:`Reply` (send it and forget), :class:`Accept` (create
     the connection), :class:`Pending` (part of a ClientHello is in the reassembly table) or
     :class:`Drop`.
+
+    A ``config.client_auth`` that asks only after the handshake (``post_handshake_only``) is
+    refused with LocalProtocolError: QUIC forbids post-handshake authentication (RFC 9001 §4.4).
     """
 
     def __init__(
@@ -269,6 +277,9 @@ class InitialFront:
         handshakes_in_progress: Callable[[], int] = lambda: 0,
     ) -> None:
         self.validation = Validation.parse(validation, tuple(Validation))
+        if config.client_auth is not None and config.client_auth.post_handshake_only:
+            # It would never ask: the handshake leaves it to a request QUIC forbids.
+            raise LocalProtocolError(f"ClientAuth.post_handshake_only: {NO_POST_HANDSHAKE_AUTH}")
         #: ADAPTIVE: the server's count of connections still handshaking.
         self.handshakes_in_progress = handshakes_in_progress
         # QUIC's 0-RTT is not built: its tickets must promise 0xffffffff or nothing (RFC 9001

@@ -13,9 +13,10 @@ the server builds a :class:`~.quic_tls.StatelessQuicConnection` and its protocol
 the whole is in docs/QUIC.md.
 
 The default protocol, :class:`H3PageProtocol`, answers every HTTP/3 request with a small page
-saying what was negotiated.  ``create_protocol`` takes any subclass of
-:class:`StatelessQuicProtocol` (the aioquic ``QuicConnectionProtocol`` API, plus one
-:class:`ConnectionReport` per connection and a handshake timeout).
+saying what was negotiated, the client certificate's subject included.  ``create_protocol``
+takes any subclass of :class:`StatelessQuicProtocol` (the aioquic ``QuicConnectionProtocol``
+API, plus one :class:`ConnectionReport` per connection, a handshake timeout and
+``client_certificate``; ``request_client_certificate`` is refused, RFC 9001 §4.4).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import html
 import logging
 import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.buffer import Buffer, BufferReadError
@@ -44,6 +46,8 @@ from cryptography.x509 import load_der_x509_certificate
 
 from stateless13 import (
     CipherSuite,
+    ClientAuth,
+    ClientCertificate,
     Credential,
     LocalProtocolError,
     ServerConfig,
@@ -51,7 +55,7 @@ from stateless13 import (
 
 from .common import ConnectionReport, Reporter
 from .quic_front import Accept, FrontStats, InitialFront, QuicOptions, Reply, Validation
-from .quic_tls import ConnectionStart, StatelessQuicConnection
+from .quic_tls import NO_POST_HANDSHAKE_AUTH, ConnectionStart, StatelessQuicConnection
 from .quic_tokens import SERVER_CID_LENGTH
 
 logger = logging.getLogger("stateless13.server")
@@ -152,6 +156,19 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
     @property
     def quic(self) -> StatelessQuicConnection:
         return self._quic
+
+    @property
+    def client_certificate(self) -> ClientCertificate | None:
+        """The certificate the client authenticated with (``ServerConfig.client_auth``), once
+        the handshake is complete; None if it sent none (or none was asked for)."""
+        engine = self._quic.quic_tls
+        summary = engine.summary if engine is not None else None  # set once Finished verified
+        return summary.client_certificate if summary is not None else None
+
+    def request_client_certificate(self, client_auth: ClientAuth | None = None) -> NoReturn:
+        """Always refused with LocalProtocolError: RFC 9001 §4.4 forbids post-handshake
+        authentication over QUIC; ask in the handshake (``ServerConfig.client_auth``)."""
+        raise LocalProtocolError(NO_POST_HANDSHAKE_AUTH)
 
     def start(self, transport: asyncio.DatagramTransport, handshake_timeout: float) -> None:
         self._counter = _CountingTransport(transport)
@@ -265,7 +282,8 @@ class H3PageProtocol(StatelessQuicProtocol):
                 f"HelloRetryRequest: {'yes' if summary.hello_retry else 'no'}, "
                 f"cookie verified: {'yes' if summary.cookie_verified else 'no'}, "
                 f"session resumed: {'yes' if summary.resumed else 'no'}, "
-                f"address validation: {self._quic.start.validation}"
+                f"address validation: {self._quic.start.validation}, "
+                f"client certificate: {_client(summary.client_certificate)}"
             )
         body = (
             f"<!doctype html><title>stateless13</title><h1>{PAGE_TEXT}</h1>\n"
@@ -281,6 +299,11 @@ class H3PageProtocol(StatelessQuicProtocol):
         )
         self._h3.send_data(stream_id, body, end_stream=True)
         self.transmit()
+
+
+def _client(certificate: ClientCertificate | None) -> str:
+    """The client certificate's subject for the page, as the TCP page says it (demo.py)."""
+    return "none" if certificate is None else html.escape(certificate.subject)
 
 
 ProtocolFactory = Callable[[StatelessQuicConnection], StatelessQuicProtocol]

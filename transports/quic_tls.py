@@ -8,6 +8,15 @@ PROTOCOL_VIOLATION (RFC 9001 §8.4), so no middlebox CCS is ever asked for; a TL
 refused with unexpected_message (RFC 9001 §6); a client without ALPN gets no_application_protocol
 (RFC 9001 §8.1).
 
+Client certificates (``ServerConfig.client_auth``) need nothing of their own: the handshake asks
+in its flight and the client's Certificate and CertificateVerify come as Handshake-epoch CRYPTO
+data before its Finished, as over TCP; a refusal is an ``AlertError`` like any other.
+Post-handshake authentication is not available over QUIC (RFC 9001 §4.4): a client's
+post_handshake_auth offer is ignored (``ServerHandshake.post_handshake_auth`` stays False, so
+the core keeps no transcript for it and refuses ``request_client_certificate``),
+:meth:`QuicTLS.request_client_certificate` raises ``LocalProtocolError``, and any TLS message
+after the handshake is unexpected_message.
+
 :class:`StatelessQuicConnection` is aioquic's ``QuicConnection`` with that engine, optionally
 picking up after a stateless HRR from a :class:`ConnectionStart` (which private attributes of
 aioquic it sets, and the aioquic versions tested, are in docs/QUIC.md).
@@ -16,6 +25,7 @@ aioquic it sets, and the aioquic versions tested, are in docs/QUIC.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from aioquic import tls
 from aioquic.buffer import Buffer
@@ -26,6 +36,7 @@ from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from stateless13 import (
     Action,
     AlertError,
+    ClientAuth,
     ClientHello,
     CookieVerified,
     Epoch,
@@ -34,6 +45,7 @@ from stateless13 import (
     HandshakeSummary,
     IllegalParameter,
     InstallSecret,
+    LocalProtocolError,
     MissingExtension,
     SendHandshake,
     ServerConfig,
@@ -59,6 +71,13 @@ def check_quic_client_hello(config: ServerConfig, hello: ClientHello) -> None:
     if not any(t == ExtensionType.quic_transport_parameters for t, _ in hello.extensions):
         raise MissingExtension("no quic_transport_parameters extension (RFC 9001 §8.2)")
     select_alpn(config, hello)
+
+
+#: Why a QUIC server never asks for a client certificate after the handshake.
+NO_POST_HANDSHAKE_AUTH = (
+    "post-handshake authentication is not available over QUIC (RFC 9001 §4.4): ask for the "
+    "client certificate in the handshake (ServerConfig.client_auth)"
+)
 
 
 def _aioquic_alert(error: AlertError) -> tls.Alert:
@@ -100,6 +119,11 @@ class QuicTLS(tls.Context):
         self._hello = bytearray()
 
     def handle_message(self, input_data: bytes, output_buf: dict[tls.Epoch, Buffer]) -> None:
+        if self.error is not None:
+            # Failed already: aioquic still passes CRYPTO data that came before its
+            # CONNECTION_CLOSE went out (the rest of a client's flight: a CertificateVerify
+            # after a refused Certificate).  The first alert stays the one reported.
+            raise _aioquic_alert(self.error)
         try:
             actions = self._receive(Epoch(self.receive_epoch.value), bytes(input_data))
         except AlertError as error:
@@ -107,7 +131,16 @@ class QuicTLS(tls.Context):
             raise _aioquic_alert(error) from error
         except TLSError as error:  # LocalProtocolError: a bug on our side, not the peer's
             raise tls.AlertInternalError(str(error)) from error
+        if self.server_handshake is not None:
+            # RFC 9001 §4.4: a QUIC server never requests a certificate after the handshake,
+            # whatever the client offered (set again after each ClientHello, which sets it).
+            self.server_handshake.post_handshake_auth = False
         self._apply(actions, output_buf)
+
+    def request_client_certificate(self, client_auth: ClientAuth | None = None) -> NoReturn:
+        """Always refused: RFC 9001 §4.4 forbids post-handshake authentication over QUIC (the
+        client certificate is asked for in the handshake, ``ServerConfig.client_auth``)."""
+        raise LocalProtocolError(NO_POST_HANDSHAKE_AUTH)
 
     def _receive(self, epoch: Epoch, data: bytes) -> list[Action]:
         if self.server_handshake is not None:
@@ -258,6 +291,7 @@ class StatelessQuicConnection(QuicConnection):
 
 
 __all__ = [
+    "NO_POST_HANDSHAKE_AUTH",
     "ConnectionStart",
     "QuicTLS",
     "ResumePoint",

@@ -36,7 +36,7 @@ from stateless13 import (
     ServerConnection,
 )
 from stateless13.alerts import BadCertificate, UnsupportedCertificate, UnsupportedExtension
-from stateless13.client_auth import MAX_CLIENT_CHAIN
+from stateless13.client_auth import MAX_CLIENT_CHAIN, REQUESTED_SCHEMES
 from stateless13.messages import (
     Certificate,
     CertificateVerify,
@@ -183,7 +183,8 @@ def test_the_certificate_request(pki: Pki) -> None:
     extensions = dict(request.extensions)
     assert request.request_context == b""
     schemes = extensions[ExtensionType.signature_algorithms]
-    assert len(schemes) == 2 + 2 * len(VERIFIABLE_SCHEMES)
+    assert len(schemes) == 2 + 2 * len(REQUESTED_SCHEMES)
+    assert set(VERIFIABLE_SCHEMES) < set(REQUESTED_SCHEMES)
     names = extensions[ExtensionType.certificate_authorities]
     assert pki.root.subject.public_bytes() in names
     no_names = pull_certificate_request(

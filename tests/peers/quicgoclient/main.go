@@ -5,10 +5,14 @@
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o quicgoclient main.go
 //
-// Usage: quicgoclient [-curves x25519,p256,p384] [-sni localhost] [-path /] HOST:PORT
+// Usage: quicgoclient [-curves x25519,p256,p384] [-sni localhost] [-path /] [-cert CHAIN.pem -key KEY.pem] HOST:PORT
 //
 // qtls sends a key share for the first curve only, so "-curves p256,p384" against a server that
-// prefers P-384 makes it switch groups after the HelloRetryRequest.  It prints
+// prefers P-384 makes it switch groups after the HelloRetryRequest.  "-cert" and "-key" load a
+// client certificate (tls.LoadX509KeyPair: the chain file's certificates, leaf first, all sent)
+// into tls.Config.Certificates, presented when the server sends a CertificateRequest; like Go's
+// crypto/tls, qtls presents it only if the request's certificate_authorities (when it has any)
+// name an issuer of the chain, and sends an empty Certificate otherwise.  It prints
 // "HANDSHAKE_DONE alpn h3 tls 0x0304 cipher 0x1301", then "status 200" and the body, and exits 0
 // only for a 200 response.
 package main
@@ -43,9 +47,11 @@ func main() {
 	curves := flag.String("curves", "x25519,p256,p384", "key exchange groups, the first gets the key share")
 	sni := flag.String("sni", "localhost", "server name")
 	path := flag.String("path", "/", "path to GET")
+	cert := flag.String("cert", "", "PEM client certificate chain, leaf first (with -key)")
+	key := flag.String("key", "", "PEM private key of the -cert certificate")
 	flag.Parse()
-	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: quicgoclient [-curves ...] [-sni name] [-path /] HOST:PORT")
+	if flag.NArg() != 1 || (*cert == "") != (*key == "") {
+		fmt.Fprintln(os.Stderr, "usage: quicgoclient [-curves ...] [-sni name] [-path /] [-cert chain.pem -key key.pem] HOST:PORT")
 		os.Exit(2)
 	}
 	var preferences []tls.CurveID
@@ -61,6 +67,13 @@ func main() {
 		ServerName:         *sni,
 		NextProtos:         []string{"h3"},
 		CurvePreferences:   preferences,
+	}
+	if *cert != "" {
+		pair, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			fail("loading -cert %s -key %s: %v", *cert, *key, err)
+		}
+		tlsConf.Certificates = []tls.Certificate{pair}
 	}
 	quicConf := &quic.Config{
 		HandshakeIdleTimeout: 5 * time.Second,
