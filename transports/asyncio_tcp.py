@@ -65,21 +65,26 @@ class TLSStream(StreamState):
         """The next application data; ``b""`` once the client closed, failed or went idle, or
         the server is stopping."""
         while not self._received and not self._eof and not self._stopping:
-            self._waiting = True
-            try:
-                data = await asyncio.wait_for(
-                    self._reader.read(self._limits.read_size), self._limits.idle_timeout
-                )
-            except TimeoutError:
-                self._idle = True
-                break
-            finally:
-                self._waiting = False
-            if self._stopping:
-                break
+            await self._read_once(idle=True)
+        return self._next_chunk()
+
+    async def _read_once(self, *, idle: bool) -> None:
+        """One read from the client, taken in (and answered); idle after ``idle_timeout``.
+        ``idle``: the application waits for the client and nothing else, so a stopping server
+        may end the connection now (``_stop``)."""
+        self._waiting = idle
+        try:
+            data = await asyncio.wait_for(
+                self._reader.read(self._limits.read_size), self._limits.idle_timeout
+            )
+        except TimeoutError:
+            self._idle = True
+            return
+        finally:
+            self._waiting = False
+        if not self._stopping:
             self._absorb(data)
             self._flush()
-        return self._next_chunk()
 
     def _stop(self) -> None:
         """The server is stopping: an idle connection gets close_notify now and its read()
@@ -111,15 +116,7 @@ class TLSStream(StreamState):
         self._request_client_certificate(client_auth)
         self._flush()
         while not self._answers and not self._eof and not self._stopping:
-            try:
-                data = await asyncio.wait_for(
-                    self._reader.read(self._limits.read_size), self._limits.idle_timeout
-                )
-            except TimeoutError:
-                self._idle = True
-                break
-            self._absorb(data)
-            self._flush()
+            await self._read_once(idle=False)
         return self._client_answer()
 
     def update_key(self, request_peer_update: bool = True) -> None:

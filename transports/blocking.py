@@ -54,15 +54,19 @@ class BlockingTLSStream(StreamState):
     def recv(self) -> bytes:
         """The next application data; ``b""`` once the client closed, failed or went idle."""
         while not self._received and not self._eof:
-            self.socket.settimeout(self._limits.idle_timeout)
-            try:
-                data = self.socket.recv(self._limits.read_size)
-            except TimeoutError:
-                self._idle = True
-                break
-            self._absorb(data)
-            self._flush()
+            self._read_once()
         return self._next_chunk()
+
+    def _read_once(self) -> None:
+        """One read from the client, taken in (and answered); idle after ``idle_timeout``."""
+        self.socket.settimeout(self._limits.idle_timeout)
+        try:
+            data = self.socket.recv(self._limits.read_size)
+        except TimeoutError:
+            self._idle = True
+            return
+        self._absorb(data)
+        self._flush()
 
     def request_client_certificate(
         self, client_auth: ClientAuth | None = None
@@ -72,14 +76,7 @@ class BlockingTLSStream(StreamState):
         self._request_client_certificate(client_auth)
         self._flush()
         while not self._answers and not self._eof:
-            self.socket.settimeout(self._limits.idle_timeout)
-            try:
-                data = self.socket.recv(self._limits.read_size)
-            except TimeoutError:
-                self._idle = True
-                break
-            self._absorb(data)
-            self._flush()
+            self._read_once()
         return self._client_answer()
 
     def sendall(self, data: bytes) -> None:
