@@ -22,6 +22,7 @@ from collections.abc import Callable
 from stateless13 import (
     Accepted,
     AcceptResult,
+    AlertDescription,
     AlertError,
     AlertReceived,
     ApplicationData,
@@ -54,6 +55,7 @@ class MemoryServer:
         "_max_handshake_buffer",
         "_outgoing",
         "_pending",
+        "alert",
         "bytes_in",
         "bytes_out",
         "closed",
@@ -100,6 +102,8 @@ class MemoryServer:
         self.closed = False
         #: Why the connection ended badly (the alert and its reason, a limit), if it did.
         self.error: str | None = None
+        #: The alert we sent when we refused the client (``error`` says why), if we did.
+        self.alert: AlertDescription | None = None
         #: Bytes received from the client and handed out by data_to_send(), on the wire.
         self.bytes_in = 0
         self.bytes_out = 0
@@ -145,6 +149,7 @@ class MemoryServer:
         elif isinstance(result, Rejected):
             self._outgoing += result.data_to_send
             self.cookie_verified = result.cookie_verified
+            self.alert = result.error.description
             self._end(f"{result.error.description.name}: {result.error.reason}")
         elif isinstance(result, HelloRetry):
             self._outgoing += result.data_to_send
@@ -170,6 +175,7 @@ class MemoryServer:
                 elif isinstance(event, AlertReceived) and event.fatal:
                     self._end(f"client sent {event.name}", fine_after_handshake=True)
         except AlertError as error:
+            self.alert = error.description
             self._end(f"{error.description.name}: {error.reason}")
         self.hello_retry = self.hello_retry or self.connection.hello_retry
         self._outgoing += self.connection.data_to_send()
