@@ -6,17 +6,20 @@
     async with server:
         await server.serve_forever()
 
-Datagrams for a known connection ID go to that connection's protocol (aioquic's
-``QuicConnectionProtocol``); all others go to the stateless :class:`~.quic_front.InitialFront`,
-which answers, holds a fragment, or hands over a :class:`~.quic_tls.ConnectionStart` from which
-the server builds a :class:`~.quic_tls.StatelessQuicConnection` and its protocol.  The design of
-the whole is in docs/QUIC.md.
+Datagrams for a known connection ID go to that connection (a :class:`ServerConnection`: its
+protocol, counters, handshake deadline and report); all others go to the stateless
+:class:`~.quic_front.InitialFront`, which answers, holds a fragment, or hands over a
+:class:`~.quic_tls.ConnectionStart` from which the server builds a
+:class:`~.quic_tls.StatelessQuicConnection` and its protocol.  The design of the whole is in
+docs/QUIC.md.
 
 The default protocol, :class:`H3PageProtocol`, answers every HTTP/3 request with a small page
 saying what was negotiated, the client certificate's subject included.  ``create_protocol``
-takes any subclass of :class:`StatelessQuicProtocol` (the aioquic ``QuicConnectionProtocol``
-API, plus one :class:`ConnectionReport` per connection, a handshake timeout and
-``client_certificate``; ``request_client_certificate`` is refused, RFC 9001 §4.4).
+takes any aioquic ``QuicConnectionProtocol`` (subclass or factory), unchanged: the server keeps
+each connection's :class:`ConnectionReport` and handshake timeout itself, from the events the
+connection hands the protocol.  :class:`StatelessQuicProtocol` adds ``client_certificate`` and
+refuses ``request_client_certificate`` (RFC 9001 §4.4).  ``aioquic_serve.serve`` is aioquic's
+``serve()`` on this server.
 """
 
 from __future__ import annotations
@@ -134,70 +137,63 @@ class _CountingTransport(asyncio.DatagramTransport):
         pass
 
 
-class StatelessQuicProtocol(QuicConnectionProtocol):
-    """aioquic's protocol for one of our connections: a handshake timeout, and one report."""
+class ServerConnection:
+    """One connection as the server keeps it, whatever its protocol (any aioquic
+    ``QuicConnectionProtocol``): what it received and sent, the handshake deadline, and its one
+    :class:`ConnectionReport`.  It sees the connection's events as the protocol takes them
+    (``StatelessQuicConnection.on_event``), so the protocol needs nothing of ours."""
 
-    _quic: StatelessQuicConnection
-
-    def __init__(self, quic: StatelessQuicConnection, **kwargs: Any) -> None:
-        super().__init__(quic, **kwargs)
+    def __init__(
+        self,
+        protocol: QuicConnectionProtocol,
+        quic: StatelessQuicConnection,
+        *,
+        on_report: Callable[[ConnectionReport], None],
+        on_handshake_over: Callable[[], None],
+    ) -> None:
+        self.protocol = protocol
+        self.quic = quic
         self.started = time.monotonic()
-        self.on_report: Callable[[ConnectionReport], None] | None = None
+        self.on_report = on_report
         self.datagrams_in = 0
         self.bytes_in = 0
         self.handshake_done = False
         #: Called once, when the handshake is over (completed or not): the server's count of
         #: handshakes in progress (Validation.ADAPTIVE) goes down by one.
-        self.on_handshake_over: Callable[[], None] | None = None
+        self.on_handshake_over: Callable[[], None] | None = on_handshake_over
         self._reported = False
         self._counter: _CountingTransport | None = None
         self._deadline: asyncio.TimerHandle | None = None
-
-    @property
-    def quic(self) -> StatelessQuicConnection:
-        return self._quic
-
-    @property
-    def client_certificate(self) -> ClientCertificate | None:
-        """The certificate the client authenticated with (``ServerConfig.client_auth``), once
-        the handshake is complete; None if it sent none (or none was asked for)."""
-        engine = self._quic.quic_tls
-        summary = engine.summary if engine is not None else None  # set once Finished verified
-        return summary.client_certificate if summary is not None else None
-
-    def request_client_certificate(self, client_auth: ClientAuth | None = None) -> NoReturn:
-        """Always refused with LocalProtocolError: RFC 9001 §4.4 forbids post-handshake
-        authentication over QUIC; ask in the handshake (``ServerConfig.client_auth``)."""
-        raise LocalProtocolError(NO_POST_HANDSHAKE_AUTH)
+        quic.on_event = self.event
 
     def start(self, transport: asyncio.DatagramTransport, handshake_timeout: float) -> None:
         self._counter = _CountingTransport(transport)
-        self.connection_made(self._counter)
-        self._deadline = self._loop.call_later(handshake_timeout, self._handshake_timed_out)
+        self.protocol.connection_made(self._counter)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(handshake_timeout, self._handshake_timed_out)
 
-    def stop_timers(self) -> None:
-        """No more timers (the server is closing its socket)."""
-        for timer in (self._deadline, self._timer):
-            if timer is not None:
-                timer.cancel()
-        self._deadline = self._timer = None
-
-    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         self.datagrams_in += 1
         self.bytes_in += len(data)
-        super().datagram_received(data, addr)
+        self.protocol.datagram_received(data, addr)
+
+    def close(self) -> None:
+        """CONNECTION_CLOSE, and no more timers (the server is closing its socket)."""
+        self.protocol.close()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if isinstance(self.protocol, StatelessQuicProtocol):
+            self.protocol.stop_timers()  # and whatever else a subclass stops there
+        else:
+            stop_aioquic_timer(self.protocol)
 
     def _handshake_timed_out(self) -> None:
         if not self.handshake_done:
-            self.close(QuicErrorCode.CONNECTION_REFUSED, "handshake timeout")
+            self.protocol.close(QuicErrorCode.CONNECTION_REFUSED, "handshake timeout")
             self._finish("handshake timeout")
 
-    def quic_event_received(self, event: events.QuicEvent) -> None:
-        self.track_event(event)
-        super().quic_event_received(event)  # aioquic's stream readers and writers
-
-    def track_event(self, event: events.QuicEvent) -> None:
-        """Keep what the report needs; subclasses that handle streams themselves call this."""
+    def event(self, event: events.QuicEvent) -> None:
+        """Keep what the report needs (called before the protocol handles the event)."""
         if isinstance(event, events.HandshakeCompleted):
             self.handshake_done = True
             self._handshake_over()
@@ -207,7 +203,7 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
             error = None
             if event.error_code not in _CLEAN_CLOSE_CODES:
                 error = f"0x{event.error_code:x} {event.reason_phrase}".strip()
-            tls_error = self._quic.quic_tls.error if self._quic.quic_tls else None
+            tls_error = self.quic.quic_tls.error if self.quic.quic_tls else None
             if tls_error is not None:
                 error = str(tls_error)
             if not self.handshake_done and error is None:
@@ -226,25 +222,66 @@ class StatelessQuicProtocol(QuicConnectionProtocol):
         if self._reported:
             return
         self._reported = True
+        engine = self.quic.quic_tls
+        summary = engine.summary if engine is not None else None  # set once Finished verified
+        start = self.quic.start
+        self.on_report(
+            ConnectionReport(
+                peer=self.quic.peer,
+                transport="quic",
+                validation=start.validation,
+                hello_retry=start.resume is not None or bool(summary and summary.hello_retry),
+                cookie_verified=bool(summary and summary.cookie_verified),
+                handshake=summary.event() if summary is not None else None,
+                duration=time.monotonic() - self.started,
+                error=error,
+                datagrams_in=self.datagrams_in,
+                bytes_in=self.bytes_in,
+                datagrams_out=self._counter.datagrams if self._counter else 0,
+                bytes_out=self._counter.bytes if self._counter else 0,
+            )
+        )
+
+
+def stop_aioquic_timer(protocol: QuicConnectionProtocol) -> None:
+    """Cancel the protocol's aioquic timer (loss detection, idle timeout)."""
+    if protocol._timer is not None:
+        protocol._timer.cancel()
+        protocol._timer = None
+
+
+class StatelessQuicProtocol(QuicConnectionProtocol):
+    """aioquic's protocol plus what only our connections have: the client certificate, and
+    post-handshake authentication refused.  Not needed otherwise: the server takes any
+    ``QuicConnectionProtocol`` (:class:`ServerConnection` keeps the report and the timeout)."""
+
+    _quic: StatelessQuicConnection
+
+    @property
+    def quic(self) -> StatelessQuicConnection:
+        return self._quic
+
+    @property
+    def client_certificate(self) -> ClientCertificate | None:
+        """The certificate the client authenticated with (``ServerConfig.client_auth``), once
+        the handshake is complete; None if it sent none (or none was asked for)."""
         engine = self._quic.quic_tls
         summary = engine.summary if engine is not None else None  # set once Finished verified
-        start = self._quic.start
-        report = ConnectionReport(
-            peer=self._quic.peer,
-            transport="quic",
-            validation=start.validation,
-            hello_retry=start.resume is not None or bool(summary and summary.hello_retry),
-            cookie_verified=bool(summary and summary.cookie_verified),
-            handshake=summary.event() if summary is not None else None,
-            duration=time.monotonic() - self.started,
-            error=error,
-            datagrams_in=self.datagrams_in,
-            bytes_in=self.bytes_in,
-            datagrams_out=self._counter.datagrams if self._counter else 0,
-            bytes_out=self._counter.bytes if self._counter else 0,
-        )
-        if self.on_report is not None:
-            self.on_report(report)
+        return summary.client_certificate if summary is not None else None
+
+    def request_client_certificate(self, client_auth: ClientAuth | None = None) -> NoReturn:
+        """Always refused with LocalProtocolError: RFC 9001 §4.4 forbids post-handshake
+        authentication over QUIC; ask in the handshake (``ServerConfig.client_auth``)."""
+        raise LocalProtocolError(NO_POST_HANDSHAKE_AUTH)
+
+    def stop_timers(self) -> None:
+        """The server is closing its socket: no more timers (a subclass stops its own work
+        too, calling this)."""
+        stop_aioquic_timer(self)
+
+    def track_event(self, event: events.QuicEvent) -> None:
+        """Does nothing: the server sees every connection's events itself
+        (:class:`ServerConnection`); kept for subclasses written when they had to call it."""
 
 
 class H3PageProtocol(StatelessQuicProtocol):
@@ -260,7 +297,6 @@ class H3PageProtocol(StatelessQuicProtocol):
         if self._h3 is not None:
             for h3_event in self._h3.handle_event(event):
                 self._h3_event_received(h3_event)
-        self.track_event(event)
 
     def _h3_event_received(self, event: H3Event) -> None:
         if isinstance(event, HeadersReceived):
@@ -306,11 +342,18 @@ def _client(certificate: ClientCertificate | None) -> str:
     return "none" if certificate is None else html.escape(certificate.subject)
 
 
-ProtocolFactory = Callable[[StatelessQuicConnection], StatelessQuicProtocol]
+#: A ``QuicConnectionProtocol`` subclass, or any callable making one from the connection.
+ProtocolFactory = Callable[[StatelessQuicConnection], QuicConnectionProtocol]
 
 
 class QuicServer(asyncio.DatagramProtocol):
-    """The UDP endpoint: routes datagrams to connections or to the stateless front."""
+    """The UDP endpoint: routes datagrams to connections or to the stateless front.
+
+    ``configuration``: aioquic's settings for the connections (flow control, idle timeout,
+    congestion control, qlog, ...; its TLS fields are not read: ``config`` is the TLS); by
+    default :func:`quic_configuration` of ``config`` and ``options``.  Its connection IDs must
+    be ``SERVER_CID_LENGTH`` bytes (they encode the client's first one) and its versions those
+    of ``options``."""
 
     def __init__(
         self,
@@ -321,8 +364,17 @@ class QuicServer(asyncio.DatagramProtocol):
         create_protocol: ProtocolFactory = H3PageProtocol,
         on_report: Callable[[ConnectionReport], None] | None = None,
         clock: Callable[[], float] = time.time,
+        configuration: QuicConfiguration | None = None,
     ) -> None:
         self.options = options or QuicOptions()
+        if configuration is None:
+            configuration = quic_configuration(config, self.options)
+        if configuration.is_client or configuration.connection_id_length != SERVER_CID_LENGTH:
+            raise LocalProtocolError(
+                f"a server's QuicConfiguration, with {SERVER_CID_LENGTH}-byte connection IDs"
+            )
+        if tuple(configuration.supported_versions) != self.options.supported_versions:
+            raise LocalProtocolError("QuicConfiguration and QuicOptions name other QUIC versions")
         #: Connections created whose handshake is not over yet.
         self.handshakes_in_progress = 0
         self.front = InitialFront(
@@ -332,11 +384,12 @@ class QuicServer(asyncio.DatagramProtocol):
             handshakes_in_progress=lambda: self.handshakes_in_progress,
         )
         self.config = self.front.config  # as QUIC serves it (InitialFront: no 0-RTT yet)
-        self.configuration: QuicConfiguration = quic_configuration(config, self.options)
+        self.configuration = configuration
         self._create_protocol = create_protocol
         self.report = Reporter(on_report, transport="quic")
         self._clock = clock
-        self._protocols: dict[bytes, StatelessQuicProtocol] = {}
+        #: Our connections by connection ID (several IDs each).
+        self._protocols: dict[bytes, ServerConnection] = {}
         self._transport: asyncio.DatagramTransport | None = None
         #: The UDP socket's receive buffer as the kernel set it (QuicOptions.receive_buffer).
         self.receive_buffer = 0
@@ -365,7 +418,7 @@ class QuicServer(asyncio.DatagramProtocol):
 
     @property
     def connections(self) -> int:
-        return len({id(p) for p in self._protocols.values()})
+        return len({id(c) for c in self._protocols.values()})
 
     @property
     def address(self) -> tuple[str, int]:
@@ -388,9 +441,9 @@ class QuicServer(asyncio.DatagramProtocol):
             header = pull_quic_header(Buffer(data=data), host_cid_length=SERVER_CID_LENGTH)
         except (ValueError, BufferReadError):
             return
-        protocol = self._protocols.get(header.destination_cid)
-        if protocol is not None:
-            protocol.datagram_received(data, addr)
+        connection = self._protocols.get(header.destination_cid)
+        if connection is not None:
+            connection.datagram_received(data, addr)
             return
         peer = (str(addr[0]), int(addr[1]))
         result = self.front.receive(data, peer, self._clock(), header)
@@ -405,47 +458,47 @@ class QuicServer(asyncio.DatagramProtocol):
         if self.connections >= self.options.max_connections:
             self.front.stats.dropped += 1
             return
-        connection = StatelessQuicConnection(
+        quic = StatelessQuicConnection(
             configuration=self.configuration,
             server_config=self.config,
             peer=peer,
             start=start,
         )
-        protocol = self._create_protocol(connection)
-        protocol.on_report = self.report
+        protocol = self._create_protocol(quic)
         self.handshakes_in_progress += 1
-        protocol.on_handshake_over = self._handshake_over
-        protocol._connection_id_issued_handler = lambda cid: self._register(cid, protocol)
-        protocol._connection_id_retired_handler = lambda cid: self._unregister(cid, protocol)
-        protocol._connection_terminated_handler = lambda: self._forget(protocol)
-        protocol.start(self._transport, self.options.handshake_timeout)
-        self._protocols[start.host_cid] = protocol
+        connection = ServerConnection(
+            protocol, quic, on_report=self.report, on_handshake_over=self._handshake_over
+        )
+        protocol._connection_id_issued_handler = lambda cid: self._register(cid, connection)
+        protocol._connection_id_retired_handler = lambda cid: self._unregister(cid, connection)
+        protocol._connection_terminated_handler = lambda: self._forget(connection)
+        connection.start(self._transport, self.options.handshake_timeout)
+        self._protocols[start.host_cid] = connection
         if start.resume is None:
             # Until the client hears from us it keeps sending to the CID it chose; never let a
             # client-chosen CID shadow a connection's own.
-            self._protocols.setdefault(start.key_cid, protocol)
+            self._protocols.setdefault(start.key_cid, connection)
         for datagram in start.datagrams:
-            protocol.datagram_received(datagram, addr)
+            connection.datagram_received(datagram, addr)
 
     def _handshake_over(self) -> None:
         self.handshakes_in_progress -= 1
 
-    def _register(self, cid: bytes, protocol: StatelessQuicProtocol) -> None:
-        self._protocols.setdefault(cid, protocol)
+    def _register(self, cid: bytes, connection: ServerConnection) -> None:
+        self._protocols.setdefault(cid, connection)
 
-    def _unregister(self, cid: bytes, protocol: StatelessQuicProtocol) -> None:
-        if self._protocols.get(cid) is protocol:
+    def _unregister(self, cid: bytes, connection: ServerConnection) -> None:
+        if self._protocols.get(cid) is connection:
             del self._protocols[cid]
 
-    def _forget(self, protocol: StatelessQuicProtocol) -> None:
-        for cid in [c for c, p in self._protocols.items() if p is protocol]:
+    def _forget(self, connection: ServerConnection) -> None:
+        for cid in [c for c, known in self._protocols.items() if known is connection]:
             del self._protocols[cid]
 
     def close(self) -> None:
         """Close every connection (CONNECTION_CLOSE) and the socket."""
-        for protocol in {id(p): p for p in self._protocols.values()}.values():
-            protocol.close()
-            protocol.stop_timers()
+        for connection in {id(c): c for c in self._protocols.values()}.values():
+            connection.close()
         self._protocols.clear()
         if self._transport is not None:
             self._transport.close()
@@ -482,6 +535,7 @@ async def serve_quic(
     create_protocol: ProtocolFactory = H3PageProtocol,
     on_report: Callable[[ConnectionReport], None] | None = None,
     reuse_port: bool = False,
+    configuration: QuicConfiguration | None = None,
 ) -> QuicServer:
     """Serve QUIC on ``host``:``port`` (UDP; port 0 picks a free one: ``server.address``).
 
@@ -491,6 +545,8 @@ async def serve_quic(
     HelloRetryRequest), ``RETRY`` (QUIC Retry), ``BOTH`` or ``NONE``.
     ``config.alpn_protocols`` defaults to ``(b"h3",)``.  ``on_report`` gets one
     :class:`ConnectionReport` per connection (also logged on ``stateless13.server``).
+    ``create_protocol``: any aioquic ``QuicConnectionProtocol`` (class or factory).
+    ``configuration``: the connections' aioquic settings (:class:`QuicServer`).
     """
     config = _with_h3(config, create_protocol)
     loop = asyncio.get_running_loop()
@@ -501,6 +557,7 @@ async def serve_quic(
             options=options,
             create_protocol=create_protocol,
             on_report=on_report,
+            configuration=configuration,
         ),
         local_addr=(host, port),
         reuse_port=reuse_port or None,
@@ -512,6 +569,7 @@ __all__ = [
     "PAGE_TEXT",
     "H3PageProtocol",
     "QuicServer",
+    "ServerConnection",
     "StatelessQuicProtocol",
     "quic_configuration",
     "serve_quic",

@@ -19,16 +19,20 @@ after the handshake is unexpected_message.
 
 :class:`StatelessQuicConnection` is aioquic's ``QuicConnection`` with that engine, optionally
 picking up after a stateless HRR from a :class:`ConnectionStart` (which private attributes of
-aioquic it sets, and the aioquic versions tested, are in docs/QUIC.md).
+aioquic it sets, and the aioquic versions tested, are in docs/QUIC.md).  Its ``on_event`` sees
+every event as the protocol takes it, so the server keeps its report without asking anything of
+the protocol (any aioquic ``QuicConnectionProtocol``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
 from aioquic import tls
 from aioquic.buffer import Buffer
+from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionError, QuicReceiveContext
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
@@ -194,6 +198,8 @@ class QuicTLS(tls.Context):
                 )
             elif isinstance(action, HandshakeDone):
                 self.summary = action.summary
+                # What aioquic's HandshakeCompleted event reports (a ticket of ours resumed).
+                self._session_resumed = action.summary.resumed
                 self.state = tls.State.SERVER_POST_HANDSHAKE
             # SendChangeCipherSpec: never asked for, as the session id is empty (QUIC has none).
         handshake = self.server_handshake
@@ -250,6 +256,9 @@ class StatelessQuicConnection(QuicConnection):
         self.peer = peer
         self.server_config = server_config
         self.quic_tls: QuicTLS | None = None
+        #: Called with each event as the protocol takes it (``next_event``), before the protocol
+        #: handles it: the server's report (quic_server.ServerConnection).
+        self.on_event: Callable[[events.QuicEvent], None] | None = None
         # Our CID is the one the front chose (the HRR's SCID): initial_source_connection_id.
         self._host_cids[0].cid = start.host_cid
         self.host_cid = start.host_cid
@@ -281,6 +290,12 @@ class StatelessQuicConnection(QuicConnection):
         if self.start.address_validated:
             for path in self._network_paths:
                 path.is_validated = True
+
+    def next_event(self) -> events.QuicEvent | None:
+        event = super().next_event()
+        if event is not None and self.on_event is not None:
+            self.on_event(event)
+        return event
 
     def _handle_crypto_frame(
         self, context: QuicReceiveContext, frame_type: int, buf: Buffer

@@ -18,6 +18,7 @@ TESTED_IN = {
     "asyncio_echo_server.py": "tests/peers/test_examples_tcp.py",
     "blocking_server.py": "tests/peers/test_examples_tcp.py",
     "quic_server.py": "tests/peers/test_quic_example.py",
+    "aioquic_http3_server.py": "tests/peers/test_aioquic_serve.py",
 }
 
 
