@@ -134,6 +134,22 @@ class TLSStream(StreamState):
             self._writer.transport.abort()
             raise WriteTimeout(self._limits.write_timeout) from None
 
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The address the client connected to (this socket's own)."""
+        sockname = self._writer.get_extra_info("sockname")
+        return sockname[0], sockname[1]
+
+    def close_write(self) -> None:
+        """Send close_notify and keep reading: TLS 1.3 closes each direction on its own (RFC
+        8446 §6.1), so what the client still sends arrives (``close`` ends both)."""
+        self._session.close()
+        self._flush()
+
+    def abort(self) -> None:
+        """Cut the connection without close_notify: the client can tell it was truncated."""
+        self._writer.transport.abort()
+
     async def close(self) -> None:
         """Send close_notify and close the socket (cut after ``write_timeout`` if the client
         does not take the rest)."""

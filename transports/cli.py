@@ -24,7 +24,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -51,6 +51,10 @@ from .common import (
     Validation,
     raise_open_file_limit,
 )
+from .proxy import Backend
+
+if TYPE_CHECKING:
+    from .quic_proxy import H3ProxyLimits
 
 #: Exit statuses.  An operator's mistake is told in one line on stderr (``stateless13: ...``),
 #: never as a traceback, so that it reads as what to fix rather than as a bug of ours.
@@ -190,13 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--mode",
         choices=("http", "echo"),
-        default="http",
-        help="serve a small HTTP/1.1 page (default) or echo bytes back",
+        default=None,
+        help="serve a small HTTP/1.1 page (default) or echo bytes back (not with --proxy-to)",
     )
     serve.add_argument(
         "--alpn",
         default=None,
-        help="comma-separated ALPN protocols (default: http/1.1 in http mode)",
+        help="comma-separated ALPN protocols (default: http/1.1 in http mode, h3 with --quic,"
+        " none with --proxy-to over TCP)",
     )
     serve.add_argument(
         "--groups",
@@ -307,6 +312,56 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve HTTP/3 over QUIC (UDP) instead of TCP; needs the quic extra (aioquic)",
     )
+    proxy = serve.add_argument_group(
+        "front door",
+        "forward to a backend instead of serving the page: each client's TLS ends here (behind\n"
+        "the stateless front as ever), its bytes or requests go on in clear text",
+    )
+    proxy.add_argument(
+        "--proxy-to",
+        metavar="BACKEND",
+        help="TCP: HOST:PORT, every connection's bytes piped to it and back (backpressure,"
+        " half-close; --idle-timeout: no byte either way); with --quic: http://HOST:PORT, every"
+        " HTTP/3 request forwarded to that HTTP/1.1 server (one connection per request;"
+        " Forwarded and X-Forwarded-For/-Proto/-Host set, hop-by-hop fields dropped)",
+    )
+    proxy.add_argument(
+        "--proxy-protocol",
+        choices=("v2",),
+        help="TCP: start each backend connection with a PROXY protocol v2 header (HAProxy's),"
+        " naming the client's address and port, its ALPN and SNI",
+    )
+    proxy.add_argument(
+        "--proxy-connect-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to connect to the backend (default 5); over it: the client gets"
+        " close_notify (TCP) or 504 (HTTP/3); a refused connect: close_notify, or 502",
+    )
+    proxy.add_argument(
+        "--proxy-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="--quic: seconds the backend may send nothing once the request is sent, or take"
+        " no request bytes (504), and the client may pause its request body (408) or take no"
+        " response bytes (stream reset); default 60",
+    )
+    proxy.add_argument(
+        "--proxy-max-body",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="--quic: largest request body (413 over it; default 100 MiB; 0: no limit)",
+    )
+    proxy.add_argument(
+        "--proxy-max-streams",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="--quic: requests at once per connection (QUIC MAX_STREAMS; default 100)",
+    )
     serve.add_argument(
         "--validation",
         choices=[v.value for v in Validation],
@@ -411,6 +466,8 @@ def build_config(
     if args.suites:
         options["cipher_suites"] = args.suites
     default_alpn = "h3" if args.quic else ("http/1.1" if args.mode == "http" else "")
+    if args.proxy_to is not None and not args.quic:
+        default_alpn = ""  # the backend's protocol is its own: --alpn names it
     alpn = args.alpn if args.alpn is not None else default_alpn
     options["alpn_protocols"] = tuple(p.encode() for p in alpn.split(",") if p)
     options["max_client_hello_size"] = args.max_client_hello_size
@@ -554,9 +611,13 @@ async def _serve_quic(
     so a ClientHello2 may reach another worker than its ClientHello1.
     """
     from .quic_front import QuicOptions
-    from .quic_server import serve_quic
+    from .quic_proxy import h3_proxy
+    from .quic_server import H3PageProtocol, ProtocolFactory, serve_quic
 
     options = QuicOptions() if secret is None else QuicOptions(secret=secret)
+    create_protocol: ProtocolFactory = H3PageProtocol
+    if args.backend is not None:
+        create_protocol = h3_proxy(args.backend, _h3_proxy_limits(args))
     try:
         server = await serve_quic(
             config,
@@ -564,6 +625,7 @@ async def _serve_quic(
             args.port,
             validation=args.validation,
             options=options,
+            create_protocol=create_protocol,
             reuse_port=args.reuse_port or args.workers > 1,
         )
     except OSError as error:
@@ -580,8 +642,9 @@ async def _serve(
     parent: int | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; a worker also stops when its ``parent`` is gone."""
-    from .asyncio_tcp import serve
+    from .asyncio_tcp import Handler, serve
     from .demo import echo, http_page
+    from .proxy import CONNECT_TIMEOUT, TUNNEL_TLS_IDLE, tcp_proxy
 
     limits = Limits(
         handshake_timeout=args.handshake_timeout,
@@ -589,11 +652,23 @@ async def _serve(
         write_timeout=args.write_timeout,
         max_concurrent_handshakes=args.max_handshakes,
     )
+    handler: Handler = http_page if args.mode == "http" else echo
+    if args.backend is not None:
+        # --idle-timeout is the tunnel's (no byte either way): the stream's own, which counts
+        # the client's bytes only, must not end a download the client only listens to.
+        limits = dataclasses.replace(limits, idle_timeout=max(TUNNEL_TLS_IDLE, args.idle_timeout))
+        handler = tcp_proxy(
+            args.backend,
+            proxy_protocol=args.proxy_protocol == "v2",
+            connect_timeout=args.proxy_connect_timeout or CONNECT_TIMEOUT,
+            idle_timeout=args.idle_timeout,
+            write_timeout=args.write_timeout,
+        )
 
     try:
         server = await serve(
             config,
-            http_page if args.mode == "http" else echo,
+            handler,
             args.host,
             args.port,
             limits=limits,
@@ -664,8 +739,9 @@ def _announce(
     if args.quic:
         from .quic_server import spki_pin
 
+        proxied = f", proxied to http://{args.backend}" if args.backend is not None else ""
         print(
-            f"stateless13 {VERSION} serving h3 on {_host_port(host, port)} over QUIC "
+            f"stateless13 {VERSION} serving h3 on {_host_port(host, port)} over QUIC{proxied} "
             f"(address validation: {args.validation})",
             flush=True,
         )
@@ -690,19 +766,27 @@ def _announce(
         print(f"try: {shlex.join(gtlsclient)}", flush=True)
         print(f"  or: {shlex.join(chromium)}", flush=True)
         return
+    proxied = ""
+    if args.backend is not None:
+        proxied = f" to {args.backend}" + (" with PROXY protocol v2" if args.proxy_protocol else "")
     print(
-        f"stateless13 {VERSION} serving {args.mode} on {_host_port(host, port)}"
+        f"stateless13 {VERSION} serving {args.mode} on {_host_port(host, port)}{proxied}"
         f" (validation: {args.validation})",
         flush=True,
     )
     print(described, flush=True)
     s_client = ["openssl", "s_client", "-connect", _host_port(client_host, port)]
     s_client += ["-servername", args.hostname, "-tls1_3"]
-    hint = "then type GET / HTTP/1.0 and Enter twice" if args.mode == "http" else "type a line"
+    hint = {
+        "http": "then type GET / HTTP/1.0 and Enter twice",
+        "echo": "type a line",
+        "proxy": f"then speak to {args.backend}",
+    }[args.mode]
     print(f"try: {shlex.join(s_client)}   # {hint}", flush=True)
-    if args.mode == "http":
+    if args.mode in ("http", "proxy"):
         curl = ["curl", "-k", "--tlsv1.3", f"https://{_host_port(client_host, port)}/"]
-        print(f"  or: {shlex.join(curl)}", flush=True)
+        note = "   # if the backend speaks HTTP/1.1" if args.mode == "proxy" else ""
+        print(f"  or: {shlex.join(curl)}{note}", flush=True)
 
 
 def _bracketed(host: str) -> str:
@@ -907,6 +991,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         _require_aioquic()
     elif Validation(args.validation) not in TCP_VALIDATIONS:
         raise CommandError(f"--validation {args.validation} is for --quic only (QUIC Retry)")
+    _check_proxy_options(args)
     raise_open_file_limit()  # connections are limited from it (Limits.max_connections)
     config, described = build_config(args, cleanup)
     if args.workers > 1:
@@ -922,6 +1007,79 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         asyncio.run(serving)
     print("stateless13: shut down", flush=True)
     return 0
+
+
+#: The front door's options that only HTTP/3 takes, and the name of each.
+QUIC_PROXY_OPTIONS = {
+    "proxy_timeout": "--proxy-timeout",
+    "proxy_max_body": "--proxy-max-body",
+    "proxy_max_streams": "--proxy-max-streams",
+}
+
+
+def _check_proxy_options(args: argparse.Namespace) -> None:
+    """``args.mode`` (``proxy`` with --proxy-to, else http by default) and ``args.backend``
+    (the parsed --proxy-to, or None); CommandError for options that do not go together."""
+    args.backend = None
+    if args.proxy_to is None:
+        options = {"proxy_protocol": "--proxy-protocol"} | QUIC_PROXY_OPTIONS
+        options["proxy_connect_timeout"] = "--proxy-connect-timeout"
+        for name, option in options.items():
+            if getattr(args, name) is not None:
+                raise CommandError(f"{option} goes with --proxy-to")
+        args.mode = args.mode or "http"
+        return
+    if args.mode is not None:
+        raise CommandError(
+            f"--mode {args.mode} and --proxy-to: choose one (the backend answers the clients)"
+        )
+    args.mode = "proxy"
+    try:
+        args.backend = Backend.parse(args.proxy_to, http=args.quic)
+    except ValueError as error:
+        raise CommandError(f"--proxy-to {error}") from None
+    if args.quic:
+        if args.proxy_protocol is not None:
+            raise CommandError(
+                "--proxy-protocol is for TCP: over HTTP/3 the backend learns the client from"
+                " Forwarded and X-Forwarded-For"
+            )
+    else:
+        for name, option in QUIC_PROXY_OPTIONS.items():
+            if getattr(args, name) is not None:
+                raise CommandError(f"{option} is for --quic --proxy-to (HTTP/3 to HTTP/1.1)")
+        if args.early_data:
+            raise CommandError(
+                "--early-data and --proxy-to: the backend could not tell replayable 0-RTT bytes"
+                " from the rest"
+            )
+    if args.verify_client == "post-handshake":
+        raise CommandError(
+            "--verify-client post-handshake asks on GET /secret of the page; with --proxy-to"
+            " there is no page: ask in the handshake (required or optional)"
+        )
+    timeouts = (args.proxy_connect_timeout, args.proxy_timeout)
+    if any(timeout is not None and timeout <= 0 for timeout in timeouts):
+        raise CommandError("--proxy-connect-timeout and --proxy-timeout must be positive")
+    if args.proxy_max_body is not None and args.proxy_max_body < 0:
+        raise CommandError("--proxy-max-body must be positive (0: no limit)")
+
+
+def _h3_proxy_limits(args: argparse.Namespace) -> H3ProxyLimits:
+    """The HTTP/3 front door's limits: H3ProxyLimits' defaults, less what the options change."""
+    from .quic_proxy import H3ProxyLimits
+
+    default = H3ProxyLimits()
+    timeout = args.proxy_timeout
+    max_body = default.max_body_size if args.proxy_max_body is None else args.proxy_max_body
+    return dataclasses.replace(
+        default,
+        connect_timeout=args.proxy_connect_timeout or default.connect_timeout,
+        backend_timeout=timeout or default.backend_timeout,
+        client_timeout=timeout or default.client_timeout,
+        max_body_size=max_body or None,  # 0: no limit
+        max_streams=args.proxy_max_streams or default.max_streams,
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
