@@ -87,6 +87,7 @@ PARSED_BY_CLIENT_HELLO = {
     Ext.early_data,
     Ext.pre_shared_key,
     Ext.record_size_limit,
+    Ext.post_handshake_auth,
 }
 
 
@@ -184,6 +185,7 @@ CLIENT_HELLO_EXTENSION = st.one_of(
                                 tuple(m))),
     _key_share_entry(),
     st.just((Ext.early_data, b"", "early_data", True)),
+    st.just((Ext.post_handshake_auth, b"", "post_handshake_auth", True)),
     _pre_shared_key_entry(),
     _unknown_entry(),
 )  # fmt: skip
