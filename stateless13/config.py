@@ -291,8 +291,8 @@ class ServerConfig:
     #: §8.3: the client's and our idea of when its ticket was issued may differ by this many
     #: seconds for its early data to be accepted (clock skew and network delay).
     early_data_window: float = 10.0
-    #: §8.1: each ticket's early data is accepted once; the second offer of a ticket within the
-    #: window finishes in 1-RTT.  A filter for 100,000 tickets per window is made when
+    #: §8.1: each ticket's early data is accepted once; the second offer of a ticket within
+    #: twice the window finishes in 1-RTT.  A filter for 100,000 tickets per window is made when
     #: ``early_data`` is set and none is given (per process: see replay.py).
     early_data_replay: ReplayStore | None = None
     #: The keys that seal and open tickets (ticket.py): ``keys[0]`` seals, every key opens.
@@ -375,7 +375,10 @@ class ServerConfig:
         if not 0 <= self.early_data <= 0xFFFFFFFF or self.early_data_window <= 0:
             raise LocalProtocolError("early_data: 0 to 2^32-1 bytes, in a positive window")
         if self.early_data and self.early_data_replay is None:
-            replay = ReplayFilter.for_capacity(100_000, window=self.early_data_window)
+            # A replayed ClientHello passes the age check (within early_data_window either way
+            # of ours) for up to twice the window after the first use, when the client's clock
+            # ran ahead: the filter must remember a ticket that long (a generation is 1 to 2).
+            replay = ReplayFilter.for_capacity(100_000, window=2 * self.early_data_window)
             object.__setattr__(self, "early_data_replay", replay)
 
     @classmethod

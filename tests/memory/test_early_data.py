@@ -206,3 +206,16 @@ def test_the_limit_is_the_lower_of_the_tickets_promise_and_the_config(configured
     with pytest.raises(AlertError) as raised:
         server.events()
     assert raised.value.description == AlertDescription.unexpected_message
+
+
+def test_the_default_filter_outlasts_a_replay_that_the_age_check_lets_through() -> None:
+    """A replay passes the age check for up to 2 windows after the first use (the client's age
+    ran ahead by a window): the default filter remembers each ticket at least that long."""
+    config = ServerConfig.self_signed(early_data=LIMIT, early_data_window=10.0)
+    replay = config.early_data_replay
+    assert isinstance(replay, ReplayFilter)
+    window = config.early_data_window
+    assert replay.first_use(b"another ticket", 1000.0)  # the filter's generation starts here
+    first = 1000.0 + window - 0.01  # the worst case: the end of a generation
+    assert replay.first_use(b"ticket", first)
+    assert not replay.first_use(b"ticket", first + 2 * window - 0.1)
