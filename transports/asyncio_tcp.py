@@ -8,6 +8,10 @@
 HelloRetryRequest and ClientHello2 a client costs the socket, its unread bytes and one bit: the
 per-connection layer is :class:`~stateless13.transports.memory.MemoryServer`; this module only
 moves bytes between it and asyncio's streams.
+
+Behind a TCP balancer (``Limits.proxy_protocol_from``) a balancer's connection starts with a
+PROXY protocol header, read first (``common.ProxyHeaderReader``): the client it names is the
+peer from then on, for the cookie, the per-source limit, the report and ``TLSStream.peer``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from stateless13 import ClientAuth, ClientCertificate, ServerConfig
 from .common import (
     TCP_VALIDATIONS,
     Admission,
+    Arrival,
     ConnectionReport,
     Limits,
+    ProxyHeaderReader,
     RateLimitedWarning,
     Reporter,
     ServerStats,
@@ -45,7 +51,8 @@ ReportCallback = Callable[[ConnectionReport], None]
 
 class TLSStream(StreamState):
     """The application's side of one TLS connection: read, write, close, and what was agreed
-    (``handshake``: the HandshakeComplete event; ``peer``, ``alpn_protocol``, ``server_name``)."""
+    (``handshake``: the HandshakeComplete event; ``peer``, ``alpn_protocol``, ``server_name``;
+    ``via``: the balancer, behind one that sent a PROXY header)."""
 
     def __init__(
         self,
@@ -54,8 +61,11 @@ class TLSStream(StreamState):
         session: MemoryServer,
         received: list[bytes],
         limits: Limits,
+        arrival: Arrival | None = None,
     ) -> None:
-        super().__init__(session, received, limits, writer.get_extra_info("peername")[:2])
+        if arrival is None:
+            arrival = Arrival(writer.get_extra_info("peername")[:2])
+        super().__init__(session, received, limits, arrival)
         self._reader = reader
         self._writer = writer
         self._waiting = False  # the application waits in read() for the client: idle
@@ -136,7 +146,10 @@ class TLSStream(StreamState):
 
     @property
     def local_address(self) -> tuple[str, int]:
-        """The address the client connected to (this socket's own)."""
+        """The address the client connected to: this socket's own, or, behind a balancer, the
+        one its PROXY header names."""
+        if self._destination is not None:
+            return self._destination
         sockname = self._writer.get_extra_info("sockname")
         return sockname[0], sockname[1]
 
@@ -185,14 +198,15 @@ class _Front:
         self.handler = handler
         self.limits = limits
         self.admission = Admission(limits, max_connections, validation)
-        self.report = Reporter(on_report)
+        self.report = Reporter(on_report, proxy_protocol=bool(limits.proxy_protocol_from))
         self.writers: set[asyncio.StreamWriter] = set()  # every connection open
         self.streams: set[TLSStream] = set()  # those past their handshake
         self.stopping = False
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer: tuple[str, int] = writer.get_extra_info("peername")[:2]
-        source = self.admission.source(peer)
+        # A balancer's connection is counted by source once its PROXY header names the client.
+        source = None if self.admission.from_balancer(peer) else self.admission.source(peer)
         full = "stopping" if self.stopping else self.admission.admit(source)
         if full is not None:
             writer.close()  # refused before reading a byte: nothing is spent on it
@@ -214,28 +228,37 @@ class _Front:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         peer: tuple[str, int],
-        source: str,
+        source: str | None,
         stateless: bool,
     ) -> None:
+        """``source`` None: from a balancer, whose PROXY header comes first."""
         started = time.monotonic()
+        arrival, first = Arrival(peer), b""
+        if source is None:
+            proxied = await self._proxy_header(reader, writer, peer, started)
+            if proxied is None:
+                return  # closed, and reported
+            arrival, source, first = proxied
         handshake_time: float | None = None
         session = MemoryServer(
             self.config,
             stateless=stateless,
-            peer=peer,
+            peer=arrival.peer,
             max_handshake_buffer=self.limits.max_handshake_buffer,
         )
         error: str | None = None
         try:
             try:
+                # The header, if any, took its part of the one handshake_timeout.
+                left = self.limits.handshake_timeout - (time.monotonic() - started)
                 received = await asyncio.wait_for(
-                    self._handshake(session, reader, writer), self.limits.handshake_timeout
+                    self._handshake(session, reader, writer, first), max(left, 0.0)
                 )
             finally:
                 self.admission.handshake_over(source)
                 handshake_time = time.monotonic() - started
             if session.handshake is not None:
-                stream = TLSStream(reader, writer, session, received, self.limits)
+                stream = TLSStream(reader, writer, session, received, self.limits, arrival)
                 self.streams.add(stream)
                 if self.stopping:
                     stream._stop()
@@ -244,7 +267,7 @@ class _Front:
                 except ConnectionError:  # the client went away or stopped reading: not a bug
                     raise
                 except Exception as exc:  # the application's bug: log it, close this one only
-                    logger.exception("handler failed for %s:%s", *peer)
+                    logger.exception("handler failed for %s:%s", *arrival.peer)
                     error = f"handler: {exc!r}"
                 finally:
                     self.streams.discard(stream)
@@ -257,14 +280,63 @@ class _Front:
         finally:
             if not writer.is_closing():
                 writer.close()
-            self.report(ConnectionReport.of(session, peer, started, handshake_time, error))
+            report = ConnectionReport.of(
+                session, arrival.peer, started, handshake_time, error, via=arrival.via
+            )
+            self.report(report)
+
+    async def _proxy_header(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        balancer: tuple[str, int],
+        started: float,
+    ) -> tuple[Arrival, str, bytes] | None:
+        """A balancer's connection: its PROXY header, within the handshake timeout, and the
+        client it names counted by source.  Who the connection is from, its source and the bytes
+        after the header; or None once it is closed (no TLS alert: TLS has not begun) and
+        reported: no valid header, none in time, or the client over its per-source limit."""
+        reading = ProxyHeaderReader(balancer)
+        counted = False
+        try:
+            try:
+                async with asyncio.timeout(self.limits.handshake_timeout):
+                    while not reading.receive(await reader.read(self.limits.read_size)):
+                        pass
+            except TimeoutError:
+                reading.timed_out(self.limits.handshake_timeout)
+            except OSError as exc:  # ConnectionResetError and its kind
+                reading.error = f"socket: {exc}"
+            if reading.error is not None:
+                writer.close()
+                self.report(ConnectionReport.before_tls(balancer, started, reading.error))
+                return None
+            arrival = reading.arrival
+            source = self.admission.source(arrival.peer)
+            full = self.admission.admit_source(source)
+            if full is not None:
+                writer.close()
+                self.report(ConnectionReport.refused(arrival.peer, full, arrival.via))
+                return None
+            counted = True
+            return arrival, source, reading.rest
+        finally:
+            if not counted:  # its handshake is over before it began (or the server stops)
+                self.admission.handshake_over(None)
 
     async def _handshake(
-        self, session: MemoryServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        session: MemoryServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        first: bytes = b"",
     ) -> list[bytes]:
         """Until the handshake is complete or the client is gone; the application data that came
-        with the client's Finished."""
+        with the client's Finished.  ``first``: bytes read already (after a PROXY header)."""
         received: list[bytes] = []
+        if first:
+            writer.write(handshake_step(session, first, received))
+            await writer.drain()
         while session.handshake is None and not session.closed:
             data = await reader.read(self.limits.read_size)
             writer.write(handshake_step(session, data, received))
@@ -373,9 +445,10 @@ async def serve(
     handshake otherwise), ``"hrr"`` (always) or ``"none"`` (ordinary handshakes: an HRR only
     when the key shares do not fit).
     ``on_report`` receives a :class:`ConnectionReport` per connection (also logged at INFO on
-    the ``stateless13.server`` logger).  Extra keyword arguments go to ``asyncio.start_server``
-    (e.g. ``reuse_port=True``; ``backlog`` defaults to ``default_backlog()``: 511 unless
-    descriptors are scarce).
+    the ``stateless13.server`` logger).  ``limits.proxy_protocol_from``: the TCP balancers whose
+    connections start with a PROXY protocol header naming the client (off by default).  Extra
+    keyword arguments go to ``asyncio.start_server`` (e.g. ``reuse_port=True``; ``backlog``
+    defaults to ``default_backlog()``: 511 unless descriptors are scarce).
     """
     backlog = server_options.setdefault("backlog", default_backlog())
     assert isinstance(backlog, int)

@@ -9,6 +9,10 @@
 Like the asyncio adapter, the per-connection layer is
 :class:`~stateless13.transports.memory.MemoryServer`: between the HelloRetryRequest and
 ClientHello2 a client costs its socket, unread bytes and a bit.
+
+Behind a TCP balancer (``Limits.proxy_protocol_from``), both here and in ``accept_tls``, a
+balancer's connection starts with a PROXY protocol header naming the client, as in the asyncio
+adapter (``common.ProxyHeaderReader`` reads it for both).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from stateless13 import ClientAuth, ClientCertificate, ServerConfig
 
 from .common import (
     Admission,
+    Arrival,
     ConnectionReport,
     HandshakeError,
     Limits,
+    ProxyHeaderReader,
     RateLimitedWarning,
     Reporter,
     ServerStats,
@@ -37,18 +43,25 @@ from .common import (
     handshake_step,
 )
 from .memory import MemoryServer
+from .proxy_protocol import trusted
 
 logger = logging.getLogger("stateless13.server")
 
 
 class BlockingTLSStream(StreamState):
     """A TLS connection over a blocking socket, after its handshake (``handshake``, ``peer``,
-    ``alpn_protocol``, ``server_name`` say what was agreed)."""
+    ``alpn_protocol``, ``server_name`` say what was agreed; ``via``: the balancer, behind one
+    that sent a PROXY header)."""
 
     def __init__(
-        self, sock: socket.socket, session: MemoryServer, received: list[bytes], limits: Limits
+        self,
+        sock: socket.socket,
+        session: MemoryServer,
+        received: list[bytes],
+        limits: Limits,
+        arrival: Arrival | None = None,
     ) -> None:
-        super().__init__(session, received, limits, sock.getpeername()[:2])
+        super().__init__(session, received, limits, arrival or Arrival(sock.getpeername()[:2]))
         self.socket = sock
 
     def recv(self) -> bytes:
@@ -111,13 +124,19 @@ def accept_tls(
     limits: Limits | None = None,
 ) -> BlockingTLSStream:
     """Run the handshake on a connected socket; raise HandshakeError if it does not complete
-    (our alert, if any, has been sent)."""
+    (our alert, if any, has been sent).  From a balancer of ``limits.proxy_protocol_from``, its
+    PROXY header first (HandshakeError, with no alert, if it sends none that is valid)."""
     limits = limits or Limits()
-    session = _session(config, sock.getpeername()[:2], stateless, limits)
-    received = _handshake(sock, session, limits)
+    peer: tuple[str, int] = sock.getpeername()[:2]
+    deadline = time.monotonic() + limits.handshake_timeout
+    arrival, first = Arrival(peer), b""
+    if trusted(peer, limits.proxy_protocol_from):
+        arrival, first = _read_proxy_header(sock, peer, limits, deadline)
+    session = _session(config, arrival.peer, stateless, limits)
+    received = _handshake(sock, session, limits, first, deadline)
     if session.handshake is None:
         raise HandshakeError(session.error or "the handshake did not complete")
-    return BlockingTLSStream(sock, session, received, limits)
+    return BlockingTLSStream(sock, session, received, limits, arrival)
 
 
 def _session(
@@ -128,11 +147,45 @@ def _session(
     )
 
 
-def _handshake(sock: socket.socket, session: MemoryServer, limits: Limits) -> list[bytes]:
+def _read_proxy_header(
+    sock: socket.socket, balancer: tuple[str, int], limits: Limits, deadline: float
+) -> tuple[Arrival, bytes]:
+    """A balancer's PROXY header, by ``deadline`` (time.monotonic): who the connection is from,
+    and the bytes after the header.  HandshakeError says why there is none (OSError from the
+    socket passes)."""
+    reading = ProxyHeaderReader(balancer)
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+            data = sock.recv(limits.read_size)
+        except TimeoutError:
+            reading.timed_out(limits.handshake_timeout)
+            break
+        if reading.receive(data):
+            break
+    if reading.error is not None:
+        raise HandshakeError(reading.error)
+    return reading.arrival, reading.rest
+
+
+def _handshake(
+    sock: socket.socket,
+    session: MemoryServer,
+    limits: Limits,
+    first: bytes = b"",
+    deadline: float | None = None,
+) -> list[bytes]:
     """Until the handshake is complete or the client is gone (HandshakeError after
-    ``handshake_timeout``); the application data that came with the client's Finished."""
-    deadline = time.monotonic() + limits.handshake_timeout
+    ``handshake_timeout``, or at ``deadline``); the application data that came with the client's
+    Finished.  ``first``: bytes read already (after a PROXY header)."""
+    if deadline is None:
+        deadline = time.monotonic() + limits.handshake_timeout
     received: list[bytes] = []
+    if first:
+        sock.sendall(handshake_step(session, first, received))
     while session.handshake is None and not session.closed:
         remaining = deadline - time.monotonic()
         try:
@@ -169,7 +222,7 @@ class ThreadedServer:
         self._admission = Admission(
             limits, connection_budget(limits, backlog), Validation(validation)
         )
-        self.report = Reporter(on_report)
+        self.report = Reporter(on_report, proxy_protocol=bool(limits.proxy_protocol_from))
         self._stopping = threading.Event()
         self._accept_failed = RateLimitedWarning("accept() failed, retrying")
         self.socket = socket.create_server((host, port), reuse_port=reuse_port, backlog=backlog)
@@ -188,7 +241,9 @@ class ThreadedServer:
                     time.sleep(0.1)
                     continue
                 peer: tuple[str, int] = sock.getpeername()[:2]
-                source = self._admission.source(peer)
+                # A balancer's connection is counted by source once its header names the client.
+                admission = self._admission
+                source = None if admission.from_balancer(peer) else admission.source(peer)
                 full = self._admission.admit(source)
                 if full is not None:
                     sock.close()
@@ -209,25 +264,36 @@ class ThreadedServer:
         return self.report.stats
 
     def _serve_one(
-        self, sock: socket.socket, peer: tuple[str, int], source: str, stateless: bool
+        self, sock: socket.socket, peer: tuple[str, int], source: str | None, stateless: bool
     ) -> None:
+        """``source`` None: from a balancer, whose PROXY header comes first."""
         started = time.monotonic()
+        deadline = started + self.limits.handshake_timeout
+        arrival, first = Arrival(peer), b""
+        if source is None:
+            proxied = self._proxy_header(sock, peer, started, deadline)
+            if proxied is None:  # closed, and reported
+                sock.close()
+                self._admission.closed()
+                return
+            arrival, source, first = proxied
         handshake_time: float | None = None
-        session = _session(self.config, peer, stateless, self.limits)
+        session = _session(self.config, arrival.peer, stateless, self.limits)
         error: str | None = None
         try:
             try:
-                received = _handshake(sock, session, self.limits)
+                received = _handshake(sock, session, self.limits, first, deadline)
             finally:
                 self._admission.handshake_over(source)
                 handshake_time = time.monotonic() - started
             if session.handshake is not None:
+                stream = BlockingTLSStream(sock, session, received, self.limits, arrival)
                 try:
-                    self.handler(BlockingTLSStream(sock, session, received, self.limits))
+                    self.handler(stream)
                 except ConnectionError:  # the client went away or stopped reading: not a bug
                     raise
                 except Exception as exc:  # the application's bug: log it, close this one only
-                    logger.exception("handler failed for %s:%s", *peer)
+                    logger.exception("handler failed for %s:%s", *arrival.peer)
                     error = f"handler: {exc!r}"
         except (HandshakeError, WriteTimeout) as exc:
             error = str(exc)
@@ -236,7 +302,33 @@ class ThreadedServer:
         finally:
             sock.close()
             self._admission.closed()
-            self.report(ConnectionReport.of(session, peer, started, handshake_time, error))
+            report = ConnectionReport.of(
+                session, arrival.peer, started, handshake_time, error, via=arrival.via
+            )
+            self.report(report)
+
+    def _proxy_header(
+        self, sock: socket.socket, balancer: tuple[str, int], started: float, deadline: float
+    ) -> tuple[Arrival, str, bytes] | None:
+        """A balancer's PROXY header and the client it names counted by source, as the asyncio
+        adapter's ``_proxy_header``; None once reported (the caller closes the socket)."""
+        try:
+            arrival, first = _read_proxy_header(sock, balancer, self.limits, deadline)
+        except HandshakeError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"socket: {exc}"
+        else:
+            source = self._admission.source(arrival.peer)
+            full = self._admission.admit_source(source)
+            if full is None:
+                return arrival, source, first
+            self._admission.handshake_over(None)
+            self.report(ConnectionReport.refused(arrival.peer, full, arrival.via))
+            return None
+        self._admission.handshake_over(None)
+        self.report(ConnectionReport.before_tls(balancer, started, error))
+        return None
 
 
 def serve(

@@ -52,6 +52,7 @@ from .common import (
     raise_open_file_limit,
 )
 from .proxy import Backend
+from .proxy_protocol import Network, parse_networks
 
 if TYPE_CHECKING:
     from .quic_proxy import H3ProxyLimits
@@ -109,6 +110,13 @@ VERSION = f"{__version__} ({'compiled' if COMPILED else 'pure Python'})"
 #: ServerConfig's defaults (read from its fields: a compiled dataclass has no class attributes
 #: holding them).
 CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _names(table: dict[str, CipherSuite] | dict[str, NamedGroup], text: str) -> tuple[int, ...]:
@@ -253,6 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
         " $STATELESS13_TICKET_KEYS, comma-separated hex, if set; else a key of this process)",
     )
     serve.add_argument(
+        "--replay-store",
+        metavar="URL",
+        help="a Redis shared by every server of a fleet (redis://HOST:PORT/DB, rediss:// for"
+        " TLS): with --early-data, each ticket's 0-RTT data is accepted once across the fleet"
+        " (default: once per process); while it is down, and for a window after it lost its"
+        " keys, 0-RTT is refused (1-RTT goes on) and the stat line says so (docs/FLEET.md);"
+        " needs redis-py (pip install 'stateless13[fleet]')",
+    )
+    serve.add_argument(
+        "--replay-cookies",
+        choices=("fail-closed", "fail-open"),
+        help="with --replay-store: also accept each cookie once across the fleet; while the"
+        " store is down, refuse every ClientHello2 (fail-closed) or fall back to this process's"
+        " own filter (fail-open: a replay to another server may pass)",
+    )
+    serve.add_argument(
         "--psk-file",
         type=Path,
         help="external pre-shared keys, one per line: IDENTITY HEX-KEY [sha256|sha384] (at least"
@@ -306,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=Limits.max_concurrent_handshakes,
         help="connections handshaking at once; more are refused at accept",
+    )
+    serve.add_argument(
+        "--proxy-protocol-from",
+        type=_networks,
+        metavar="CIDR[,CIDR]",
+        help="TCP: the balancers in front (addresses or networks): a connection from one must"
+        " start with a PROXY protocol v1 or v2 header (HAProxy send-proxy[-v2], nginx"
+        " proxy_protocol on, AWS NLB) naming the client, or it is closed; that client is then the"
+        " peer (the cookie binds it, the per-source limit counts it, the log says peer=CLIENT"
+        " via=BALANCER).  Connections from elsewhere are served as ever, without a header"
+        " (default: none expected)",
     )
     serve.add_argument(
         "--quic",
@@ -477,7 +512,73 @@ def build_config(
         config = ServerConfig(credentials=credentials, **options)  # type: ignore[arg-type]
     except ValueError as error:  # LocalProtocolError: a setting that cannot work
         raise CommandError(str(error)) from None
+    config = _with_replay_store(args, config)
     return config, f"{described}\nSHA-256 fingerprint {credentials[0].fingerprint}"
+
+
+#: What --replay-store needs: the ``fleet`` extra of pyproject.toml.
+REDIS_REQUIREMENT = "redis>=5"
+
+
+def _with_replay_store(args: argparse.Namespace, config: ServerConfig) -> ServerConfig:
+    """``config`` with the stores of --replay-store (transports/redis_replay.py): one for 0-RTT
+    (with --early-data), one for cookies (with --replay-cookies), on one Redis client.  Redis is
+    asked once now; down, the server starts all the same (fail safe, and logged)."""
+    if args.replay_store is None:
+        if args.replay_cookies is not None:
+            raise CommandError("--replay-cookies goes with --replay-store")
+        return config
+    if not args.early_data and args.replay_cookies is None:
+        raise CommandError("--replay-store goes with --early-data (0-RTT) or --replay-cookies")
+    try:
+        from . import redis_replay
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "redis":
+            raise
+        install = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(REDIS_REQUIREMENT)}"
+        raise CommandError(
+            f"--replay-store needs redis-py, which is not installed: {install}"
+        ) from None
+    from stateless13 import ReplayFilter
+
+    try:
+        client = redis_replay.redis_client(args.replay_store)
+    except ValueError as error:  # the URL (not repeated: it may hold a password)
+        raise CommandError(f"--replay-store: {error}") from None
+    early_data = config.early_data_replay
+    if args.early_data:
+        early_data = redis_replay.RedisReplayStore(
+            client,
+            prefix=redis_replay.EARLY_DATA_PREFIX,
+            window=redis_replay.early_data_window(config),
+            name="0rtt",
+        )
+    cookies = config.replay_filter
+    if args.replay_cookies is not None:
+        window = redis_replay.cookie_window(config)
+        fail_open = args.replay_cookies == "fail-open"
+        cookies = redis_replay.RedisReplayStore(
+            client,
+            prefix=redis_replay.COOKIE_PREFIX,
+            window=window,
+            fallback=ReplayFilter.for_capacity(100_000, window=window) if fail_open else None,
+            name="cookie",
+        )
+    for store in (early_data, cookies):
+        if isinstance(store, redis_replay.RedisReplayStore):
+            store.description = redis_replay.describe(args.replay_store)
+            store.ping()  # logs a store that is down, or warming (docs/FLEET.md)
+    return dataclasses.replace(config, early_data_replay=early_data, replay_filter=cookies)
+
+
+def _replay_stat_fields(
+    sources: list[Callable[[], dict[str, object]]], config: ServerConfig
+) -> None:
+    """Put the replay stores' own fields (``stat_fields``) on the stat line."""
+    for store in (config.early_data_replay, config.replay_filter):
+        fields = getattr(store, "stat_fields", None)
+        if fields is not None and fields not in sources:
+            sources.append(fields)
 
 
 def _load_credential(cert: Path, key: Path) -> Credential:
@@ -631,6 +732,7 @@ async def _serve_quic(
     except OSError as error:
         raise _cannot_listen(args, error) from None
     listening(server.address)
+    _replay_stat_fields(server.report.stats.sources, config)
     async with server, _stat_lines(server.log_stats, args.stats_interval):
         await _until_signalled(parent)
 
@@ -651,6 +753,7 @@ async def _serve(
         idle_timeout=args.idle_timeout,
         write_timeout=args.write_timeout,
         max_concurrent_handshakes=args.max_handshakes,
+        proxy_protocol_from=args.proxy_protocol_from or (),
     )
     handler: Handler = http_page if args.mode == "http" else echo
     if args.backend is not None:
@@ -679,6 +782,7 @@ async def _serve(
     except OSError as error:
         raise _cannot_listen(args, error) from None
     listening(server.sockets[0].getsockname()[:2])
+    _replay_stat_fields(server.stats.sources, config)
     try:
         async with _stat_lines(server.log_stats, args.stats_interval):
             await _until_signalled(parent)
@@ -769,9 +873,12 @@ def _announce(
     proxied = ""
     if args.backend is not None:
         proxied = f" to {args.backend}" + (" with PROXY protocol v2" if args.proxy_protocol else "")
+    balancers = ""
+    if args.proxy_protocol_from:
+        balancers = "; PROXY protocol from " + ",".join(map(str, args.proxy_protocol_from))
     print(
         f"stateless13 {VERSION} serving {args.mode} on {_host_port(host, port)}{proxied}"
-        f" (validation: {args.validation})",
+        f" (validation: {args.validation}{balancers})",
         flush=True,
     )
     print(described, flush=True)
@@ -989,6 +1096,11 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     if args.quic:
         _require_aioquic()
+        if args.proxy_protocol_from:
+            raise CommandError(
+                "--proxy-protocol-from is for TCP: a QUIC balancer does not send the PROXY"
+                " protocol (and QUIC's Retry validates the address it sees)"
+            )
     elif Validation(args.validation) not in TCP_VALIDATIONS:
         raise CommandError(f"--validation {args.validation} is for --quic only (QUIC Retry)")
     _check_proxy_options(args)

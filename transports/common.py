@@ -31,6 +31,14 @@ from stateless13 import (
 )
 
 from .memory import MemoryServer
+from .proxy_protocol import (
+    Network,
+    ProxyHeader,
+    ProxyHeaderParser,
+    ProxyProtocolError,
+    plain_address,
+    trusted,
+)
 
 logger = logging.getLogger("stateless13.server")
 #: The stat lines' logger: an operator who silences the per-connection lines keeps these.
@@ -149,6 +157,17 @@ class Limits:
     #: Bytes read from the socket at a time (and so the most buffered per read after the
     #: handshake: the application reads at its own pace, the adapter never reads ahead more).
     read_size: int = 65536
+    #: The TCP balancers in front of this server (``ipaddress.ip_network`` values;
+    #: ``proxy_protocol.parse_networks("10.0.0.0/8,...")`` makes them from text).  A connection
+    #: from one of them must start with a PROXY protocol header, version 1 or 2 (HAProxy's
+    #: send-proxy, nginx's proxy_protocol on, AWS NLB), within ``handshake_timeout``, or it is
+    #: closed without a TLS alert; the client the header names is then the connection's peer:
+    #: the cookie binds its address, the per-source limit counts it, the log line says
+    #: ``peer=CLIENT via=BALANCER``.  A connection from anywhere else is served as ever, and a
+    #: header it sends is not honoured (TLS refuses it as the garbage it is there): only the
+    #: listed balancers can name a client (nginx's ``set_real_ip_from``, not HAProxy's
+    #: ``accept-proxy``, which expects the header from everyone).  Empty (the default): off.
+    proxy_protocol_from: tuple[Network, ...] = ()
 
     def __post_init__(self) -> None:
         if min(self.handshake_timeout, self.idle_timeout, self.write_timeout) <= 0:
@@ -161,6 +180,14 @@ class Limits:
             raise LocalProtocolError("max_handshakes_per_source, adaptive_handshakes: positive")
         if not (0 <= self.source_prefix_v4 <= 32 and 0 <= self.source_prefix_v6 <= 128):
             raise LocalProtocolError("source prefixes: 0-32 bits for IPv4, 0-128 for IPv6")
+        networks = self.proxy_protocol_from
+        if not isinstance(networks, tuple) or not all(
+            isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network) for n in networks
+        ):
+            raise LocalProtocolError(
+                "proxy_protocol_from: a tuple of ipaddress networks"
+                " (proxy_protocol.parse_networks('10.0.0.0/8') makes one from text)"
+            )
 
 
 #: Descriptors kept back from connections: the listening sockets, logs, the key log, the
@@ -231,7 +258,8 @@ class ConnectionReport:
     error: str | None = None  # the alert (or timeout/limit) and its reason, if it failed
     transport: str = "tcp"  # or "quic"
     #: How the address was validated: "hrr" (the stateless HRR's cookie), "none"; QUIC also
-    #: "cookie" (its name for "hrr"), "retry", "retry+cookie".  None: refused before any.
+    #: "cookie" (its name for "hrr"), "retry", "retry+cookie", "token" (a NEW_TOKEN token from
+    #: an earlier connection).  None: refused before any.
     validation: str | None = None
     #: Seconds from accept (QUIC: the connection's creation) to the completed handshake.
     handshake_time: float | None = None
@@ -244,11 +272,24 @@ class ConnectionReport:
     #: The client's certificate: the handshake's, or the latest a post-handshake authentication
     #: got (``request_client_certificate``).
     client_certificate: ClientCertificate | None = None
+    #: The balancer the connection came through, when its PROXY protocol header named the
+    #: client (``peer``); None for a direct connection (``Limits.proxy_protocol_from``).
+    via: tuple[str, int] | None = None
 
     @classmethod
-    def refused(cls, peer: tuple[str, int], limit: str) -> ConnectionReport:
-        """Closed at accept: ``limit`` (max_connections, max_concurrent_handshakes) was reached."""
-        return cls(peer, False, False, None, 0.0, f"refused: {limit} reached")
+    def refused(
+        cls, peer: tuple[str, int], limit: str, via: tuple[str, int] | None = None
+    ) -> ConnectionReport:
+        """Closed at accept: ``limit`` (max_connections, max_concurrent_handshakes) was reached;
+        or, behind a balancer, once its PROXY header named the client (per source)."""
+        return cls(peer, False, False, None, 0.0, f"refused: {limit} reached", via=via)
+
+    @classmethod
+    def before_tls(cls, balancer: tuple[str, int], started: float, error: str) -> ConnectionReport:
+        """A balancer's connection closed before TLS began: no valid PROXY header (``error``
+        ``proxy_protocol: ...``, counted and warned of, not logged each), none within the
+        handshake timeout, or the balancer left."""
+        return cls(balancer, False, False, None, time.monotonic() - started, error)
 
     @classmethod
     def of(
@@ -258,10 +299,11 @@ class ConnectionReport:
         started: float,
         handshake_time: float | None,
         error: str | None,
+        via: tuple[str, int] | None = None,
     ) -> ConnectionReport:
         """The report of ``session``, accepted at ``started`` (time.monotonic), closed now;
         ``handshake_time``: seconds until its handshake was over, completed or not; ``error`` (a
-        timeout, the socket) before the session's own."""
+        timeout, the socket) before the session's own; ``via``: the balancer, if any."""
         return cls(
             peer,
             session.hello_retry,
@@ -276,6 +318,7 @@ class ConnectionReport:
             client_certificate=None
             if session.connection is None
             else session.connection.client_certificate,
+            via=via,
         )
 
     @property
@@ -310,6 +353,7 @@ class ConnectionReport:
         h = self.handshake
         return {
             "peer": f"{self.peer[0]}:{self.peer[1]}",
+            "via": None if self.via is None else f"{self.via[0]}:{self.via[1]}",
             "transport": self.transport,
             "validation": self.validation,
             "outcome": self.outcome,
@@ -337,6 +381,8 @@ class ConnectionReport:
     def log_line(self) -> str:
         host, port = self.peer[0], self.peer[1]
         parts = [f"peer={host}:{port}"]
+        if self.via is not None:
+            parts.append(f"via={self.via[0]}:{self.via[1]}")
         if self.transport != "tcp":
             parts.append(self.transport)
         if self.validation is not None:
@@ -383,8 +429,11 @@ class ServerStats:
     """Counters for a whole server, from its connection reports (no per-client data), and the
     periodic stat line an operator reads instead of a line per refused or abandoned client."""
 
-    def __init__(self, transport: str = "tcp") -> None:
+    def __init__(self, transport: str = "tcp", *, proxy_protocol: bool = False) -> None:
         self.transport = transport
+        #: Balancers send PROXY headers (``Limits.proxy_protocol_from``): ``proxied`` is shown.
+        self.proxy_protocol = proxy_protocol
+        self.proxied = 0  # connections whose PROXY header named the client
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.hello_retries = 0  # connections that got an HRR (QUIC: see its front's stats)
         self.cookies_verified = 0
@@ -392,12 +441,16 @@ class ServerStats:
         self.handshake_seconds = 0.0  # summed over completed handshakes
         self._since = time.monotonic()  # the last snapshot: rates are over the time since
         self._completed_before = 0
+        #: More fields for the stat line, asked for at each snapshot, after the gauges: e.g. a
+        #: shared replay store's state (``RedisReplayStore.stat_fields``).
+        self.sources: list[Callable[[], dict[str, object]]] = []
 
     def record(self, report: ConnectionReport) -> None:
         self.outcomes[report.outcome] += 1
         self.hello_retries += report.hello_retry
         self.cookies_verified += report.cookie_verified
         self.resumed += report.handshake is not None and report.handshake.resumed
+        self.proxied += report.via is not None
         if report.handshake is not None and report.handshake_time is not None:
             self.handshake_seconds += report.handshake_time
 
@@ -434,10 +487,12 @@ class ServerStats:
             "cookies_verified": self.cookies_verified,
             "resumed": self.resumed,
             "left_after_hrr": self.outcomes["left_after_hrr"],
+            **({"proxied": self.proxied} if self.proxy_protocol else {}),
             "refused": refused,
             "failed": failed,
             "handshake_ms_mean": mean * 1000,
             **gauges,
+            **{k: v for source in self.sources for k, v in source().items()},
         }
 
     def log_line(self, **gauges: int) -> None:
@@ -486,6 +541,14 @@ class Admission:
 
     A source is an IPv4 address or an IPv6 /64 (``Limits.source_prefix_v4``, ``_v6``): one
     machine, or one customer's network, however many addresses it uses.
+
+    Behind a balancer (``Limits.proxy_protocol_from``) every client arrives from the balancer's
+    address: its connections are counted at accept by the limits of the whole server
+    (``max_connections``, ``max_concurrent_handshakes``), which its address alone must not
+    exhaust either way, but not by source: the source counted is the client's, once the PROXY
+    header has named it (``admit_source``), so that one client behind the balancer cannot take
+    every slot, and the balancer is not capped at one client's share.  A header that names no
+    client (a health check: LOCAL, UNKNOWN) counts the balancer itself.
     """
 
     def __init__(
@@ -508,20 +571,40 @@ class Admission:
         )
         return str(ipaddress.ip_network((address, prefix), strict=False))
 
-    def admit(self, source: str) -> str | None:
-        """Count a new connection in, or the limit it would go over (then it is not counted)."""
+    def from_balancer(self, peer: tuple[str, int]) -> bool:
+        """Whether ``peer`` is a balancer that must send a PROXY header first."""
+        return trusted(peer, self.limits.proxy_protocol_from)
+
+    def admit(self, source: str | None) -> str | None:
+        """Count a new connection in, or the limit it would go over (then it is not counted).
+        ``source`` None: a balancer's, counted by source once its header names the client
+        (``admit_source``)."""
         limits = self.limits
         with self._lock:
             if self.open >= self.max_connections:
                 return "max_connections"
             if self.handshaking >= limits.max_concurrent_handshakes:
                 return "max_concurrent_handshakes"
-            if self._by_source.get(source, 0) >= limits.max_handshakes_per_source:
+            if source is not None and not self._source_has_room(source):
                 return "max_handshakes_per_source"
             self.open += 1
             self.handshaking += 1
+            if source is not None:
+                self._by_source[source] = self._by_source.get(source, 0) + 1
+        return None
+
+    def admit_source(self, source: str) -> str | None:
+        """Count a balancer's connection (admitted with no source) by the source its PROXY
+        header named, or the limit it would go over (then it is not counted: the caller closes
+        it and calls ``handshake_over(None)``)."""
+        with self._lock:
+            if not self._source_has_room(source):
+                return "max_handshakes_per_source"
             self._by_source[source] = self._by_source.get(source, 0) + 1
         return None
+
+    def _source_has_room(self, source: str) -> bool:
+        return self._by_source.get(source, 0) < self.limits.max_handshakes_per_source
 
     def stateless(self) -> bool:
         """Whether the connection just admitted gets the stateless HelloRetryRequest: always
@@ -535,10 +618,13 @@ class Admission:
         """Whether new connections get the stateless HRR now."""
         return self.validation is Validation.HRR or self.pressure.on
 
-    def handshake_over(self, source: str) -> None:
-        """The connection's handshake is over, done or failed (it keeps its open slot)."""
+    def handshake_over(self, source: str | None) -> None:
+        """The connection's handshake is over, done or failed (it keeps its open slot);
+        ``source`` None: a balancer's, never counted by source."""
         with self._lock:
             self.handshaking -= 1
+            if source is None:
+                return
             left = self._by_source[source] - 1
             if left:
                 self._by_source[source] = left
@@ -556,20 +642,88 @@ class Reporter:
     warning for refusals) and the application's ``on_report``."""
 
     def __init__(
-        self, on_report: Callable[[ConnectionReport], None] | None, transport: str = "tcp"
+        self,
+        on_report: Callable[[ConnectionReport], None] | None,
+        transport: str = "tcp",
+        *,
+        proxy_protocol: bool = False,
     ) -> None:
-        self.stats = ServerStats(transport)
+        self.stats = ServerStats(transport, proxy_protocol=proxy_protocol)
         self.on_report = on_report
         self._refusals = RateLimitedWarning("connections refused at accept")
+        self._bad_headers = RateLimitedWarning("bad PROXY protocol headers from balancers")
 
     def __call__(self, report: ConnectionReport) -> None:
         self.stats.record(report)
         if report.outcome.startswith("refused_"):  # a flood must not become a flood of lines
             self._refusals(report.error)
+        elif report.outcome == "proxy_protocol":  # likewise: counted, warned of now and then
+            self._bad_headers(f"{report.peer[0]}:{report.peer[1]}: {report.error}")
         else:
             report.log()
         if self.on_report is not None:
             self.on_report(report)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Who a connection is from: the socket's peer; or, from a balancer whose PROXY header named
+    the client, that client, the balancer (``via``) and the address the client connected to
+    (``destination``)."""
+
+    peer: tuple[str, int]
+    via: tuple[str, int] | None = None
+    destination: tuple[str, int] | None = None
+
+    @classmethod
+    def proxied(cls, balancer: tuple[str, int], header: ProxyHeader) -> Arrival:
+        """From ``balancer``, as its ``header`` says (one that names no client, a health check,
+        leaves the balancer the peer).  An IPv4-mapped IPv6 address (a TCP6 header from a
+        dual-stack balancer) is the IPv4 address it is, as a direct connection's would be."""
+        if header.source is None or header.destination is None:
+            return cls(balancer)
+        source, destination = header.source, header.destination
+        return cls(
+            (str(plain_address(source[0])), source[1]),
+            balancer,
+            (str(plain_address(destination[0])), destination[1]),
+        )
+
+
+class ProxyHeaderReader:
+    """A balancer's connection until its PROXY header is read: what both socket loops feed it
+    (``receive``), and then who the connection is from (``arrival``, ``rest``) or why it is
+    closed unanswered (``error``)."""
+
+    def __init__(self, balancer: tuple[str, int]) -> None:
+        self.balancer = balancer
+        self._parser = ProxyHeaderParser()
+        self.arrival = Arrival(balancer)
+        self.error: str | None = None
+
+    def receive(self, data: bytes) -> bool:
+        """Take what the balancer sent (``b""``: it closed); whether the header is done with:
+        read (``arrival``; the bytes after it in ``rest``), or failed (``error``)."""
+        if not data:  # a health check that connects and leaves, as HAProxy's plain check does
+            self.error = "client closed before its PROXY protocol header"
+            return True
+        try:
+            header = self._parser.feed(data)
+        except ProxyProtocolError as error:
+            self.error = f"proxy_protocol: {error}"
+            return True
+        if header is None:
+            return False
+        self.arrival = Arrival.proxied(self.balancer, header)
+        return True
+
+    @property
+    def rest(self) -> bytes:
+        """What came after the header: the start of the TLS stream."""
+        return self._parser.rest
+
+    def timed_out(self, seconds: float) -> None:
+        self.error = f"handshake_timeout ({seconds:g}s): no complete PROXY protocol header"
 
 
 class StreamState:
@@ -581,7 +735,7 @@ class StreamState:
         session: MemoryServer,
         received: list[bytes],
         limits: Limits,
-        peer: tuple[str, int],
+        arrival: Arrival,
     ) -> None:
         assert session.handshake is not None
         self._session = session
@@ -589,7 +743,11 @@ class StreamState:
         self._received = received  # came with the client's Finished, if any
         self._idle = False  # idle_timeout passed: the stream has ended
         self.handshake: HandshakeComplete = session.handshake
-        self.peer = peer
+        #: The client's address and port (behind a balancer: the one its PROXY header named).
+        self.peer = arrival.peer
+        #: The balancer the client came through (``Limits.proxy_protocol_from``), if any.
+        self.via = arrival.via
+        self._destination = arrival.destination
         self._answers: list[ClientAuthenticated] = []  # to request_client_certificate
 
     @property

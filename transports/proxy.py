@@ -31,7 +31,9 @@ How a tunnel behaves, and every bound on it:
 * **PROXY protocol** (``proxy_protocol=True``): the backend's first bytes are a PROXY protocol
   version 2 header (HAProxy's proxy-protocol.txt, section 2.2) naming the client's address and
   port and the address it connected to, with the ALPN and SNI it sent as TLVs, so that the
-  backend logs and judges the client rather than the proxy (``--proxy-protocol v2``).
+  backend logs and judges the client rather than the proxy (``--proxy-protocol v2``); the
+  encoder lives with the parser in :mod:`~stateless13.transports.proxy_protocol`.  Behind a
+  balancer of our own (``Limits.proxy_protocol_from``) the client it names is the one passed on.
 
 One log line per tunnel on the ``stateless13.proxy`` logger (and a :class:`ProxyReport` to
 ``on_report``), next to the connection's own line on ``stateless13.server``.
@@ -40,10 +42,8 @@ One log line per tunnel on the ``stateless13.proxy`` logger (and a :class:`Proxy
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 
 from .asyncio_tcp import Handler, TLSStream
 from .common import RateLimitedWarning
+from .proxy_protocol import PROXY_V2_SIGNATURE, proxy_v2_header
 
 logger = logging.getLogger("stateless13.proxy")
 
@@ -96,55 +97,6 @@ class Backend:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-# ---------------------------------------------------------------------------------------------
-# PROXY protocol version 2, HAProxy's proxy-protocol.txt, section 2.2 ("Binary header format").
-
-PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"  # the 12-byte signature
-PROXY_V2_PROXY = 0x21  # version 2 (high nibble), command PROXY (low nibble)
-PROXY_V2_TCP4 = 0x11  # AF_INET (high nibble), STREAM (low nibble)
-PROXY_V2_TCP6 = 0x21  # AF_INET6, STREAM
-PP2_TYPE_ALPN = 0x01  # section 2.2.1
-PP2_TYPE_AUTHORITY = 0x02  # section 2.2.2: the host name the client asked for (SNI)
-
-
-def proxy_v2_header(
-    source: tuple[str, int],
-    destination: tuple[str, int],
-    *,
-    alpn: str | None = None,
-    authority: str | None = None,
-) -> bytes:
-    """The PROXY protocol v2 header for a TCP connection from ``source`` to ``destination``
-    (HAProxy's proxy-protocol.txt, section 2.2): the signature, PROXY, TCP4 when both addresses
-    are IPv4 (an IPv4-mapped IPv6 address counts as IPv4) and TCP6 otherwise, the addresses and
-    ports, then the ALPN and authority TLVs (sections 2.2.1, 2.2.2) when given."""
-    src, dst = _address(source[0]), _address(destination[0])
-    if src.version == dst.version == 4:
-        family = PROXY_V2_TCP4
-    else:  # section 2.2: both addresses in one family; IPv4 maps into IPv6 (RFC 4291 §2.5.5.2)
-        family = PROXY_V2_TCP6
-        src, dst = _v6(src), _v6(dst)
-    body = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
-    for kind, value in ((PP2_TYPE_ALPN, alpn), (PP2_TYPE_AUTHORITY, authority)):
-        if value:
-            data = value.encode()
-            body += struct.pack("!BH", kind, len(data)) + data
-    return PROXY_V2_SIGNATURE + struct.pack("!BBH", PROXY_V2_PROXY, family, len(body)) + body
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    address = ipaddress.ip_address(text.partition("%")[0])  # no scope ID on the wire
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _v6(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv6Address:
-    if isinstance(address, ipaddress.IPv6Address):
-        return address
-    return ipaddress.IPv6Address(b"\x00" * 10 + b"\xff\xff" + address.packed)
 
 
 # ---------------------------------------------------------------------------------------------

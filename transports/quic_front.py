@@ -2,8 +2,10 @@
 
 With :attr:`Validation.HRR` (the default) it answers a client's first Initial with an Initial
 carrying a stateless HelloRetryRequest and keeps nothing; the connection is only created when
-ClientHello2 brings back a cookie that authenticates for the client's IP address.  The design,
-the limits and the costs are in docs/QUIC.md.
+ClientHello2 brings back a cookie that authenticates for the client's IP address.  A first
+Initial carrying a NEW_TOKEN token of ours for its IP address (RFC 9000 §8.1.3, given by
+:meth:`InitialFront.new_token` after an earlier handshake) starts its connection at once, under
+any validation.  The design, the limits and the costs are in docs/QUIC.md.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from stateless13 import (
     DecryptError,
     IllegalParameter,
     LocalProtocolError,
+    ReplayStore,
     RetryRequest,
     ServerConfig,
     answer_client_hello,
@@ -62,11 +65,16 @@ from .quic_tls import (
 )
 from .quic_tokens import (
     MIN_ORIGINAL_CID_LENGTH,
+    NEW_TOKEN_KIND,
+    RETRY_TOKEN_KIND,
     SERVER_CID_LENGTH,
+    AddressTokens,
     ConnectionIds,
     InvalidToken,
     QuicCookieState,
     RetryTokens,
+    StaleRetryToken,
+    token_kind,
 )
 
 # The HRR's packet number comes from the clock (docs/QUIC.md): 4 ms ticks, modulo 8192.
@@ -92,6 +100,18 @@ class QuicOptions:
     #: Default: random per process.
     secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
     retry_token_lifetime: float = 10.0
+    #: NEW_TOKEN (RFC 9000 §8.1.3): every connection gets a token when its handshake completes;
+    #: for this many seconds from then, a first Initial carrying it from the same IP address
+    #: starts its connection at once, with no HRR and no Retry, on any server holding the cookie
+    #: keys that sealed it.  24 hours, as quic-go's server (a token under a key the ring no
+    #: longer holds only costs its client the validation round trip).  0: no NEW_TOKEN frame is
+    #: sent and every such token is ignored.
+    new_token_lifetime: float = 24 * 3600.0
+    #: Honour each NEW_TOKEN token once (RFC 9000 §8.1.4: "SHOULD NOT be accepted multiple
+    #: times"): e.g. ``ReplayFilter(window=new_token_lifetime)``; a second use is ignored (the
+    #: client is validated as if it had no token).  None (the default): a token is honoured for
+    #: its whole lifetime, replays limited by the IP binding and the 3x limit (docs/QUIC.md).
+    new_token_replay: ReplayStore | None = None
     reassembly_entries: int = 1024
     reassembly_bytes: int = 4 << 20
     reassembly_entry_bytes: int = 16 << 10
@@ -131,6 +151,8 @@ class QuicOptions:
             raise LocalProtocolError("adaptive thresholds must be positive")
         if min(self.handshake_timeout, self.idle_timeout, self.reassembly_timeout) <= 0:
             raise LocalProtocolError("timeouts must be positive")
+        if self.new_token_lifetime < 0:
+            raise LocalProtocolError("new_token_lifetime cannot be negative (0: no NEW_TOKEN)")
         if not self.supported_versions:
             raise LocalProtocolError("QuicOptions needs at least one QUIC version")
 
@@ -201,6 +223,14 @@ class FrontStats:
     pending: int = 0
     dropped: int = 0
     reassembly_evictions: int = 0
+    #: NEW_TOKEN tokens sealed for connections whose handshake completed (InitialFront.new_token).
+    tokens_issued: int = 0
+    #: First Initials that started their connection on a NEW_TOKEN token (validation "token").
+    tokens_accepted: int = 0
+    #: First Initials whose token was neither one of our NEW_TOKEN tokens valid for them nor a
+    #: Retry's (expired, another IP, another key, tampered, replayed, foreign): validated as if
+    #: they had none.  Counted per datagram (every Initial of a client repeats its token).
+    tokens_ignored: int = 0
 
     def count(self, result: FrontResult) -> None:
         if isinstance(result, Reply):
@@ -292,6 +322,12 @@ class InitialFront:
         self.options = options = options or QuicOptions()
         self.cids = ConnectionIds(options.secret)
         self.tokens = RetryTokens(config.cookie_keys, options.retry_token_lifetime)
+        #: NEW_TOKEN tokens (None: QuicOptions.new_token_lifetime is 0, none sent or honoured).
+        self.address_tokens = (
+            AddressTokens(config.cookie_keys, options.new_token_lifetime, config.cookie_clock_skew)
+            if options.new_token_lifetime > 0
+            else None
+        )
         self.table = ReassemblyTable(
             max_entries=options.reassembly_entries,
             max_bytes=options.reassembly_bytes,
@@ -331,11 +367,25 @@ class InitialFront:
         refusal = self._check_header(data, header)
         if refusal is not None:
             return refusal
-        validation, candidates = self.validation, None
+        token = header.token
+        # After our Retry a client sends to its SCID, which is ours (SERVER_CID_LENGTH bytes): a
+        # Retry token sent to a CID of another length was kept from another connection attempt.
+        retry_token = (
+            bool(token)
+            and token_kind(token) == RETRY_TOKEN_KIND
+            and len(header.destination_cid) == SERVER_CID_LENGTH
+        )
+        candidates: tuple[bytes, ...] | None = None
+        if token and not retry_token:
+            candidates = self.cids.key_candidates(header.destination_cid)
+            accepted = self._accept_with_token(data, header, peer, now, candidates)
+            if accepted is not None:
+                return accepted
+        validation = self.validation
         if validation is Validation.ADAPTIVE:
-            validation, candidates = self._adaptive(header, peer, now)
+            validation, candidates = self._adaptive(header, peer, now, retry_token, candidates)
         retry_first = validation in (Validation.RETRY, Validation.BOTH)
-        if retry_first and not header.token:
+        if retry_first and not retry_token:
             return self._retry(header, peer, now)  # the cheapest answer: no per-datagram object
         datagram = Datagram(data, header, peer, now, original_dcid=header.destination_cid)
         if retry_first:
@@ -343,22 +393,30 @@ class InitialFront:
             if refusal is not None:
                 return refusal
         if validation in (Validation.RETRY, Validation.NONE):
-            return self._accept_at_once(datagram)
+            retried = datagram.retry_scid is not None
+            return self._accept_at_once(datagram, validation="retry" if retried else "none")
         return self._stateless(datagram, candidates)
 
     def _adaptive(
-        self, header: QuicHeader, peer: tuple[str, int], now: float
+        self,
+        header: QuicHeader,
+        peer: tuple[str, int],
+        now: float,
+        retry_token: bool,
+        candidates: tuple[bytes, ...] | None,
     ) -> tuple[Validation, tuple[bytes, ...] | None]:
         """Validation.ADAPTIVE: how to treat this Initial, and the key CIDs its DCID may derive
         from if they were worked out (the HRR path takes them, rather than decode the DCID
         again).  A client already on one path stays on it (a Retry token; ClientHello2 to our
         HRR's CID; the rest of a ClientHello the table holds); a new client gets no validation
         while the server is calm, the stateless HRR when many handshakes are in progress, a
-        Retry when new clients flood in."""
+        Retry when new clients flood in.  A token that is not a Retry's counts for nothing here
+        (a valid NEW_TOKEN token was taken before; any other is ignored)."""
         dcid = header.destination_cid
-        if header.token:
+        if retry_token:
             return Validation.RETRY, None
-        candidates = self.cids.key_candidates(dcid)
+        if candidates is None:
+            candidates = self.cids.key_candidates(dcid)
         if len(candidates) > 1 or (peer[0], peer[1], dcid) in self.table:
             return Validation.HRR, candidates
         if self._flood(self._new_clients.rate(now), now):
@@ -398,6 +456,61 @@ class InitialFront:
             return Drop("Destination Connection ID below 8 bytes (RFC 9000 §7.2)")
         return None
 
+    # -- NEW_TOKEN ----------------------------------------------------------------------------
+
+    def new_token(self, peer: tuple[str, int], now: float) -> bytes | None:
+        """A NEW_TOKEN token for ``peer``'s IP address, issued at ``now`` (wall-clock), for a
+        connection whose handshake has just completed (StatelessQuicConnection sends it in a
+        NEW_TOKEN frame); None if ``QuicOptions.new_token_lifetime`` is 0."""
+        if self.address_tokens is None:
+            return None
+        self.stats.tokens_issued += 1
+        return self.address_tokens.seal(peer, now)
+
+    def _accept_with_token(
+        self,
+        data: bytes,
+        header: QuicHeader,
+        peer: tuple[str, int],
+        now: float,
+        candidates: tuple[bytes, ...],
+    ) -> Accept | None:
+        """A connection at once if this Initial's token (not a Retry's) lets its client in;
+        None: validate the client as if it had no token.
+
+        Only for the start of a client's ClientHello1, with a NEW_TOKEN token of ours that opens
+        for its IP address within its lifetime (and once, with ``QuicOptions.new_token_replay``).
+        Any other token is ignored, never refused (RFC 9000 §8.1.3: a server that lost its keys
+        cannot tell its own old tokens from junk).  A ClientHello2 keeps its path whatever its
+        token says (a server of the fleet without the token's key sent the HRR): it is sent to one
+        of our HRR's CIDs (``candidates`` has two) or, after a 20-byte first DCID, which our HRR
+        keeps, its CRYPTO data does not start at 0; so does the rest of a held ClientHello."""
+        if len(candidates) > 1 or (peer[0], peer[1], header.destination_cid) in self.table:
+            return None
+        if not self._new_token_opens(header.token, peer, now):
+            self.stats.tokens_ignored += 1
+            return None
+        datagram = Datagram(data, header, peer, now, original_dcid=header.destination_cid)
+        if not self._decrypt(datagram, (header.destination_cid,)) or not any(
+            offset == 0 for offset, _ in datagram.initials.fragments
+        ):
+            return None  # a ClientHello2, a later fragment, or junk: the ordinary path judges
+        replay = self.options.new_token_replay
+        if replay is not None and not replay.first_use(header.token, now):
+            self.stats.tokens_ignored += 1
+            return None
+        self.stats.tokens_accepted += 1
+        return self._connection_at_once(datagram, validation="token")
+
+    def _new_token_opens(self, token: bytes, peer: tuple[str, int], now: float) -> bool:
+        if self.address_tokens is None or token_kind(token) != NEW_TOKEN_KIND:
+            return False
+        try:
+            self.address_tokens.open(token, peer, now)
+        except InvalidToken:
+            return False
+        return True
+
     # -- QUIC Retry, and connections without the stateless HRR ----------------------------------
 
     def _retry(self, header: QuicHeader, peer: tuple[str, int], now: float) -> Reply:
@@ -414,12 +527,16 @@ class InitialFront:
         return Reply(packet, ReplyKind.RETRY)
 
     def _check_retry_token(self, datagram: Datagram) -> Reply | None:
-        """Learn the original DCID from the Retry token; a close if the token is not good."""
+        """Learn the original DCID from the Retry token; a close if the token is not good (RFC
+        9000 §8.1.2), a new Retry if it is one of ours from another connection attempt."""
         dcid = datagram.header.destination_cid
         try:
             datagram.original_dcid = self.tokens.open(
                 datagram.header.token, datagram.peer, dcid, datagram.now
             )
+        except StaleRetryToken:
+            self.stats.tokens_ignored += 1
+            return self._retry(datagram.header, datagram.peer, datagram.now)
         except InvalidToken as error:
             datagram.use_keys(dcid)
             refusal = QuicConnectionError(
@@ -429,10 +546,18 @@ class InitialFront:
         datagram.retry_scid = dcid
         return None
 
-    def _accept_at_once(self, datagram: Datagram) -> FrontResult:
-        """Validation.RETRY (the token was good) or NONE: a connection from this Initial."""
+    def _accept_at_once(self, datagram: Datagram, validation: str) -> FrontResult:
+        """Validation.RETRY (the token was good: ``validation`` "retry") or NONE ("none")."""
         if not self._decrypt(datagram, (datagram.header.destination_cid,)):
             return Drop("Initial does not decrypt")
+        return self._connection_at_once(datagram, validation)
+
+    def _connection_at_once(self, datagram: Datagram, validation: str) -> Accept:
+        """A connection from this (decrypted) Initial: ``validation`` "retry", "token" (a
+        NEW_TOKEN token was good) or "none".  Only a Retry token validates the path for aioquic:
+        after a NEW_TOKEN token the 3x limit holds until the client's first Handshake packet, so
+        that a replayed token amplifies no more than Validation.NONE (RFC 9000 §8.1.4;
+        docs/QUIC.md)."""
         retried = datagram.retry_scid is not None
         return Accept(
             ConnectionStart(
@@ -442,7 +567,7 @@ class InitialFront:
                 retry_scid=datagram.retry_scid,
                 resume=None,
                 address_validated=retried,
-                validation="retry" if retried else "none",
+                validation=validation,
                 datagrams=(datagram.data,),
                 version=datagram.version,
             )

@@ -405,11 +405,15 @@ class QuicServer(asyncio.DatagramProtocol):
 
     def log_stats(self) -> None:
         """Log the stat line: the connections' outcomes, the front's replies (HRRs, Retries;
-        they belong to no connection) and what is open now."""
+        they belong to no connection), the NEW_TOKEN tokens issued, accepted (a connection
+        without HRR or Retry) and ignored, and what is open now."""
         front = self.front.stats
         self.report.stats.log_line(
             hrr_sent=front.hrr_sent,
             retry_sent=front.retry_sent,
+            tokens_issued=front.tokens_issued,
+            tokens_accepted=front.tokens_accepted,
+            tokens_ignored=front.tokens_ignored,
             dropped=front.dropped,
             in_progress=self.handshakes_in_progress,
             open=self.connections,
@@ -463,6 +467,7 @@ class QuicServer(asyncio.DatagramProtocol):
             server_config=self.config,
             peer=peer,
             start=start,
+            new_token=lambda: self.front.new_token(peer, self._clock()),
         )
         protocol = self._create_protocol(quic)
         self.handshakes_in_progress += 1

@@ -21,7 +21,8 @@ after the handshake is unexpected_message.
 picking up after a stateless HRR from a :class:`ConnectionStart` (which private attributes of
 aioquic it sets, and the aioquic versions tested, are in docs/QUIC.md).  Its ``on_event`` sees
 every event as the protocol takes it, so the server keeps its report without asking anything of
-the protocol (any aioquic ``QuicConnectionProtocol``).
+the protocol (any aioquic ``QuicConnectionProtocol``).  When its handshake completes it sends the
+client one NEW_TOKEN frame (RFC 9000 §19.7), which aioquic's server never sends.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionError, QuicReceiveContext
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
 
 from stateless13 import (
     Action,
@@ -231,13 +234,20 @@ class ConnectionStart:
     retry_scid: bytes | None
     resume: ResumePoint | None  # None: an ordinary handshake on a fresh CRYPTO stream
     address_validated: bool
-    validation: str  # "cookie", "retry", "retry+cookie" or "none": for reports
+    validation: str  # "cookie", "retry", "retry+cookie", "token" or "none": for reports
     datagrams: tuple[bytes, ...]  # to feed the connection, in order
     version: int
 
 
+#: A NEW_TOKEN frame's type and length fields, at most (RFC 9000 §19.7: two varints).
+_NEW_TOKEN_FRAME_OVERHEAD = 1 + 8
+
+
 class StatelessQuicConnection(QuicConnection):
-    """aioquic's QuicConnection with :class:`QuicTLS`, optionally resuming after a stateless HRR."""
+    """aioquic's QuicConnection with :class:`QuicTLS`, optionally resuming after a stateless HRR.
+
+    ``new_token``: called once, when the handshake completes, for the token of the NEW_TOKEN
+    frame then sent (``InitialFront.new_token``; None from it, or no callable: no frame)."""
 
     def __init__(
         self,
@@ -246,6 +256,7 @@ class StatelessQuicConnection(QuicConnection):
         server_config: ServerConfig,
         peer: tuple[str, int],
         start: ConnectionStart,
+        new_token: Callable[[], bytes | None] | None = None,
     ) -> None:
         super().__init__(
             configuration=configuration,
@@ -263,6 +274,12 @@ class StatelessQuicConnection(QuicConnection):
         self._host_cids[0].cid = start.host_cid
         self.host_cid = start.host_cid
         self._local_initial_source_connection_id = start.host_cid
+        self._new_token_source = new_token
+        #: The token of our NEW_TOKEN frame, once the handshake has completed.
+        self.new_token: bytes | None = None
+        #: True once the client acknowledged the frame (it is sent again while it is lost).
+        self.new_token_acknowledged = False
+        self._new_token_pending = False
 
     def _initialize(self, peer_cid: bytes) -> None:
         # Initial keys from the key CID: after a stateless HRR the client sends to our CID, but
@@ -303,6 +320,43 @@ class StatelessQuicConnection(QuicConnection):
         if self.quic_tls is not None:
             self.quic_tls.receive_epoch = context.epoch
         super()._handle_crypto_frame(context, frame_type, buf)
+        if self._handshake_complete and self._new_token_source is not None:
+            # The client's Finished is in: HANDSHAKE_DONE is pending, and our token goes with it.
+            source, self._new_token_source = self._new_token_source, None
+            self.new_token = source()
+            self._new_token_pending = self.new_token is not None
+
+    # NEW_TOKEN (RFC 9000 §19.7) is written by hand: aioquic's server never sends one and has no
+    # hook for a frame of our own, so it rides on the step of _write_application that runs for
+    # every 1-RTT packet once the handshake is complete (the connection limits, just after
+    # HANDSHAKE_DONE and the connection IDs), and is registered with the loss recovery as
+    # aioquic registers HANDSHAKE_DONE: sent again, the same token, until it is acknowledged.
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        if self._new_token_pending and self._handshake_complete:
+            self._write_new_token_frame(builder)
+        super()._write_connection_limits(builder=builder, space=space)
+
+    def _write_new_token_frame(self, builder: QuicPacketBuilder) -> None:
+        token = self.new_token
+        assert token is not None
+        buf = builder.start_frame(  # raises QuicPacketBuilderStop, as for aioquic's frames
+            QuicFrameType.NEW_TOKEN,
+            capacity=_NEW_TOKEN_FRAME_OVERHEAD + len(token),
+            handler=self._on_new_token_delivery,
+        )
+        buf.push_uint_var(len(token))
+        buf.push_bytes(token)
+        self._new_token_pending = False
+        frames = builder.quic_logger_frames  # set while a packet is being built
+        if self._quic_logger is not None and frames is not None:
+            frames.append(self._quic_logger.encode_new_token_frame(token))
+
+    def _on_new_token_delivery(self, delivery: QuicDeliveryState) -> None:
+        if delivery == QuicDeliveryState.ACKED:
+            self.new_token_acknowledged = True
+        elif not self.new_token_acknowledged:
+            self._new_token_pending = True
 
 
 __all__ = [

@@ -1,8 +1,9 @@
 """What a stateless QUIC server gives the client to carry: connection IDs, cookie state, tokens.
 
 Our connection IDs encode the client's key CID, the cookie's application payload carries the rest
-of the connection (:class:`QuicCookieState`), and a Retry token carries the original DCID.  The
-design is in docs/QUIC.md.
+of the connection (:class:`QuicCookieState`), a Retry token carries the original DCID, and a
+NEW_TOKEN token (:class:`AddressTokens`) the time a client completed a handshake from its IP
+address.  The design is in docs/QUIC.md.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from stateless13 import CookieKeyRing, DecryptError, LocalProtocolError, peer_bi
 SERVER_CID_LENGTH = 20
 #: RFC 9000 §7.2: a client's first Destination Connection ID is at least 8 bytes.
 MIN_ORIGINAL_CID_LENGTH = 8
-#: Our byte among the key ring's token kinds (a NEW_TOKEN token would take another).
+#: Our bytes among the key ring's token kinds: a Retry packet's token and a NEW_TOKEN frame's,
+#: which RFC 9000 §8.1.1 requires the server to tell apart (a session ticket is 0x10,
+#: stateless13.ticket.TICKET_TOKEN_KIND).
 RETRY_TOKEN_KIND = 1
+NEW_TOKEN_KIND = 2
+#: The first byte of every token ``CookieKeyRing.seal_token`` makes (stateless13/cookie.py:
+#: version 2 | kind | key_id | nonce | sealed payload); the kind byte follows it.
+_SEALED_TOKEN_VERSION = 2
 _CID_HALF = SERVER_CID_LENGTH // 2
 _FEISTEL_ROUNDS = 4
 
@@ -120,6 +127,21 @@ class InvalidToken(Exception):
     pass
 
 
+class StaleRetryToken(InvalidToken):
+    """A Retry token of ours for this IP address, but from another connection attempt: the
+    Initial is not sent to that Retry's SCID, so this client got no Retry this time and kept an
+    old token (RFC 9000 §8.1.3 forbids it).  Ignored, not refused: the client may take a Retry."""
+
+
+def token_kind(token: bytes) -> int | None:
+    """The kind a token of the key ring says it is, before anything is opened (None: not one
+    of the ring's tokens).  In the clear, as RFC 9000 §8.1.3 allows for telling a Retry's token
+    from a NEW_TOKEN one; the kind is in the associated data, so opening checks it again."""
+    if len(token) < 2 or token[0] != _SEALED_TOKEN_VERSION:
+        return None
+    return token[1]
+
+
 #: issued_at in milliseconds, then the ODCID and the Retry's SCID, each after its length byte.
 _ISSUED_AT = struct.Struct(">Q")
 
@@ -150,7 +172,52 @@ class RetryTokens:
         odcid = payload[_ISSUED_AT.size + 1 : odcid_end]
         retry_scid = payload[odcid_end + 1 : odcid_end + 1 + payload[odcid_end]]
         if retry_scid != dcid:  # RFC 9000 §17.2.5.2: sent to the Retry's SCID
-            raise InvalidToken("Retry token used with another connection ID")
+            raise StaleRetryToken("Retry token used with another connection ID")
         if not -1.0 <= now - issued_ms / 1000 <= self.lifetime:
             raise InvalidToken("Retry token expired")
         return odcid
+
+
+#: NEW_TOKEN plaintext: format u8, issued_at u64 in milliseconds since the epoch.
+_ADDRESS_TOKEN = struct.Struct(">BQ")
+
+
+class AddressTokens:
+    """NEW_TOKEN tokens (RFC 9000 §8.1.3): proof that a client completed a handshake from its IP
+    address, which lets its next connections skip the HRR or the Retry.
+
+    Sealed by the cookie key ring (so they rotate with it) as :data:`NEW_TOKEN_KIND`, bound to the
+    client's IP address, not its port (a client's next connection comes from another port, RFC
+    9000 §8.1.3); the plaintext is only the format and the issue time, so a token says nothing an
+    observer could link to the connection that issued it (and every token is unique: the ring
+    draws a random nonce for each).  ``lifetime``: seconds a token is honoured from its issue;
+    ``clock_skew``: how far in the future its issue time may be (servers of a fleet)."""
+
+    FORMAT = 1
+
+    def __init__(self, keys: CookieKeyRing, lifetime: float, clock_skew: float = 5.0) -> None:
+        self.keys = keys
+        self.lifetime = lifetime
+        self.clock_skew = clock_skew
+
+    def seal(self, peer: tuple[str, int], now: float) -> bytes:
+        payload = _ADDRESS_TOKEN.pack(self.FORMAT, int(now * 1000))
+        return self.keys.seal_token(NEW_TOKEN_KIND, payload, peer_binding(peer))
+
+    def open(self, token: bytes, peer: tuple[str, int], now: float) -> float:
+        """When the token was issued, if it is ours, for this IP address and within its
+        lifetime; InvalidToken otherwise."""
+        try:
+            payload = self.keys.open_token(NEW_TOKEN_KIND, token, peer_binding(peer))
+        except DecryptError as error:
+            raise InvalidToken(f"NEW_TOKEN token ignored: {error.reason}") from None
+        if len(payload) != _ADDRESS_TOKEN.size or payload[0] != self.FORMAT:
+            raise InvalidToken("NEW_TOKEN token ignored: unknown format")
+        _, issued_ms = _ADDRESS_TOKEN.unpack(payload)
+        issued_at: float = issued_ms / 1000
+        age = now - issued_at
+        if age > self.lifetime:
+            raise InvalidToken(f"NEW_TOKEN token ignored: expired {age - self.lifetime:.0f}s ago")
+        if age < -self.clock_skew:
+            raise InvalidToken(f"NEW_TOKEN token ignored: issued {-age:.0f}s in the future")
+        return issued_at

@@ -5,7 +5,7 @@
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o quicgoclient main.go
 //
-// Usage: quicgoclient [-curves x25519,p256,p384] [-sni localhost] [-path /] [-cert CHAIN.pem -key KEY.pem] HOST:PORT
+// Usage: quicgoclient [-curves x25519,p256,p384] [-sni localhost] [-path /] [-cert CHAIN.pem -key KEY.pem] [-connections N] HOST:PORT
 //
 // qtls sends a key share for the first curve only, so "-curves p256,p384" against a server that
 // prefers P-384 makes it switch groups after the HelloRetryRequest.  "-cert" and "-key" load a
@@ -15,6 +15,13 @@
 // name an issuer of the chain, and sends an empty Certificate otherwise.  It prints
 // "HANDSHAKE_DONE alpn h3 tls 0x0304 cipher 0x1301", then "status 200" and the body, and exits 0
 // only for a 200 response.
+//
+// "-connections N" makes the GET N times, one after the other, each on a new QUIC connection (a
+// new http3.RoundTripper) with one token store for all (quic.Config.TokenStore, an LRU store of
+// quic.NewLRUTokenStore): a NEW_TOKEN frame of one connection goes into the next one's Initials.
+// It prints "CONNECTION i" before each, "TOKEN_RECEIVED" when a NEW_TOKEN frame's token is stored
+// and "TOKEN_SENT" when a connection takes one from the store, and waits up to a second after each
+// response for a token to arrive before closing that connection.
 package main
 
 import (
@@ -25,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	quic "github.com/lucas-clemente/quic-go"
@@ -38,6 +46,35 @@ var curveNames = map[string]tls.CurveID{
 	"p521":   tls.CurveP521,
 }
 
+// loggingTokenStore is quic-go's token store, saying what goes in and out.
+type loggingTokenStore struct {
+	store    quic.TokenStore
+	mutex    sync.Mutex
+	received int
+}
+
+func (s *loggingTokenStore) Put(key string, token *quic.ClientToken) {
+	s.mutex.Lock()
+	s.received++
+	s.mutex.Unlock()
+	fmt.Printf("TOKEN_RECEIVED for %s\n", key)
+	s.store.Put(key, token)
+}
+
+func (s *loggingTokenStore) Pop(key string) *quic.ClientToken {
+	token := s.store.Pop(key)
+	if token != nil {
+		fmt.Printf("TOKEN_SENT for %s\n", key)
+	}
+	return token
+}
+
+func (s *loggingTokenStore) count() int {
+	s.mutex.Lock()
+	defer s.mutex.Unlock()
+	return s.received
+}
+
 func fail(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
 	os.Exit(1)
@@ -49,9 +86,10 @@ func main() {
 	path := flag.String("path", "/", "path to GET")
 	cert := flag.String("cert", "", "PEM client certificate chain, leaf first (with -key)")
 	key := flag.String("key", "", "PEM private key of the -cert certificate")
+	connections := flag.Int("connections", 1, "GETs, each on a new connection, sharing one token store")
 	flag.Parse()
-	if flag.NArg() != 1 || (*cert == "") != (*key == "") {
-		fmt.Fprintln(os.Stderr, "usage: quicgoclient [-curves ...] [-sni name] [-path /] [-cert chain.pem -key key.pem] HOST:PORT")
+	if flag.NArg() != 1 || (*cert == "") != (*key == "") || *connections < 1 {
+		fmt.Fprintln(os.Stderr, "usage: quicgoclient [-curves ...] [-sni name] [-path /] [-cert chain.pem -key key.pem] [-connections N] HOST:PORT")
 		os.Exit(2)
 	}
 	var preferences []tls.CurveID
@@ -80,10 +118,29 @@ func main() {
 		MaxIdleTimeout:       10 * time.Second,
 		Versions:             []quic.VersionNumber{quic.Version1},
 	}
+	if *connections == 1 {
+		get(tlsConf, quicConf, flag.Arg(0)+*path)
+		return
+	}
+	tokens := &loggingTokenStore{store: quic.NewLRUTokenStore(4, 4)}
+	quicConf.TokenStore = tokens
+	for i := 1; i <= *connections; i++ {
+		fmt.Printf("CONNECTION %d\n", i)
+		get(tlsConf, quicConf, flag.Arg(0)+*path, func() {
+			for deadline := time.Now().Add(time.Second); tokens.count() < i && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// get makes one GET on a new connection, prints what it got and exits 1 unless it was a 200;
+// then calls each of beforeClose before it closes the connection.
+func get(tlsConf *tls.Config, quicConf *quic.Config, target string, beforeClose ...func()) {
 	transport := &http3.RoundTripper{TLSClientConfig: tlsConf, QuicConfig: quicConf}
 	defer transport.Close()
 	client := &http.Client{Transport: transport, Timeout: 15 * time.Second}
-	response, err := client.Get("https://" + flag.Arg(0) + *path)
+	response, err := client.Get("https://" + target)
 	if err != nil {
 		fail("GET: %v", err)
 	}
@@ -101,5 +158,8 @@ func main() {
 	fmt.Printf("status %d\n%s", response.StatusCode, body)
 	if response.StatusCode != 200 {
 		os.Exit(1)
+	}
+	for _, wait := range beforeClose {
+		wait()
 	}
 }
