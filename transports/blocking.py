@@ -155,13 +155,8 @@ def _read_proxy_header(
     socket passes)."""
     reading = ProxyHeaderReader(balancer)
     while True:
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            data = sock.recv(limits.read_size)
-        except TimeoutError:
+        data = _recv_by(sock, deadline, limits.read_size)
+        if data is None:
             reading.timed_out(limits.handshake_timeout)
             break
         if reading.receive(data):
@@ -187,16 +182,23 @@ def _handshake(
     if first:
         sock.sendall(handshake_step(session, first, received))
     while session.handshake is None and not session.closed:
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            data = sock.recv(limits.read_size)
-        except TimeoutError:
-            raise HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)") from None
+        data = _recv_by(sock, deadline, limits.read_size)
+        if data is None:
+            raise HandshakeError(f"handshake_timeout ({limits.handshake_timeout:g}s)")
         sock.sendall(handshake_step(session, data, received))
     return received
+
+
+def _recv_by(sock: socket.socket, deadline: float, size: int) -> bytes | None:
+    """One read, by ``deadline`` (time.monotonic); None if the deadline passed first."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return None
+    sock.settimeout(remaining)
+    try:
+        return sock.recv(size)
+    except TimeoutError:
+        return None
 
 
 class ThreadedServer:
