@@ -21,10 +21,13 @@ from stateless13.transports.common import ConnectionReport
 from stateless13.transports.demo import PAGE_TEXT as PAGE_TEXT  # re-exported for the tests
 from stateless13.transports.demo import echo, http_page
 
+#: Where Debian puts daemons (nginx): not on a plain user's PATH, as CI's clean environment has it.
+_SYSTEM_PROGRAMS = "/usr/sbin:/sbin"
+
 
 def require_peer(program: str) -> str:
     """The path of a peer program; a missing peer fails the test (CI never skips a peer)."""
-    path = shutil.which(program)
+    path = shutil.which(program, path=f"{os.environ.get('PATH', '')}:{_SYSTEM_PROGRAMS}")
     assert path is not None, f"peer {program!r} is not installed: run ./run-tests to install it"
     return path
 
