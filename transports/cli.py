@@ -530,16 +530,10 @@ def _with_replay_store(args: argparse.Namespace, config: ServerConfig) -> Server
         return config
     if not args.early_data and args.replay_cookies is None:
         raise CommandError("--replay-store goes with --early-data (0-RTT) or --replay-cookies")
-    try:
-        from . import redis_replay
-    except ModuleNotFoundError as error:
-        if (error.name or "").partition(".")[0] != "redis":
-            raise
-        install = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(REDIS_REQUIREMENT)}"
-        raise CommandError(
-            f"--replay-store needs redis-py, which is not installed: {install}"
-        ) from None
+    _import_extra(".redis_replay", "--replay-store", "redis", "redis-py", REDIS_REQUIREMENT)
     from stateless13 import ReplayFilter
+
+    from . import redis_replay  # imported above: typed here
 
     try:
         client = redis_replay.redis_client(args.replay_store)
@@ -674,15 +668,30 @@ def _temporary_directory(cleanup: contextlib.ExitStack) -> Path:
 
 def _require_aioquic() -> None:
     """Fail with one line saying how to install aioquic if --quic cannot import it."""
+    _import_extra(
+        ".quic_server",
+        "--quic",
+        "aioquic",
+        "aioquic",
+        QUIC_REQUIREMENT,
+        " (from a clone, ./serve installs it)",
+    )
+
+
+def _import_extra(
+    module: str, option: str, package: str, name: str, requirement: str, hint: str = ""
+) -> None:
+    """Our ``module`` that ``option`` needs, or one line saying how to install ``package`` (a
+    dependency of an extra, called ``name``) when it is missing; any other import error is
+    ours and passes."""
     try:
-        importlib.import_module(".quic_server", __package__)
+        importlib.import_module(module, __package__)
     except ModuleNotFoundError as error:
-        if (error.name or "").partition(".")[0] != "aioquic":
+        if (error.name or "").partition(".")[0] != package:
             raise
-        install = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(QUIC_REQUIREMENT)}"
+        install = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(requirement)}"
         raise CommandError(
-            f"--quic needs aioquic, which is not installed: {install}"
-            " (from a clone, ./serve installs it)"
+            f"{option} needs {name}, which is not installed: {install}{hint}"
         ) from None
 
 
