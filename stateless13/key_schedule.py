@@ -41,10 +41,11 @@ class KeyedHmac:
     """HMAC(key, message) for one key: the inner and outer hash states after the padded key,
     copied for each message.  Holds key material: never logged, never kept past its use."""
 
-    __slots__ = ("_inner", "_outer", "digest_size")
+    __slots__ = ("_inner", "_outer", "digest_size", "label_prefix")
 
     def __init__(self, suite: SuiteParams, key: bytes) -> None:
         self.digest_size = suite.hash_len
+        self.label_prefix = suite.label_prefix
         if len(key) > suite.hash_block_size:
             key = suite.digest(key)
         # The key XORed with the pads as an integer (a table, as bytes.translate, would index
@@ -77,10 +78,11 @@ def hkdf_extract(suite: SuiteParams, salt: bytes, ikm: bytes) -> bytes:
 
 def expand_label(prk: KeyedHmac, label: bytes, context: bytes, length: int) -> bytes:
     """HKDF-Expand-Label (§7.1) under a keyed secret: HKDF-Expand (RFC 5869 §2.3) of
-    HkdfLabel = length || "tls13 " + label || context."""
+    HkdfLabel = length || "tls13 " + label || context ("dtls13" in DTLS 1.3)."""
+    prefix = prk.label_prefix
     if not context and length <= prk.digest_size:  # key, iv, finished: one HMAC of a constant
-        return prk.digest(_context_free_label(length, label))[:length]
-    info = _hkdf_label_prefix(length, label) + bytes((len(context),)) + context
+        return prk.digest(_context_free_label(length, prefix, label))[:length]
+    info = _hkdf_label_prefix(length, prefix, label) + bytes((len(context),)) + context
     block = prk.digest(info + b"\x01")
     if length > 255 * len(block):
         raise ValueError(f"HKDF-Expand gives at most {255 * len(block)} bytes, not {length}")
@@ -99,15 +101,15 @@ def hkdf_expand_label(
 
 
 @functools.lru_cache(maxsize=256)  # a handful of (length, label) pairs; exporter labels vary
-def _hkdf_label_prefix(length: int, label: bytes) -> bytes:
-    full_label = b"tls13 " + label
+def _hkdf_label_prefix(length: int, prefix: bytes, label: bytes) -> bytes:
+    full_label = prefix + label
     return length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label
 
 
 @functools.lru_cache(maxsize=64)
-def _context_free_label(length: int, label: bytes) -> bytes:
+def _context_free_label(length: int, prefix: bytes, label: bytes) -> bytes:
     """The whole HMAC message of HKDF-Expand's one block for a label with no context."""
-    return _hkdf_label_prefix(length, label) + b"\x00\x01"
+    return _hkdf_label_prefix(length, prefix, label) + b"\x00\x01"
 
 
 def derive_secret(suite: SuiteParams, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:

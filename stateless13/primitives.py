@@ -6,6 +6,7 @@ schemes.  Nothing here knows about messages or state; the handshake asks for wha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class SuiteParams:
     new_hash: Callable[[bytes], HashObject]
     key_len: int
     aead: Callable[[bytes], AEAD]
+    # HKDF-Expand-Label's prefix: "tls13 ", or "dtls13" in DTLS 1.3 (RFC 9147 §5.9), so a DTLS
+    # key schedule is the TLS one run over DTLS_SUITES.
+    label_prefix: bytes = b"tls13 "
 
     def digest(self, data: bytes) -> bytes:
         return self.new_hash(data).digest()
@@ -66,6 +70,11 @@ SUITES: dict[int, SuiteParams] = {
         ChaCha20Poly1305,
     ),
 }  # fmt: skip
+
+#: The same suites for DTLS 1.3: every label of their key schedule starts "dtls13" (RFC 9147 §5.9).
+DTLS_SUITES: dict[int, SuiteParams] = {
+    code: dataclasses.replace(suite, label_prefix=b"dtls13") for code, suite in SUITES.items()
+}
 
 # ---------------------------------------------------------------------------------------------
 # Key exchange (RFC 8446 §4.2.8; X25519MLKEM768 from draft-ietf-tls-ecdhe-mlkem)
