@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
     "profile_hrr": ("our HRR path: cProfile, stages timed alone, floors, HRRs/s", 0.2, 5),
     "flood": ("adaptive validation: idle handshake ms, TCP and QUIC floods vs always HRR", 2.0, 3),
     "proxy": ("HTTP/3 front door vs its backend directly: req/s, MB/s, bytes/idle conn", 1.0, 3),
+    "fleet": ("TCP handshakes/s through nginx to 1, 2, 3 nodes; CPU of each process", 2.0, 3),
 }
 
 #: The simulated client address (TEST-NET-3): ours binds its cookie to it, the anchor's HMAC too.

@@ -4,9 +4,11 @@
     python -m fuzz -runs=1000000 tests/fuzz_corpus       # a long run
     python -m fuzz --make-corpus tests/fuzz_corpus       # (re)build the seed corpus
 
-The first input byte picks the target: even → ``stateless_accept`` (ClientHello1 and, with the
-fixed cookie key and clock below, ClientHello2 with a valid cookie), odd → an ordinary
-``ServerConnection``.  The only exceptions allowed out of the library are ``AlertError``
+The first input byte picks the target: 0xF0 and above → the DTLS 1.3 datagram parsers
+(``split_datagram``, ``DtlsRecordLayer.open_datagram``, handshake fragments into a
+``HandshakeReassembler``, ``parse_ack``); otherwise even → ``stateless_accept`` (ClientHello1
+and, with the fixed cookie key and clock below, ClientHello2 with a valid cookie), odd → an
+ordinary ``ServerConnection``.  The only exceptions allowed out of the library are ``AlertError``
 subclasses (as typed results or raised by ``next_event``); anything else is a crash.
 """
 
@@ -24,6 +26,10 @@ from stateless13 import (
     ServerConnection,
     stateless_accept,
 )
+from stateless13.dtls_flight import HandshakeReassembler, parse_ack, parse_fragments
+from stateless13.dtls_record import DtlsRecordLayer, split_datagram
+from stateless13.messages import CipherSuite
+from stateless13.primitives import DTLS_SUITES
 
 FUZZ_KEY = bytes(range(32))  # fixed so that the corpus's ClientHello2 cookies stay valid
 NOW = 1_800_000_000.0
@@ -47,11 +53,40 @@ def drain(connection: ServerConnection) -> None:
     connection.data_to_send()
 
 
+def dtls_input(selector: int, payload: bytes) -> None:
+    """The DTLS 1.3 datagram parsers; only AlertError may come out, and memory stays bounded."""
+    target = selector & 3
+    try:
+        if target == 0:
+            split_datagram(payload, cid_length=(selector >> 2) & 3)
+        elif target == 1:
+            layer = DtlsRecordLayer()
+            suite = DTLS_SUITES[CipherSuite.TLS_AES_128_GCM_SHA256 + ((selector >> 2) % 3)]
+            for epoch in (1, 2, 3):
+                layer.install_read(epoch, suite, bytes(suite.hash_len))
+            layer.open_datagram(payload)
+        elif target == 2:
+            reassembler = HandshakeReassembler(max_message_length=2048, max_buffered=4096)
+            for fragment in parse_fragments(payload):
+                reassembler.feed(fragment)
+                reassembler.take_peer_retransmission()
+                if fragment.fragment_offset & 1:
+                    reassembler.pop_messages()
+                if reassembler.buffered > 4096:
+                    raise RuntimeError(f"reassembler holds {reassembler.buffered} bytes")
+        else:
+            parse_ack(payload)
+    except AlertError:
+        pass
+
+
 def one_input(data: bytes) -> None:
     if not data:
         return
     selector, payload = data[0], bytes(data[1:])
-    if selector % 2 == 0:
+    if selector >= 0xF0:
+        dtls_input(selector, payload)
+    elif selector % 2 == 0:
         after_retry = bool(selector & 2)
         result = stateless_accept(CONFIG, payload, peer=PEER, now=NOW, after_retry=after_retry)
         if isinstance(result, Accepted):

@@ -6,8 +6,9 @@ Two tiers of public names, both documented and stable:
   results, ``ServerConnection`` and its events, the alerts and errors.
 * For transports that frame the handshake themselves (QUIC; a datagram transport): the
   handshake without records, ``ServerHandshake`` and the actions it returns, and the
-  message-level stateless front, ``answer_client_hello`` and its results.  The adapters in
-  ``stateless13.transports`` use nothing else.
+  message-level stateless front, ``answer_client_hello`` and its results.  For DTLS 1.3, the
+  whole of it sans-I/O: ``DtlsListener`` (the stateless listener) and the ``DtlsConnection``
+  it makes.  The adapters in ``stateless13.transports`` use nothing else.
 """
 
 from .alerts import (
@@ -32,6 +33,16 @@ from .client_auth import ClientAuth, ClientCertificate
 from .config import Credential, ExternalPsk, ServerConfig, keylog_to_file, load_external_psks
 from .connection import ServerConnection
 from .cookie import CookieKeyRing, peer_binding
+from .dtls_connection import DtlsConnection
+from .dtls_listener import (
+    DtlsAccept,
+    DtlsDrop,
+    DtlsHeld,
+    DtlsListener,
+    DtlsListenerLimits,
+    DtlsListenResult,
+    DtlsReply,
+)
 from .events import (
     AlertReceived,
     ApplicationData,
@@ -112,6 +123,15 @@ __all__ = [
     "parse_client_hello",
     "peer_binding",
     "select_alpn",
+    # datagram transports: DTLS 1.3 (RFC 9147), its stateless listener and its associations
+    "DtlsAccept",
+    "DtlsConnection",
+    "DtlsDrop",
+    "DtlsHeld",
+    "DtlsListenResult",
+    "DtlsListener",
+    "DtlsListenerLimits",
+    "DtlsReply",
     # applications and byte-stream transports
     "AccessDenied",
     "AlertLevel",

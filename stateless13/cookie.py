@@ -1,12 +1,18 @@
 """The HelloRetryRequest cookie: everything a stateless server must remember, sealed for the client.
 
-Wire format (version 1): 105 bytes for SHA-256 suites, 121 for SHA-384, plus the app payload:
+Wire format (version 1): 105 bytes for SHA-256 suites, 121 for SHA-384, plus the app payload
+(16 fewer over DTLS, below):
 
     version (1) | key_id (1) | nonce (12) | AES-256-GCM-SIV(plaintext) incl. 16-byte tag
 
-    plaintext = issued_at u32 | cipher_suite u16 | group u16 | flags u8
+    plaintext = issued_at u32 | cipher_suite u16 | group u16 | flags u8 | hash length u8
               | Hash(ClientHello1) (32 or 48, by the suite's hash)
-              | client_hello_digest (32) | app_payload <0..64>
+              | client_hello_digest (32, or its first 16) | app_payload <0..64>
+
+A DTLS cookie keeps the first 16 bytes of the digest (flag 0x02): a datagram server's HRR must
+not be larger than the ClientHello it answers (anti-amplification, RFC 9147 §5.1), and the
+smallest DTLS 1.3 ClientHellos are about 180 bytes.  128 bits sealed inside the AEAD still take
+a second preimage to forge a matching ClientHello2.
 
     associated data = version | key_id | the peer's IP address (packed)
 
@@ -52,7 +58,9 @@ _HEADER_SIZE = 2 + _NONCE_SIZE
 _TOKEN_HEADER_SIZE = 3 + _NONCE_SIZE
 _TAG_SIZE = 16
 _FLAG_KEY_SHARE_REQUESTED = 0x01
+_FLAG_SHORT_DIGEST = 0x02
 _DIGEST_SIZE = 32
+SHORT_DIGEST_SIZE = 16
 
 
 @dataclass(slots=True)  # not frozen: built for every HelloRetryRequest, and never shared
@@ -64,7 +72,8 @@ class CookieState:
     group: int
     key_share_requested: bool  # did the HRR carry a key_share? (needed to rebuild it byte for byte)
     client_hello_hash: bytes  # Hash(ClientHello1) under the suite's hash: the transcript's start
-    client_hello_digest: bytes  # SHA-256 of the fields ClientHello2 must repeat (negotiation.py)
+    #: SHA-256 of the fields ClientHello2 must repeat (negotiation.py), or its first 16 bytes.
+    client_hello_digest: bytes
     app_payload: bytes = b""  # the application's own bytes, returned with Accepted
 
 
@@ -76,6 +85,10 @@ def encode_cookie_state(state: CookieState) -> bytes:
     if len(state.app_payload) > MAX_APP_PAYLOAD:
         raise LocalProtocolError(f"cookie payload over {MAX_APP_PAYLOAD} bytes")
     flags = _FLAG_KEY_SHARE_REQUESTED if state.key_share_requested else 0
+    if len(state.client_hello_digest) == SHORT_DIGEST_SIZE:
+        flags |= _FLAG_SHORT_DIGEST
+    elif len(state.client_hello_digest) != _DIGEST_SIZE:
+        raise LocalProtocolError("client_hello_digest: 32 bytes, or the first 16 of them")
     return b"".join(
         (
             _STATE_HEADER.pack(
@@ -99,7 +112,9 @@ def decode_cookie_state(data: bytes) -> CookieState:
         raise DecryptError("cookie plaintext too short")
     issued_at, suite, group, flags, hash_len = _STATE_HEADER.unpack_from(data)
     start = _STATE_HEADER.size
-    digest_end = start + hash_len + _DIGEST_SIZE
+    digest_end = (
+        start + hash_len + (SHORT_DIGEST_SIZE if flags & _FLAG_SHORT_DIGEST else _DIGEST_SIZE)
+    )
     if hash_len not in (32, 48) or len(data) < digest_end + 1:
         raise DecryptError("cookie plaintext malformed")
     payload_len = data[digest_end]
@@ -150,13 +165,13 @@ class CookieKeyRing:
 
     Share a ring between processes or machines by giving each the same key bytes (e.g. the same
     key file); rotate by putting a new key first and keeping the old one until its cookies expire.
+    A running server rotates without a restart: :meth:`replace_keys` swaps the keys in place.
     """
 
     def __init__(self, keys: Sequence[bytes]) -> None:
-        if not keys:
-            raise LocalProtocolError("a CookieKeyRing needs at least one key")
-        self._keys = tuple(_CookieKey(bytes(k)) for k in keys)
-        self._sealing_key = self._keys[0]
+        # One tuple, the sealing key first: swapped whole by replace_keys, so a reader on another
+        # thread sees the old keys or the new ones, never a mix.
+        self._keys = _make_keys(keys)
 
     @classmethod
     def generate(cls) -> CookieKeyRing:
@@ -188,8 +203,25 @@ class CookieKeyRing:
             file.write("# stateless13 keys: newest first, hex, one per line\n")
             file.write(os.urandom(32).hex() + "\n")
 
+    def replace_keys(self, other: CookieKeyRing) -> None:
+        """From now on, seal and open with ``other``'s keys (e.g. ``CookieKeyRing.from_file``
+        read again): in place, so that every holder of this ring (a ``ServerConfig``, a QUIC
+        server's tokens) sees the change at once.  One assignment: safe while other threads or
+        tasks seal and open; what was read and checked before (a file that does not parse)
+        never reaches the ring, which then keeps its keys."""
+        self._keys = other._keys
+
+    @property
+    def key_ids(self) -> tuple[int, ...]:
+        """The keys' ids, the sealing key's first: servers that print the same ids hold the same
+        keys (an id is derived from its key and is in every cookie in clear; no secret)."""
+        return tuple(key.key_id for key in self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
     def seal(self, state: CookieState, peer: bytes, nonce: bytes | None = None) -> bytes:
-        key = self._sealing_key
+        key = self._keys[0]
         header = key.header
         nonce = os.urandom(_NONCE_SIZE) if nonce is None else nonce
         sealed = key.aead.encrypt(nonce, encode_cookie_state(state), header + peer)
@@ -210,7 +242,7 @@ class CookieKeyRing:
         """Seal a transport's ``payload`` for ``peer`` as a token of ``kind`` (its own byte)."""
         if not 0 <= kind <= 0xFF:
             raise LocalProtocolError("a token kind is one byte")
-        key = self._sealing_key
+        key = self._keys[0]
         header = bytes((TOKEN_FORMAT_VERSION, kind, key.key_id))
         nonce = os.urandom(_NONCE_SIZE) if nonce is None else nonce
         return header + nonce + key.aead.encrypt(nonce, payload, header + peer)
@@ -236,6 +268,12 @@ class CookieKeyRing:
             except InvalidTag:
                 continue
         raise DecryptError(f"{what} does not authenticate (tampered, or for another address)")
+
+
+def _make_keys(keys: Sequence[bytes]) -> tuple[_CookieKey, ...]:
+    if not keys:
+        raise LocalProtocolError("a CookieKeyRing needs at least one key")
+    return tuple(_CookieKey(bytes(k)) for k in keys)
 
 
 def _parse_hex_keys(lines: list[str], source: str) -> list[bytes]:

@@ -45,7 +45,10 @@ from .cookie import CookieState
 from .events import HandshakeComplete
 from .key_schedule import Direction, Epoch
 from .messages import (
+    DTLS12,
+    SUPPORTED_VERSIONS_DTLS13_BODY,
     SUPPORTED_VERSIONS_TLS13_BODY,
+    TLS12,
     CertificateVerify,
     CipherSuite,
     ClientHello,
@@ -398,9 +401,29 @@ class ServerHandshake:
         encrypted_extensions: Extensions = (),
         entropy: Entropy | None = None,
         clock: Callable[[], float] | None = None,
+        dtls: bool = False,
+        early_data_context: bytes = b"",
+        admits_early_data: Callable[[bytes], bool] | None = None,
+        end_of_early_data: bool = True,
     ) -> None:
         self.config = config
         self.peer = peer
+        #: Sealed in the tickets this handshake issues: what the transport's 0-RTT relies on
+        #: beyond TLS (QUIC: the transport parameters, RFC 9000 §7.4.1), opaque here.
+        self._early_data_context = early_data_context
+        #: Judges the context a ticket offered with 0-RTT remembered; False refuses the early
+        #: data (1-RTT goes on).  By default it must be ours, byte for byte, so that a ticket
+        #: issued over one transport never brings 0-RTT over another.
+        self._admits_early_data = admits_early_data or (
+            lambda remembered: remembered == early_data_context
+        )
+        #: False: the client ends its early data without EndOfEarlyData (QUIC, RFC 9001 §8.3),
+        #: so the key of its handshake messages is installed with the early one.
+        self._end_of_early_data = end_of_early_data
+        #: DTLS 1.3 (RFC 9147): its ClientHello's legacy_cookie, its versions, its key schedule's
+        #: labels, no middlebox compatibility and no EndOfEarlyData.  The messages in and out
+        #: are TLS-format handshake messages either way (§5.2: so is the transcript).
+        self.dtls = dtls
         # Seconds since the epoch: tickets' issue times and ages.
         self._clock = clock or time.time
         self.state: State = ExpectClientHello()
@@ -543,7 +566,8 @@ class ServerHandshake:
 
     def _remember(self, hello: ClientHello) -> None:
         self.client_random = hello.random
-        self._compat_mode = bool(hello.legacy_session_id)
+        # RFC 9147 §5: DTLS 1.3 has no compatibility mode; a session id is echoed, no CCS sent.
+        self._compat_mode = bool(hello.legacy_session_id) and not hello.dtls
         self.post_handshake_auth = hello.post_handshake_auth
         modes = self._psk_modes = hello.psk_key_exchange_modes or ()
         self._tickets_usable = PSK_DHE_KE in modes or (self.config.psk_ke and PSK_KE in modes)
@@ -557,7 +581,7 @@ class ServerHandshake:
     # -- §4.1.2 ClientHello ---------------------------------------------------------------------
 
     def _process_client_hello(self, message: bytes) -> None:
-        hello = parse_client_hello(message, self.config.max_client_hello_size)
+        hello = parse_client_hello(message, self.config.max_client_hello_size, dtls=self.dtls)
         self._remember(hello)
         negotiated = negotiate(self.config, hello)
         transcript = Transcript(negotiated.suite)
@@ -588,7 +612,7 @@ class ServerHandshake:
             client_hello_digest=client_hello_digest(hello),
         )
         hrr = build_hello_retry_request(
-            hello.legacy_session_id, negotiated.suite.code, negotiated.group, None
+            hello.legacy_session_id, negotiated.suite.code, negotiated.group, None, dtls=hello.dtls
         )
         self._send(Epoch.INITIAL, hrr)
         self.hello_retry_sent = True
@@ -598,7 +622,7 @@ class ServerHandshake:
     def _process_retried_client_hello(self, message: bytes) -> None:
         state = self.state
         assert isinstance(state, ExpectRetriedClientHello)
-        hello = parse_client_hello(message, self.config.max_client_hello_size)
+        hello = parse_client_hello(message, self.config.max_client_hello_size, dtls=self.dtls)
         if hello.cookie is not None:
             raise IllegalParameter("cookie in ClientHello2 although our HelloRetryRequest had none")
         self._continue_after_retry(hello, message, state.retry, state.hello_retry_request, None)
@@ -613,11 +637,16 @@ class ServerHandshake:
         encrypted_extensions: Extensions = (),
         entropy: Entropy | None = None,
         clock: Callable[[], float] | None = None,
+        early_data_context: bytes = b"",
+        admits_early_data: Callable[[bytes], bool] | None = None,
+        end_of_early_data: bool = True,
     ) -> ServerHandshake:
         """Carry on from ClientHello2 and its cookie (``retry.answer_client_hello`` opened and
         checked it): hold ClientHello2 to ClientHello1, rebuild the transcript, answer.
 
-        The actions (the server's first flight) are waiting in ``take_actions()``.
+        The actions (the server's first flight) are waiting in ``take_actions()``.  Never with
+        0-RTT (§4.1.2: ClientHello2 offers none); the early data arguments are for the tickets
+        it issues.
         """
         handshake = cls(
             config,
@@ -625,6 +654,10 @@ class ServerHandshake:
             encrypted_extensions=encrypted_extensions,
             entropy=entropy,
             clock=clock,
+            dtls=verified.hello.dtls,
+            early_data_context=early_data_context,
+            admits_early_data=admits_early_data,
+            end_of_early_data=end_of_early_data,
         )
         handshake._remember(verified.hello)
         handshake._compat_ccs_sent = True  # the CCS, if any, went out with the HRR
@@ -647,7 +680,8 @@ class ServerHandshake:
     ) -> None:
         """§4.1.2: ClientHello2 must be ClientHello1 with only the allowed changes."""
         self._remember(hello)
-        if not hmac.compare_digest(client_hello_digest(hello), retry.client_hello_digest):
+        expected = retry.client_hello_digest  # all of it, or its first 16 bytes (a DTLS cookie)
+        if not hmac.compare_digest(client_hello_digest(hello)[: len(expected)], expected):
             raise IllegalParameter("ClientHello2 changed fields it must repeat from ClientHello1")
         if hello.early_data:
             raise IllegalParameter("early_data in ClientHello2")
@@ -764,13 +798,15 @@ class ServerHandshake:
         self, hello: ClientHello, negotiated: Negotiated, psk: AcceptedPsk, hello_retry: bool
     ) -> bool:
         """§4.2.10: the client's 0-RTT data is accepted only with the first PSK it offered, a
-        ticket that allows it, no HRR, the ticket's own suite and ALPN, an age that agrees with
-        ours (§8.3) and a first use of the ticket's early data (§8.1).  Anything else: refused,
-        skipped, and the handshake goes on in 1-RTT."""
+        ticket that allows it, no HRR, the ticket's own suite and ALPN, a transport context the
+        transport admits (QUIC: no transport parameter below what the ticket remembered, RFC
+        9000 §7.4.1), an age that agrees with ours (§8.3) and a first use of the ticket's early
+        data (§8.1).  Anything else: refused, skipped, and the handshake goes on in 1-RTT."""
         ticket = psk.ticket
         replay = self.config.early_data_replay
         if not (
             ticket is not None  # 0-RTT with an external PSK is not built
+            and not hello.dtls  # DTLS 1.3's 0-RTT (epoch 1, no EndOfEarlyData) is not built
             and hello.early_data
             and self.config.early_data
             and replay is not None
@@ -779,6 +815,7 @@ class ServerHandshake:
             and ticket.max_early_data
             and ticket.cipher_suite == negotiated.suite.code
             and ticket.alpn_protocol == negotiated.alpn_protocol
+            and self._admits_early_data(ticket.early_data_context)
         ):
             return False
         now = self._clock()
@@ -826,7 +863,8 @@ class ServerHandshake:
         if early_data:  # the client's early data first, then its handshake messages (§2.3)
             self._install(Direction.DECRYPT, Epoch.ZERO_RTT, suite, client_early)
             self._actions.append(AcceptEarlyData(early_limit))
-        else:
+        if not early_data or not self._end_of_early_data:
+            # Without EndOfEarlyData (QUIC) the client's 0-RTT and Handshake packets interleave.
             self._install(Direction.DECRYPT, Epoch.HANDSHAKE, suite, secrets.client)
         if negotiated.record_size_limit is not None:  # from EncryptedExtensions on
             self._actions.append(LimitRecordSize(negotiated.record_size_limit))
@@ -877,7 +915,7 @@ class ServerHandshake:
                 client_certificate=None if psk is None else psk.client_certificate,
             ),
         )
-        if early_data:
+        if early_data and self._end_of_early_data:
             self.state = ExpectEndOfEarlyData(expect_finished)
         elif client_auth is not None:
             self.state = ExpectClientCertificate(expect_finished)
@@ -893,16 +931,20 @@ class ServerHandshake:
         psk: AcceptedPsk | None,
     ) -> bytes:
         extensions: Extensions
+        versions = (
+            ExtensionType.supported_versions,
+            SUPPORTED_VERSIONS_DTLS13_BODY if hello.dtls else SUPPORTED_VERSIONS_TLS13_BODY,
+        )
         if negotiated.group is None:  # psk_ke: no (EC)DHE, its input is zeros (§7.1)
             shared_secret = bytes(negotiated.suite.hash_len)
-            extensions = ((ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),)
+            extensions = (versions,)
         else:
             assert negotiated.client_share is not None
             exchange = self._entropy.key_exchange(negotiated.group)
             server_share, shared_secret = exchange.respond(negotiated.client_share)
             extensions = (
                 (ExtensionType.key_share, key_share_server_body(negotiated.group, server_share)),
-                (ExtensionType.supported_versions, SUPPORTED_VERSIONS_TLS13_BODY),
+                versions,
             )
         if psk is not None:
             extensions += ((ExtensionType.pre_shared_key, pre_shared_key_server_body(psk.index)),)
@@ -912,6 +954,7 @@ class ServerHandshake:
                 legacy_session_id_echo=hello.legacy_session_id,
                 cipher_suite=negotiated.suite.code,
                 extensions=extensions,
+                legacy_version=DTLS12 if hello.dtls else TLS12,
             )
         )
         transcript.update(message)
@@ -1139,6 +1182,7 @@ class ServerHandshake:
                 client_certificate=None
                 if summary.client_certificate is None
                 else summary.client_certificate.chain[0],
+                early_data_context=self._early_data_context,
             )
             sealed = seal_ticket(self.config.ticket_keys, ticket)
             self._send(

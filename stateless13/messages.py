@@ -26,6 +26,10 @@ from .buffer import Reader, Writer
 SSL3 = 0x0300
 TLS12 = 0x0303
 TLS13 = 0x0304
+#: DTLS 1.3 (RFC 9147 §5.3): supported_versions' code, and the legacy_version of its hellos
+#: (DTLS 1.2's, as TLS 1.3's hellos carry TLS 1.2's).
+DTLS13 = 0xFEFC
+DTLS12 = 0xFEFD
 
 # RFC 8446 §4.1.3: an HRR is a ServerHello whose random is SHA-256("HelloRetryRequest").
 HELLO_RETRY_REQUEST_RANDOM = bytes.fromhex(
@@ -231,9 +235,12 @@ class ClientHello:
     pre_shared_key: OfferedPsks | None = None
     record_size_limit: int | None = None  # RFC 8449
     post_handshake_auth: bool = False  # §4.2.6: the client answers a CertificateRequest later
+    #: A DTLS 1.3 ClientHello (RFC 9147 §5.3): it had an (empty) legacy_cookie after the session
+    #: id, and is answered with DTLS's versions and key schedule.
+    dtls: bool = False
 
 
-def pull_client_hello(body: bytes) -> ClientHello:
+def pull_client_hello(body: bytes, *, dtls: bool = False) -> ClientHello:
     # One index walk over the body (every ClientHello1 of a flood comes through here); each
     # length is checked against what is left before anything is sliced.
     end = len(body)
@@ -243,6 +250,12 @@ def pull_client_hello(body: bytes) -> ClientHello:
     if session_id_length > 32:
         raise DecodeError(f"session id of {session_id_length} bytes")
     position = 35 + session_id_length
+    if dtls:  # RFC 9147 §5.3: legacy_cookie<0..2^8-1>, which a DTLS 1.3 client leaves empty
+        if position >= end:
+            raise DecodeError("ClientHello truncated before its legacy_cookie")
+        if body[position]:
+            raise IllegalParameter("a DTLS 1.3 ClientHello with a legacy_cookie (RFC 9147 §5.3)")
+        position += 1
     if position + 2 > end:
         raise DecodeError("ClientHello truncated before its cipher suites")
     suites_length = (body[position] << 8) | body[position + 1]
@@ -274,7 +287,7 @@ def pull_client_hello(body: bytes) -> ClientHello:
         entry = _CLIENT_HELLO_VIEWS.get(ext_type)
         if entry is not None:
             views[entry[0]] = entry[1](ext_data)
-    return ClientHello(
+    hello = ClientHello(
         (body[0] << 8) | body[1],
         body[2:34],
         body[35 : 35 + session_id_length],
@@ -283,6 +296,8 @@ def pull_client_hello(body: bytes) -> ClientHello:
         extensions,
         *views,  # type: ignore[arg-type]
     )
+    hello.dtls = dtls  # not among the views the line above fills by position
+    return hello
 
 
 def push_client_hello(hello: ClientHello) -> bytes:
@@ -290,6 +305,8 @@ def push_client_hello(hello: ClientHello) -> bytes:
     writer.push_uint16(hello.legacy_version)
     writer.push_bytes(hello.random)
     writer.push_vector(1, hello.legacy_session_id)
+    if hello.dtls:
+        writer.push_vector(1, b"")  # legacy_cookie
     writer.push_uint16_list(2, hello.cipher_suites)
     writer.push_vector(1, hello.legacy_compression_methods)
     _push_extensions(writer, hello.extensions)
@@ -443,10 +460,11 @@ _CLIENT_HELLO_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
     ExtensionType.post_handshake_auth: ("post_handshake_auth", _pull_post_handshake_auth),
 }
 
-# The same table by field position, so pull_client_hello fills ClientHello's fields in order.
-_VIEW_FIELDS = [field.name for field in dataclasses.fields(ClientHello)][6:]
+# The same table by field position, so pull_client_hello fills ClientHello's fields in order:
+# those after the six fixed ones, up to ``dtls`` (the last, not an extension).
+_VIEW_FIELDS = [field.name for field in dataclasses.fields(ClientHello)][6:-1]
 _NO_VIEWS: tuple[object, ...] = tuple(
-    field.default for field in dataclasses.fields(ClientHello)[6:]
+    field.default for field in dataclasses.fields(ClientHello)[6:-1]
 )
 _CLIENT_HELLO_VIEWS = {
     ext_type: (_VIEW_FIELDS.index(name), parse)
@@ -515,6 +533,7 @@ def cookie_body(cookie: bytes) -> bytes:
 
 
 SUPPORTED_VERSIONS_TLS13_BODY = TLS13.to_bytes(2, "big")
+SUPPORTED_VERSIONS_DTLS13_BODY = DTLS13.to_bytes(2, "big")
 
 
 def early_data_ticket_body(max_early_data_size: int) -> bytes:
@@ -536,7 +555,12 @@ def alpn_body(protocol: bytes) -> bytes:
 
 
 def build_hello_retry_request(
-    session_id: bytes, suite: int, requested_group: int | None, cookie: bytes | None
+    session_id: bytes,
+    suite: int,
+    requested_group: int | None,
+    cookie: bytes | None,
+    *,
+    dtls: bool = False,
 ) -> bytes:
     """The HRR handshake message (§4.1.4), deterministic in its inputs.
 
@@ -554,12 +578,12 @@ def build_hello_retry_request(
             b""
             if cookie is None
             else b"\x00\x2c" + (len(cookie) + 2).to_bytes(2, "big") + cookie_body(cookie),
-            _SUPPORTED_VERSIONS_EXTENSION,
+            _DTLS_SUPPORTED_VERSIONS_EXTENSION if dtls else _SUPPORTED_VERSIONS_EXTENSION,
         )
     )
     body = b"".join(
         (
-            _HRR_PREFIX,
+            _DTLS_HRR_PREFIX if dtls else _HRR_PREFIX,
             bytes((len(session_id),)),
             session_id,
             suite.to_bytes(2, "big"),
@@ -572,11 +596,17 @@ def build_hello_retry_request(
 
 
 _HRR_PREFIX = TLS12.to_bytes(2, "big") + HELLO_RETRY_REQUEST_RANDOM
+_DTLS_HRR_PREFIX = DTLS12.to_bytes(2, "big") + HELLO_RETRY_REQUEST_RANDOM
 _KEY_SHARE_RETRY_HEADER = ExtensionType.key_share.to_bytes(2, "big") + b"\x00\x02"
 _SUPPORTED_VERSIONS_EXTENSION = (
     ExtensionType.supported_versions.to_bytes(2, "big")
     + b"\x00\x02"
     + SUPPORTED_VERSIONS_TLS13_BODY
+)
+_DTLS_SUPPORTED_VERSIONS_EXTENSION = (
+    ExtensionType.supported_versions.to_bytes(2, "big")
+    + b"\x00\x02"
+    + SUPPORTED_VERSIONS_DTLS13_BODY
 )
 
 

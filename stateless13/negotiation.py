@@ -20,8 +20,18 @@ from .alerts import (
     UnrecognizedName,
 )
 from .config import Credential, ServerConfig
-from .messages import GREASE, SSL3, TLS13, ClientHello, NamedGroup, SignatureScheme, is_grease
-from .primitives import SUITES, SuiteParams
+from .messages import (
+    DTLS12,
+    DTLS13,
+    GREASE,
+    SSL3,
+    TLS13,
+    ClientHello,
+    NamedGroup,
+    SignatureScheme,
+    is_grease,
+)
+from .primitives import DTLS_SUITES, SUITES, SuiteParams
 
 #: Offered PSK identities examined, from the first: each may cost an AEAD open, and a client
 #: has one or two tickets of ours to offer, not hundreds.
@@ -46,9 +56,14 @@ class Negotiated:
 
 def check_client_hello(hello: ClientHello) -> None:
     """Rules every TLS 1.3 ClientHello must follow, whatever the server's configuration."""
-    if hello.legacy_version <= SSL3:  # Appendix D.5: SSL 3.0 and anything older
+    if hello.dtls:  # RFC 9147 §5.3: DTLS 1.2's version in the field, DTLS 1.3 in the extension
+        if hello.legacy_version != DTLS12:
+            raise ProtocolVersion(f"DTLS ClientHello.legacy_version 0x{hello.legacy_version:04x}")
+        if hello.supported_versions is None or DTLS13 not in hello.supported_versions:
+            raise ProtocolVersion("client does not offer DTLS 1.3 in supported_versions")
+    elif hello.legacy_version <= SSL3:  # Appendix D.5: SSL 3.0 and anything older
         raise ProtocolVersion(f"ClientHello.legacy_version 0x{hello.legacy_version:04x}")
-    if hello.supported_versions is None or TLS13 not in hello.supported_versions:
+    elif hello.supported_versions is None or TLS13 not in hello.supported_versions:
         raise ProtocolVersion("client does not offer TLS 1.3 in supported_versions")
     if hello.legacy_compression_methods != b"\x00":
         raise IllegalParameter("legacy_compression_methods must be exactly [null]")
@@ -75,6 +90,11 @@ def check_client_hello(hello: ClientHello) -> None:
             raise IllegalParameter(
                 f"key share for group 0x{share.group:04x} not in supported_groups"
             )
+
+
+def suites_for(hello: ClientHello) -> dict[int, SuiteParams]:
+    """The suites a handshake answering ``hello`` runs: DTLS 1.3's differ in their labels."""
+    return DTLS_SUITES if hello.dtls else SUITES
 
 
 def negotiate(
@@ -112,7 +132,7 @@ def negotiate(
             raise HandshakeFailure(f"the HRR's group 0x{group_id:04x} is no longer allowed")
         else:
             group = NamedGroup(group_id)
-        suite = SUITES[suite_id]
+        suite = suites_for(hello)[suite_id]
     client_share = None
     if group is not None:
         client_share = next(
@@ -158,9 +178,10 @@ def _choose_suite(config: ServerConfig, hello: ClientHello) -> SuiteParams:
     other), so that a client holding a SHA-384 PSK gets a SHA-384 suite."""
     psk_hash = _external_psk_hash(config, hello)
     first: SuiteParams | None = None
+    suites = suites_for(hello)
     for code in config.cipher_suites:
         if code in hello.cipher_suites:
-            suite = SUITES[code]
+            suite = suites[code]
             if psk_hash is None or suite.hash_name == psk_hash:
                 return suite
             if first is None:

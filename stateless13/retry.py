@@ -19,9 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .alerts import AccessDenied, IllegalParameter, MissingExtension, UnexpectedMessage
+from .alerts import (
+    AccessDenied,
+    DecryptError,
+    IllegalParameter,
+    MissingExtension,
+    UnexpectedMessage,
+)
 from .config import ServerConfig
-from .cookie import CookieState, check_cookie_age, peer_binding
+from .cookie import SHORT_DIGEST_SIZE, CookieState, check_cookie_age, peer_binding
 from .messages import ClientHello, HandshakeType, build_hello_retry_request, pull_client_hello
 from .negotiation import (
     client_hello_digest,
@@ -73,12 +79,13 @@ def client_hello_size(prefix: bytes | bytearray, max_size: int) -> int | None:
     return size
 
 
-def parse_client_hello(message: bytes, max_size: int) -> ClientHello:
-    """A whole ClientHello handshake message (header included) -> ClientHello."""
+def parse_client_hello(message: bytes, max_size: int, *, dtls: bool = False) -> ClientHello:
+    """A whole ClientHello handshake message (header included) -> ClientHello; ``dtls``: a
+    DTLS 1.3 one (RFC 9147 §5.3), reassembled into TLS's format as its transcript is (§5.2)."""
     size = client_hello_size(message, max_size)
     if size != len(message):
         raise UnexpectedMessage(f"a ClientHello of {size} bytes in a message of {len(message)}")
-    return pull_client_hello(message[4:])
+    return pull_client_hello(message[4:], dtls=dtls)
 
 
 def answer_client_hello(
@@ -91,6 +98,7 @@ def answer_client_hello(
     after_retry: bool = False,
     check: ClientHelloCheck | None = None,
     hello: ClientHello | None = None,
+    dtls: bool = False,
 ) -> RetryRequest | CookieVerified:
     """Answer one whole ClientHello message without keeping anything.
 
@@ -99,9 +107,11 @@ def answer_client_hello(
     ``CookieVerified.cookie_payload``.  ``after_retry``: the transport knows it already sent this
     client an HRR, so a ClientHello without a cookie is refused (missing_extension).  ``hello``:
     ``message`` parsed by ``parse_client_hello``, if the transport had to parse it first.
+    ``dtls``: a DTLS 1.3 ClientHello (the cookie then binds the client's port too, and one that
+    does not open is illegal_parameter: RFC 9147 §5.1).
     """
     if hello is None:
-        hello = parse_client_hello(message, config.max_client_hello_size)
+        hello = parse_client_hello(message, config.max_client_hello_size, dtls=dtls)
     if check is not None:
         check(hello)
     if hello.cookie is None:
@@ -113,13 +123,19 @@ def answer_client_hello(
                 config, hello, message, peer=peer, now=now, cookie_payload=cookie_payload
             ),
         )
-    retry = open_cookie(config, hello.cookie, peer=peer, now=now)
+    try:
+        retry = open_cookie(config, hello.cookie, peer=peer, now=now, dtls=hello.dtls)
+    except DecryptError as error:
+        if not hello.dtls:
+            raise
+        raise IllegalParameter(f"{error} (RFC 9147 §5.1: an invalid cookie)") from None
     # The HRR the client saw, rebuilt from what it echoes (session id, cookie) and the cookie.
     hello_retry_request = build_hello_retry_request(
         hello.legacy_session_id,
         retry.cipher_suite,
         retry.group if retry.key_share_requested else None,
         hello.cookie,
+        dtls=hello.dtls,
     )
     return CookieVerified(hello, message, retry, hello_retry_request)
 
@@ -150,20 +166,35 @@ def hello_retry_request_for(
         group=requested_group if requested_group is not None else negotiated.group or 0,
         key_share_requested=requested_group is not None,
         client_hello_hash=negotiated.suite.digest(raw_hello),
-        client_hello_digest=client_hello_digest(hello),
+        client_hello_digest=client_hello_digest(hello)[: SHORT_DIGEST_SIZE if hello.dtls else None],
         app_payload=cookie_payload,
     )
-    cookie = config.cookie_keys.seal(state, peer_binding(peer))
+    cookie = config.cookie_keys.seal(state, _binding(peer, hello.dtls))
     return build_hello_retry_request(
-        hello.legacy_session_id, negotiated.suite.code, requested_group, cookie
+        hello.legacy_session_id, negotiated.suite.code, requested_group, cookie, dtls=hello.dtls
     )
+
+
+def _binding(peer: tuple[str, int] | None, dtls: bool) -> bytes:
+    """What a cookie is bound to: the client's IP; over DTLS its port too, as the datagram
+    "connection" is the address pair (RFC 9147 §5.1 shows the IP; DTLSv1_listen binds both), and
+    a tag so that a TLS cookie never opens as a DTLS one nor the reverse."""
+    if not dtls:
+        return peer_binding(peer)
+    port = b"" if peer is None else peer[1].to_bytes(2, "big")
+    return b"dtls" + port + peer_binding(peer)
 
 
 def open_cookie(
-    config: ServerConfig, cookie: bytes, *, peer: tuple[str, int] | None, now: float
+    config: ServerConfig,
+    cookie: bytes,
+    *,
+    peer: tuple[str, int] | None,
+    now: float,
+    dtls: bool = False,
 ) -> CookieState:
     """Authenticate the cookie for ``peer``, check its age, ask the application, refuse a replay."""
-    retry = config.cookie_keys.open(cookie, peer_binding(peer))
+    retry = config.cookie_keys.open(cookie, _binding(peer, dtls))
     check_cookie_age(retry, now, config.cookie_lifetime, config.cookie_clock_skew)
     if config.cookie_verifier is not None:
         refusal = config.cookie_verifier(retry.app_payload, peer)

@@ -7,16 +7,18 @@ no address (a client resumes from wherever it is), so a ticket never opens as a 
 QUIC token, nor they as a ticket.  The server's own ticket keys (``ServerConfig.ticket_keys``)
 are a ring apart from the cookie keys: they live days, cookies seconds.
 
-Plaintext, format 2 (big-endian):
+Plaintext, format 3 (big-endian):
 
     format u8 | issued_at u64 (ms since the epoch) | lifetime u32 (s) | cipher_suite u16
     | age_add u32 | max_early_data u32 | psk <1..255> | alpn <0..255> | server_name <0..255>
     | external_psk_identity <0..255> | client_certificate <0..2^16-1>
+    | early_data_context <0..2^16-1>
 
 ALPN, the server name, the external PSK identity and the client's certificate (its leaf, DER)
-are empty when the handshake had none (none of them can be empty).  A plaintext that is not
-exactly this, or of another format, does not open: format 1's tickets (without the last two
-fields) get a full handshake.
+are empty when the handshake had none (none of them can be empty).  The early data context is
+the transport's, opaque here (QUIC's transport parameters, RFC 9000 §7.4.1), empty over TCP.  A
+plaintext that is not exactly this, or of another format, does not open: tickets of formats 1
+and 2 (without the last fields) get a full handshake.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from .alerts import AlertError, DecryptError
 from .cookie import CookieKeyRing
 
-TICKET_FORMAT = 2
+TICKET_FORMAT = 3
 #: Our byte among the key ring's token kinds (QUIC's Retry token is 1).
 TICKET_TOKEN_KIND = 0x10
 #: §4.6.1: a ticket lives at most seven days.
@@ -54,6 +56,9 @@ class TicketState:
     #: The leaf certificate (DER) the client authenticated with (client_auth.py), carried so a
     #: resumed session reports who the client is; its chain was verified when it was issued.
     client_certificate: bytes | None = None
+    #: What the transport of the issuing connection remembered for 0-RTT, beyond TLS (QUIC: the
+    #: transport parameters the client's early data may rely on, RFC 9000 §7.4.1); b"" over TCP.
+    early_data_context: bytes = b""
 
     def expired(self, now: float) -> bool:
         """Past its lifetime by the server's clock (or issued in the future: not ours to trust)."""
@@ -90,19 +95,22 @@ def encode_ticket_state(state: TicketState) -> bytes:
             external,
             len(certificate).to_bytes(2, "big"),
             certificate,
+            len(state.early_data_context).to_bytes(2, "big"),
+            state.early_data_context,
         )
     )
 
 
 def decode_ticket_state(data: bytes) -> TicketState:
-    """Parse an authenticated plaintext; DecryptError if it is not format 2, exactly."""
+    """Parse an authenticated plaintext; DecryptError if it is not format 3, exactly."""
     if len(data) < _HEADER.size or data[0] != TICKET_FORMAT:
         raise DecryptError(f"not a ticket of format {TICKET_FORMAT}")
     _, issued_at_ms, lifetime, suite, age_add, max_early_data = _HEADER.unpack_from(data)
     fields = []
     position = _HEADER.size
-    # psk, alpn, server_name, external_psk_identity (1-byte lengths); client_certificate (2)
-    for length_size in (1, 1, 1, 1, 2):
+    # psk, alpn, server_name, external_psk_identity (1-byte lengths); client_certificate and
+    # early_data_context (2)
+    for length_size in (1, 1, 1, 1, 2, 2):
         end = position + length_size
         if end > len(data):
             raise DecryptError("ticket plaintext malformed")
@@ -111,7 +119,7 @@ def decode_ticket_state(data: bytes) -> TicketState:
             raise DecryptError("ticket plaintext malformed")
         fields.append(data[end : end + length])
         position = end + length
-    psk, alpn, name, external, certificate = fields
+    psk, alpn, name, external, certificate, early_data_context = fields
     if position != len(data) or not psk:
         raise DecryptError("ticket plaintext malformed")
     return TicketState(
@@ -125,6 +133,7 @@ def decode_ticket_state(data: bytes) -> TicketState:
         server_name=name.decode("ascii") if name else None,
         external_psk_identity=external or None,
         client_certificate=certificate or None,
+        early_data_context=early_data_context,
     )
 
 

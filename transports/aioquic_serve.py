@@ -125,7 +125,7 @@ def _warn_not_honoured(
         warnings.warn(
             "session_ticket_fetcher and session_ticket_handler are never called: stateless13's "
             "session tickets are sealed by ServerConfig.ticket_keys and need no store; clients "
-            "resume with them, but without 0-RTT (not built over QUIC)",
+            "resume with them, in 0-RTT only with tls_options={'early_data': 1}",
             SettingNotHonoured,
             stacklevel=3,
         )
@@ -180,7 +180,8 @@ async def serve(
     * ``session_ticket_fetcher``, ``session_ticket_handler``: cannot be honoured (a
       :class:`SettingNotHonoured` warning): our tickets are sealed, stateless
       (``ServerConfig.tickets``, ``ticket_keys``), so there is no store to call; clients
-      resume with them, but 0-RTT, which aioquic's server accepts, is not built over QUIC.
+      resume with them, in 0-RTT only with ``tls_options={"early_data": 1}`` (aioquic's server
+      accepts 0-RTT whenever its store holds the ticket; early data can be replayed).
     * ``retry=True``: a Retry first, then an ordinary handshake (``Validation.RETRY``), as
       aioquic.  ``retry=False`` (the default): the stateless HelloRetryRequest
       (``Validation.HRR``), where aioquic validates nothing.  aioquic's own client cannot go

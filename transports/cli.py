@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -67,8 +67,8 @@ exit status:
   {EXIT_RUNTIME}  could not serve: the address cannot be bound (port in use, no permission,
      unknown host), or --workers kept dying
   {EXIT_USAGE}  bad usage or configuration, nothing started: an unknown option or name; a
-     --cert, --key, --keylog, --cookie-key-file, --ticket-key-file, --psk-file or --client-ca
-     that cannot be used;
+     --cert, --key, --keylog, --cookie-key-file, --ticket-key-file, --cid-key-file, --psk-file
+     or --client-ca that cannot be used;
      --quic without aioquic
 """
 
@@ -103,6 +103,11 @@ SUITE_NAMES = {
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+#: Read the key files again (--cookie-key-file, --ticket-key-file): KeyFiles.reload.  A parent
+#: of --workers passes it on to each worker.
+RELOAD_SIGNAL = signal.SIGHUP
+#: Where the reloads are logged (INFO, with --quiet too; a file that fails: WARNING).
+KEYS_LOGGER = "stateless13.keys"
 
 #: The version and which build of the core runs (setup.py: mypyc-compiled, or pure Python).
 VERSION = f"{__version__} ({'compiled' if COMPILED else 'pure Python'})"
@@ -233,9 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cookie-key-file",
         type=Path,
-        help="cookie keys (hex, newest first), shared by every server of a fleet;"
-        " created with one random key if missing (default: $STATELESS13_COOKIE_KEYS,"
-        " comma-separated hex, if set; else a key of this process only)",
+        help="cookie keys (hex, newest first), shared by every server of a fleet; they also seal"
+        " QUIC's Retry and NEW_TOKEN tokens; created with one random key if missing; read again"
+        " at SIGHUP (default: $STATELESS13_COOKIE_KEYS, comma-separated hex, if set; else a key"
+        " of this process only)",
     )
     serve.add_argument(
         "--tickets",
@@ -250,15 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=CONFIG_DEFAULTS["early_data"],
         metavar="BYTES",
         help="accept up to BYTES of 0-RTT data from clients resuming our tickets (default"
-        " %(default)s: refused; TCP only); early data can be replayed: the echo and the page"
-        " are safe to repeat, an application of your own must be",
+        " %(default)s: refused; with --quic any BYTES turns 0-RTT on, bounded by flow control,"
+        " RFC 9001 §4.6.1); early data can be replayed: the echo and the page are safe to"
+        " repeat, an application of your own must be",
     )
     serve.add_argument(
         "--ticket-key-file",
         type=Path,
         help="session ticket keys (hex, newest first), shared by every server of a fleet so that"
-        " each resumes the others' tickets; created with one random key if missing (default:"
-        " $STATELESS13_TICKET_KEYS, comma-separated hex, if set; else a key of this process)",
+        " each resumes the others' tickets; created with one random key if missing; read again"
+        " at SIGHUP (default: $STATELESS13_TICKET_KEYS, comma-separated hex, if set; else a key"
+        " of this process)",
     )
     serve.add_argument(
         "--replay-store",
@@ -346,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--quic",
         action="store_true",
         help="serve HTTP/3 over QUIC (UDP) instead of TCP; needs the quic extra (aioquic)",
+    )
+    serve.add_argument(
+        "--cid-key-file",
+        type=Path,
+        help="with --quic: the key of our connection IDs (hex, one line), shared by every server"
+        " of a fleet, so that a ClientHello2 answering one server's stateless HRR is understood"
+        " by whichever server the balancer sends it to; created with one random key if missing;"
+        " read at start only (default: a key of this process, shared by its --workers)",
     )
     proxy = serve.add_argument_group(
         "front door",
@@ -463,8 +479,6 @@ def build_config(
         cert_path = _temporary_directory(cleanup) / "cert.pem"
         cert_path.write_bytes(credential.certificate_pem())
         described = f"self-signed certificate for {args.hostname}, written to {cert_path}"
-    if args.quic and args.early_data:
-        raise CommandError("--early-data is for TCP: QUIC's 0-RTT is not built yet")
     options: dict[str, object] = {"tickets": args.tickets, "early_data": args.early_data}
     for field, option, path, variable in (
         ("cookie_keys", "--cookie-key-file", args.cookie_key_file, "STATELESS13_COOKIE_KEYS"),
@@ -637,6 +651,98 @@ def _key_ring(option: str, path: Path | None, variable: str) -> CookieKeyRing | 
         raise CommandError(f"{option} {_naming(str(path), error)}") from None
 
 
+class KeyFiles:
+    """The key rings that came from files (--cookie-key-file, --ticket-key-file), read again
+    at SIGHUP: each ring takes its file's keys in place (``CookieKeyRing.replace_keys``), so
+    that the handshakes that follow seal with the file's first key and open with all of them.
+    A file that cannot be read or parsed leaves its ring as it was, and the log says why."""
+
+    def __init__(self, files: list[tuple[str, Path, CookieKeyRing]]) -> None:
+        self.files = files
+        self.reloads = 0  # files read again and taken
+        self.failures = 0  # files that could not be: their rings kept their keys
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, config: ServerConfig) -> KeyFiles:
+        files = []
+        if args.cookie_key_file is not None:
+            files.append(("--cookie-key-file", args.cookie_key_file, config.cookie_keys))
+        if args.ticket_key_file is not None:
+            files.append(("--ticket-key-file", args.ticket_key_file, config.ticket_keys))
+        return cls(files)
+
+    def reload(self, *, quiet: bool = False) -> None:
+        """Read every file again; one log line each (none if ``quiet``: a --workers parent,
+        whose workers say it)."""
+        log = logging.getLogger(KEYS_LOGGER)
+        if not self.files and not quiet:
+            log.warning(
+                "SIGHUP: no key file to read again (keys from the environment or of this"
+                " process are read at start only)"
+            )
+        for option, path, ring in self.files:
+            try:
+                fresh = CookieKeyRing.from_file(path)
+            except OSError as error:
+                problem = f"{path}: {_reason(error)}"
+            except ValueError as error:  # not hex, a key too short, no key at all, not text
+                problem = _naming(str(path), error)  # FILE:LINE: ..., or FILE: ...
+            else:
+                ring.replace_keys(fresh)
+                self.reloads += 1
+                if not quiet:
+                    log.info("keys reloaded: %s %s: %s", option, path, _describe_keys(ring))
+                continue
+            self.failures += 1
+            if not quiet:
+                log.warning(
+                    "keys NOT reloaded: %s %s; keeping %s", option, problem, _describe_keys(ring)
+                )
+
+    def stat_fields(self) -> dict[str, object]:
+        """``cookie_keys=N ticket_keys=N key_reloads=N key_reload_failures=N`` on the stat line."""
+        fields: dict[str, object] = {
+            option.removeprefix("--").removesuffix("-key-file") + "_keys": len(ring)
+            for option, _, ring in self.files
+        }
+        return fields | {"key_reloads": self.reloads, "key_reload_failures": self.failures}
+
+
+def _describe_keys(ring: CookieKeyRing) -> str:
+    """``2 keys, ids 3a (sealing) 91``: which keys a server holds, without saying them (a key's
+    id is derived from it and is in clear in everything it seals)."""
+    ids = [f"{key_id:02x}" for key_id in ring.key_ids]
+    plural = "s" if len(ids) > 1 else ""
+    return f"{len(ids)} key{plural}, ids {ids[0]} (sealing) {' '.join(ids[1:])}".rstrip()
+
+
+def _cid_secret(args: argparse.Namespace) -> bytes | None:
+    """--cid-key-file's key (the file created with a random one if missing), or None."""
+    path: Path | None = args.cid_key_file
+    if path is None:
+        return None
+    if not args.quic:
+        raise CommandError("--cid-key-file is for --quic (it keys QUIC's connection IDs)")
+    try:
+        with contextlib.suppress(FileExistsError):  # O_EXCL: servers may start at once
+            CookieKeyRing.write_new_key_file(path)
+        lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    except OSError as error:
+        raise CommandError(f"--cid-key-file {path}: {_reason(error)}") from None
+    except ValueError:  # not text
+        raise CommandError(f"--cid-key-file {path}: not a hex key") from None
+    keys = [line for line in lines if line]
+    try:
+        secret = bytes.fromhex(keys[0]) if len(keys) == 1 else b""
+    except ValueError:
+        secret = b""
+    if len(secret) < 16:
+        raise CommandError(
+            f"--cid-key-file {path}: not one hex key of at least 16 bytes on a line of its own"
+        )
+    return secret
+
+
 def _naming(source: str, error: ValueError) -> str:
     """``error``'s message, prefixed by ``source`` unless it starts with it already (the key
     parser says ``FILE:LINE: not a hex key``)."""
@@ -711,6 +817,7 @@ Listening = Callable[[tuple[str, int]], None]
 async def _serve_quic(
     args: argparse.Namespace,
     config: ServerConfig,
+    keys: KeyFiles,
     listening: Listening,
     secret: bytes | None,
     parent: int | None = None,
@@ -740,15 +847,17 @@ async def _serve_quic(
         )
     except OSError as error:
         raise _cannot_listen(args, error) from None
-    listening(server.address)
-    _replay_stat_fields(server.report.stats.sources, config)
-    async with server, _stat_lines(server.log_stats, args.stats_interval):
-        await _until_signalled(parent)
+    with _reloading(keys, server.report.stats.sources):  # its fields first: the stores' last
+        _replay_stat_fields(server.report.stats.sources, config)
+        listening(server.address)
+        async with server, _stat_lines(server.log_stats, args.stats_interval):
+            await _until_signalled(parent)
 
 
 async def _serve(
     args: argparse.Namespace,
     config: ServerConfig,
+    keys: KeyFiles,
     listening: Listening,
     parent: int | None = None,
 ) -> None:
@@ -790,16 +899,34 @@ async def _serve(
         )
     except OSError as error:
         raise _cannot_listen(args, error) from None
-    listening(server.sockets[0].getsockname()[:2])
-    _replay_stat_fields(server.stats.sources, config)
+    with _reloading(keys, server.stats.sources):  # its fields first: the stores' last
+        _replay_stat_fields(server.stats.sources, config)
+        listening(server.sockets[0].getsockname()[:2])
+        try:
+            async with _stat_lines(server.log_stats, args.stats_interval):
+                await _until_signalled(parent)
+        finally:  # graceful: idle connections get close_notify, busy ones --stop-timeout seconds
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, server.abort)  # a second signal: at once
+            await server.stop(args.stop_timeout)
+
+
+@contextlib.contextmanager
+def _reloading(keys: KeyFiles, sources: list[Callable[[], dict[str, object]]]) -> Iterator[None]:
+    """While the server serves, SIGHUP reads the key files again (``keys.reload``, on the event
+    loop) and the stat line counts the keys and the reloads.  The signal was blocked until
+    now (one that came meanwhile is pending, and acted on at once), and is blocked again after:
+    a SIGHUP while the server stops changes nothing and does not kill it."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(RELOAD_SIGNAL, keys.reload)
+    if keys.files:
+        sources.append(keys.stat_fields)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {RELOAD_SIGNAL})
     try:
-        async with _stat_lines(server.log_stats, args.stats_interval):
-            await _until_signalled(parent)
-    finally:  # graceful: idle connections get close_notify, busy ones --stop-timeout seconds
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, server.abort)  # a second signal: at once
-        await server.stop(args.stop_timeout)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {RELOAD_SIGNAL})
 
 
 @contextlib.asynccontextmanager
@@ -925,10 +1052,18 @@ RESTART_WINDOW = 60.0
 WORKER_LISTENS = b"L"
 
 
-def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: str) -> int:
+def _serve_workers(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    described: str,
+    keys: KeyFiles,
+    quic_secret: bytes | None,
+) -> int:
     """Fork ``args.workers`` processes, each listening on the same port with SO_REUSEPORT, and
     keep them running: restart one that dies (with a growing pause), give up with exit status 1
-    when they keep dying, stop them all at SIGTERM or SIGINT (exit status 0).
+    when they keep dying, stop them all at SIGTERM or SIGINT (exit status 0), pass SIGHUP on to
+    each (and read the key files again itself, so that a worker restarted later starts with
+    the keys its siblings hold).
 
     The port is held by a bound (not listening) placeholder socket until every worker listens,
     so ``--port 0`` gives all of them one free port.
@@ -943,7 +1078,8 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
         raise _cannot_listen(args, error) from None
     bound = placeholder.getsockname()[:2]
     args.port = bound[1]
-    quic_secret = os.urandom(32)  # shared by the QUIC workers, like the cookie keys
+    if quic_secret is None:
+        quic_secret = os.urandom(32)  # shared by the QUIC workers, like the cookie keys
 
     def start_worker() -> tuple[int, int | None]:
         """Fork a worker and wait until it listens: its pid, and its exit code if it died
@@ -952,15 +1088,16 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
         ready_read, ready_write = os.pipe()
         # A stop signal waits until the child has its own handlers: the parent's would raise
         # KeyboardInterrupt inside fork's bookkeeping, where it is ignored, and the child would
-        # serve on, deaf to the signal it missed.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # serve on, deaf to the signal it missed.  SIGHUP too: the child keeps it blocked (and
+        # pending) until its server can reload.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {RELOAD_SIGNAL})
         try:
             pid = os.fork()
             if pid == 0:
                 os.close(ready_read)
-                _run_worker(args, config, quic_secret, placeholder, parent, ready_write)
+                _run_worker(args, config, keys, quic_secret, placeholder, parent, ready_write)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ready_write)
         with open(ready_read, "rb", buffering=0) as ready:  # b"" once the child is gone
             if ready.read(1) == WORKER_LISTENS:
@@ -991,8 +1128,16 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
 
+    def reload(signum: int, _frame: object) -> None:
+        keys.reload(quiet=True)  # for the workers started from now on; each running one says
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, RELOAD_SIGNAL)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(RELOAD_SIGNAL, reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {RELOAD_SIGNAL})  # blocked since _run began
     deaths: list[float] = []
     status = 0
     while children:
@@ -1040,6 +1185,7 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig, described: st
 def _run_worker(
     args: argparse.Namespace,
     config: ServerConfig,
+    keys: KeyFiles,
     quic_secret: bytes,
     placeholder: socket.socket,
     parent: int,
@@ -1052,6 +1198,7 @@ def _run_worker(
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(RELOAD_SIGNAL, signal.SIG_DFL)  # not the parent's; blocked until served
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked across the fork
         placeholder.close()
 
@@ -1060,9 +1207,9 @@ def _run_worker(
             os.close(ready)
 
         worker = (
-            _serve_quic(args, config, listening, quic_secret, parent)
+            _serve_quic(args, config, keys, listening, quic_secret, parent)
             if args.quic
-            else _serve(args, config, listening, parent)
+            else _serve(args, config, keys, listening, parent)
         )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(worker)
@@ -1089,6 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in AIOQUIC_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger(STATS_LOGGER).setLevel(logging.INFO)  # with --quiet too
+    logging.getLogger(KEYS_LOGGER).setLevel(logging.INFO)  # a reload is said with --quiet too
     try:
         with contextlib.ExitStack() as cleanup:
             return _run(args, cleanup)
@@ -1103,6 +1251,9 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Until the event loop's own handlers take over, SIGTERM stops as Ctrl-C does, so that the
     # cleanup (the generated certificate's directory) runs for it too.
     signal.signal(signal.SIGTERM, _interrupt)
+    # SIGHUP (read the key files again) waits, blocked, until the server can act on it: its
+    # default would kill the process, and one sent while the files are first read must count.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {RELOAD_SIGNAL})
     if args.quic:
         _require_aioquic()
         if args.proxy_protocol_from:
@@ -1115,14 +1266,18 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     _check_proxy_options(args)
     raise_open_file_limit()  # connections are limited from it (Limits.max_connections)
     config, described = build_config(args, cleanup)
+    quic_secret = _cid_secret(args)
+    keys = KeyFiles.of(args, config)
     if args.workers > 1:
-        return _serve_workers(args, config, described)
+        return _serve_workers(args, config, described, keys, quic_secret)
 
     def listening(address: tuple[str, int]) -> None:
         _announce(args, address, described, config)
 
     serving = (
-        _serve_quic(args, config, listening, None) if args.quic else _serve(args, config, listening)
+        _serve_quic(args, config, keys, listening, quic_secret)
+        if args.quic
+        else _serve(args, config, keys, listening)
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serving)
@@ -1159,6 +1314,11 @@ def _check_proxy_options(args: argparse.Namespace) -> None:
         args.backend = Backend.parse(args.proxy_to, http=args.quic)
     except ValueError as error:
         raise CommandError(f"--proxy-to {error}") from None
+    if args.early_data:  # over TCP and over QUIC alike (no Early-Data header, RFC 8470)
+        raise CommandError(
+            "--early-data and --proxy-to: the backend could not tell replayable 0-RTT bytes"
+            " from the rest"
+        )
     if args.quic:
         if args.proxy_protocol is not None:
             raise CommandError(
@@ -1169,11 +1329,6 @@ def _check_proxy_options(args: argparse.Namespace) -> None:
         for name, option in QUIC_PROXY_OPTIONS.items():
             if getattr(args, name) is not None:
                 raise CommandError(f"{option} is for --quic --proxy-to (HTTP/3 to HTTP/1.1)")
-        if args.early_data:
-            raise CommandError(
-                "--early-data and --proxy-to: the backend could not tell replayable 0-RTT bytes"
-                " from the rest"
-            )
     if args.verify_client == "post-handshake":
         raise CommandError(
             "--verify-client post-handshake asks on GET /secret of the page; with --proxy-to"

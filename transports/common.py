@@ -14,6 +14,8 @@ import ipaddress
 import logging
 import re
 import resource
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -245,6 +247,22 @@ def raise_open_file_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer (forced when allowed); the size the kernel gave."""
+    # Linux's SO_RCVBUFFORCE (33), which Python's socket module does not name.
+    force = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
+    for option in (force, socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:  # SO_RCVBUFFORCE needs CAP_NET_ADMIN: fall back to the capped one
+            continue
+    # Linux reports twice what was set (it counts its own bookkeeping).
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
 @dataclass(frozen=True)
 class ConnectionReport:
     """One line of the connection log: what happened to one client, however it ended, over TCP
@@ -269,6 +287,9 @@ class ConnectionReport:
     bytes_in: int | None = None
     datagrams_out: int | None = None
     bytes_out: int | None = None
+    #: DTLS: times our flights were sent again (a timer, an ACK naming a gap, the client
+    #: resending its own flight); None where the transport retransmits itself (TCP, QUIC).
+    retransmissions: int | None = None
     #: The client's certificate: the handshake's, or the latest a post-handshake authentication
     #: got (``request_client_certificate``).
     client_certificate: ClientCertificate | None = None
@@ -375,6 +396,7 @@ class ConnectionReport:
             "bytes_out": self.bytes_out,
             "datagrams_in": self.datagrams_in,
             "datagrams_out": self.datagrams_out,
+            "retransmissions": self.retransmissions,
             "error": self.error,
         }
 
@@ -413,6 +435,8 @@ class ConnectionReport:
             parts.append(f"out={self.datagrams_out}/{self.bytes_out}B")
         elif self.bytes_out is not None:
             parts.append(f"out={self.bytes_out}B")
+        if self.retransmissions:
+            parts.append(f"retransmissions={self.retransmissions}")
         if self.error is not None:
             parts.append(f"error={self.error!r}")
         return " ".join(parts)

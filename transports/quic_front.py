@@ -77,6 +77,8 @@ from .quic_tokens import (
     token_kind,
 )
 
+#: The max_early_data_size of every ticket sent over QUIC while 0-RTT is on (RFC 9001 §4.6.1).
+QUIC_MAX_EARLY_DATA = 0xFFFFFFFF
 # The HRR's packet number comes from the clock (docs/QUIC.md): 4 ms ticks, modulo 8192.
 _HRR_PACKET_NUMBER_TICKS = 250  # per second
 _HRR_PACKET_NUMBER_SPAN = 8192
@@ -296,6 +298,8 @@ class InitialFront:
 
     A ``config.client_auth`` that asks only after the handshake (``post_handshake_only``) is
     refused with LocalProtocolError: QUIC forbids post-handshake authentication (RFC 9001 §4.4).
+    ``config.early_data``, if not 0, is served as :data:`QUIC_MAX_EARLY_DATA` (``self.config``):
+    0-RTT on, for clients that resume without an HRR.
     """
 
     def __init__(
@@ -312,10 +316,10 @@ class InitialFront:
             raise LocalProtocolError(f"ClientAuth.post_handshake_only: {NO_POST_HANDSHAKE_AUTH}")
         #: ADAPTIVE: the server's count of connections still handshaking.
         self.handshakes_in_progress = handshakes_in_progress
-        # QUIC's 0-RTT is not built: its tickets must promise 0xffffffff or nothing (RFC 9001
-        # §4.6.1), and its early data comes in packets, not records.  Tickets promise nothing.
+        # RFC 9001 §4.6.1: a QUIC ticket promises 0xffffffff bytes of early data or none, flow
+        # control being the bound; so any early_data turns 0-RTT on (early_data_replay stays).
         self.config = (
-            dataclasses.replace(config, early_data=0, early_data_replay=None)
+            dataclasses.replace(config, early_data=QUIC_MAX_EARLY_DATA)
             if config.early_data
             else config
         )
@@ -751,6 +755,7 @@ __all__ = [
     "FrontStats",
     "InitialFront",
     "Pending",
+    "QUIC_MAX_EARLY_DATA",
     "QuicOptions",
     "Reply",
     "ReplyKind",

@@ -70,7 +70,7 @@ def decrypt_initials(data: bytes, keys: CryptoPair, now: float) -> Initials | No
     decrypted = False
     for start, encrypted_offset, header in _long_header_packets(Buffer(data=data)):
         if header.packet_type != QuicPacketType.INITIAL:
-            continue  # coalesced 0-RTT (we never accept it) or garbage
+            continue  # coalesced 0-RTT (for the connection, if one starts here) or garbage
         end = start + header.packet_length
         try:
             plain_header, payload, packet_number = keys.decrypt_packet(

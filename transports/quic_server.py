@@ -30,8 +30,6 @@ import dataclasses
 import hashlib
 import html
 import logging
-import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn, cast
@@ -56,7 +54,7 @@ from stateless13 import (
     ServerConfig,
 )
 
-from .common import ConnectionReport, Reporter
+from .common import ConnectionReport, Reporter, set_receive_buffer
 from .quic_front import Accept, FrontStats, InitialFront, QuicOptions, Reply, Validation
 from .quic_tls import NO_POST_HANDSHAKE_AUTH, ConnectionStart, StatelessQuicConnection
 from .quic_tokens import SERVER_CID_LENGTH
@@ -66,22 +64,6 @@ logger = logging.getLogger("stateless13.server")
 PAGE_TEXT = "Hello from stateless13"
 #: aioquic's "no error" for HTTP/3 (H3_NO_ERROR) and for QUIC.
 _CLEAN_CLOSE_CODES = (QuicErrorCode.NO_ERROR, 0x100)
-
-
-def set_receive_buffer(sock: socket.socket, size: int) -> int:
-    """Ask for ``size`` bytes of receive buffer (forced when allowed); the size the kernel gave."""
-    # Linux's SO_RCVBUFFORCE (33), which Python's socket module does not name.
-    force = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
-    for option in (force, socket.SO_RCVBUF):
-        if option is None:
-            continue
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, size)
-            break
-        except OSError:  # SO_RCVBUFFORCE needs CAP_NET_ADMIN: fall back to the capped one
-            continue
-    # Linux reports twice what was set (it counts its own bookkeeping).
-    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 def quic_configuration(config: ServerConfig, options: QuicOptions) -> QuicConfiguration:
@@ -318,6 +300,7 @@ class H3PageProtocol(StatelessQuicProtocol):
                 f"HelloRetryRequest: {'yes' if summary.hello_retry else 'no'}, "
                 f"cookie verified: {'yes' if summary.cookie_verified else 'no'}, "
                 f"session resumed: {'yes' if summary.resumed else 'no'}, "
+                f"early data (0-RTT): {'yes' if summary.early_data else 'no'}, "
                 f"address validation: {self._quic.start.validation}, "
                 f"client certificate: {_client(summary.client_certificate)}"
             )
@@ -383,7 +366,7 @@ class QuicServer(asyncio.DatagramProtocol):
             validation=validation,
             handshakes_in_progress=lambda: self.handshakes_in_progress,
         )
-        self.config = self.front.config  # as QUIC serves it (InitialFront: no 0-RTT yet)
+        self.config = self.front.config  # as QUIC serves it (InitialFront: 0-RTT's 0xffffffff)
         self.configuration = configuration
         self._create_protocol = create_protocol
         self.report = Reporter(on_report, transport="quic")

@@ -8,6 +8,14 @@ PROTOCOL_VIOLATION (RFC 9001 §8.4), so no middlebox CCS is ever asked for; a TL
 refused with unexpected_message (RFC 9001 §6); a client without ALPN gets no_application_protocol
 (RFC 9001 §8.1).
 
+0-RTT (``ServerConfig.early_data``; RFC 9001 §4.6): the handshake is told that QUIC sends no
+EndOfEarlyData (RFC 9001 §8.3) and is given our transport parameters that 0-RTT relies on
+(:class:`~.quic_tokens.ZeroRttParameters`), which it seals in each ticket and, when a client
+resumes one with early data, compares with this connection's: any lower refuses the early data.
+Accepted, its ``InstallSecret`` for the 0-RTT epoch gives aioquic the key of the client's 0-RTT
+packets; refused (and always after an HRR, which the core decides), no key is installed, the
+EncryptedExtensions say nothing of early data, and aioquic drops those packets.
+
 Client certificates (``ServerConfig.client_auth``) need nothing of their own: the handshake asks
 in its flight and the client's Certificate and CertificateVerify come as Handshake-epoch CRYPTO
 data before its Finished, as over TCP; a refusal is an ``AlertError`` like any other.
@@ -63,6 +71,8 @@ from stateless13 import (
     parse_client_hello,
     select_alpn,
 )
+
+from .quic_tokens import ZeroRttParameters
 
 
 def check_quic_client_hello(config: ServerConfig, hello: ClientHello) -> None:
@@ -176,15 +186,30 @@ class QuicTLS(tls.Context):
         if self.alpn_cb is not None:  # parses the transport parameters; may set ours anew
             self.alpn_cb(select_alpn(self.config, hello).decode("ascii", "replace"))
         extensions = tuple((int(t), bytes(d)) for t, d in self.handshake_extensions)
+        # What 0-RTT relies on, as this connection's transport parameters say it (RFC 9000 §7.4.1).
+        ours = ZeroRttParameters.of(
+            dict(extensions).get(ExtensionType.quic_transport_parameters, b"")
+        )
         if self.verified is not None:
             if message != self.verified.message:  # the front opened this one's cookie, once
                 raise IllegalParameter("ClientHello2 is not the one whose cookie was opened")
             self.server_handshake = ServerHandshake.resume_from_cookie(
-                self.config, self.verified, peer=self.peer, encrypted_extensions=extensions
+                self.config,
+                self.verified,
+                peer=self.peer,
+                encrypted_extensions=extensions,
+                early_data_context=ours.encode(),
+                admits_early_data=ours.admits,
+                end_of_early_data=False,
             )
             return self.server_handshake.take_actions()
         self.server_handshake = ServerHandshake(
-            self.config, peer=self.peer, encrypted_extensions=extensions
+            self.config,
+            peer=self.peer,
+            encrypted_extensions=extensions,
+            early_data_context=ours.encode(),
+            admits_early_data=ours.admits,
+            end_of_early_data=False,
         )
         return self.server_handshake.receive(Epoch.INITIAL, message)
 
@@ -205,9 +230,13 @@ class QuicTLS(tls.Context):
                 self._session_resumed = action.summary.resumed
                 self.state = tls.State.SERVER_POST_HANDSHAKE
             # SendChangeCipherSpec: never asked for, as the session id is empty (QUIC has none).
+            # AcceptEarlyData: its limit is for records; flow control bounds 0-RTT (RFC 9001
+            # §4.6.1).  SkipEarlyData: the 0-RTT packets drop for want of a key.
         handshake = self.server_handshake
         if handshake is not None and handshake.summary is not None:
             summary = handshake.summary
+            # What aioquic's HandshakeCompleted event reports.
+            self.early_data_accepted = summary.early_data
             if summary.alpn_protocol is not None:
                 self.alpn_negotiated = summary.alpn_protocol.decode("ascii", "replace")
             if self.state == tls.State.SERVER_EXPECT_CLIENT_HELLO:

@@ -1,16 +1,21 @@
 """What a stateless QUIC server gives the client to carry: connection IDs, cookie state, tokens.
 
 Our connection IDs encode the client's key CID, the cookie's application payload carries the rest
-of the connection (:class:`QuicCookieState`), a Retry token carries the original DCID, and a
+of the connection (:class:`QuicCookieState`), a Retry token carries the original DCID, a
 NEW_TOKEN token (:class:`AddressTokens`) the time a client completed a handshake from its IP
-address.  The design is in docs/QUIC.md.
+address, and a session ticket the transport parameters its 0-RTT may rely on
+(:class:`ZeroRttParameters`).  The design is in docs/QUIC.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import struct
 from dataclasses import dataclass
+
+from aioquic.buffer import Buffer, BufferReadError
+from aioquic.quic.packet import pull_quic_transport_parameters
 
 from stateless13 import CookieKeyRing, DecryptError, LocalProtocolError, peer_binding
 
@@ -221,3 +226,75 @@ class AddressTokens:
         if age < -self.clock_skew:
             raise InvalidToken(f"NEW_TOKEN token ignored: issued {-age:.0f}s in the future")
         return issued_at
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroRttParameters:
+    """Our transport parameters that a client's 0-RTT data may rely on: the limits RFC 9000
+    §7.4.1 names, and max_datagram_frame_size (RFC 9221 §3).
+
+    A connection's own go into every ticket it issues (the core seals them as the ticket's early
+    data context); when a client resumes one with 0-RTT, its early data is accepted only if none
+    of the new connection's is lower (a server whose flow control shrank since would see the
+    client break it).  Absent parameters count as their defaults (RFC 9000 §18.2)."""
+
+    active_connection_id_limit: int
+    initial_max_data: int
+    initial_max_stream_data_bidi_local: int
+    initial_max_stream_data_bidi_remote: int
+    initial_max_stream_data_uni: int
+    initial_max_streams_bidi: int
+    initial_max_streams_uni: int
+    max_datagram_frame_size: int
+
+    FORMAT = 1
+
+    @classmethod
+    def of(cls, encoded: bytes) -> ZeroRttParameters:
+        """Those of a quic_transport_parameters extension's body (ours)."""
+        parameters = pull_quic_transport_parameters(Buffer(data=encoded))
+        limit = parameters.active_connection_id_limit
+        return cls(
+            active_connection_id_limit=2 if limit is None else limit,
+            initial_max_data=parameters.initial_max_data or 0,
+            initial_max_stream_data_bidi_local=parameters.initial_max_stream_data_bidi_local or 0,
+            initial_max_stream_data_bidi_remote=parameters.initial_max_stream_data_bidi_remote or 0,
+            initial_max_stream_data_uni=parameters.initial_max_stream_data_uni or 0,
+            initial_max_streams_bidi=parameters.initial_max_streams_bidi or 0,
+            initial_max_streams_uni=parameters.initial_max_streams_uni or 0,
+            max_datagram_frame_size=parameters.max_datagram_frame_size or 0,
+        )
+
+    def encode(self) -> bytes:
+        """A format byte, then each value as a QUIC varint, in the order of the fields."""
+        values = dataclasses.astuple(self)
+        buf = Buffer(capacity=1 + 8 * len(values))
+        buf.push_uint8(self.FORMAT)
+        for value in values:
+            buf.push_uint_var(value)
+        return buf.data
+
+    @classmethod
+    def decode(cls, data: bytes) -> ZeroRttParameters:
+        """Raises ValueError for bytes :meth:`encode` did not write (a TCP ticket's are empty)."""
+        buf = Buffer(data=data)
+        try:
+            if buf.pull_uint8() != cls.FORMAT:
+                raise ValueError("not remembered QUIC transport parameters")
+            values = [buf.pull_uint_var() for _ in dataclasses.fields(cls)]
+        except BufferReadError:
+            raise ValueError("remembered QUIC transport parameters truncated") from None
+        if not buf.eof():
+            raise ValueError("remembered QUIC transport parameters too long")
+        return cls(*values)
+
+    def admits(self, remembered: bytes) -> bool:
+        """Whether 0-RTT relying on ``remembered`` (a ticket's early data context) fits these:
+        none of ours is lower (RFC 9000 §7.4.1).  Anything we did not encode: no."""
+        try:
+            then = dataclasses.astuple(self.decode(remembered))
+        except ValueError:
+            return False
+        return all(
+            now >= before for now, before in zip(dataclasses.astuple(self), then, strict=True)
+        )

@@ -334,6 +334,58 @@ def test_session_ticket_callbacks_warn_and_our_tickets_resume() -> None:
     assert resumed == [events.HandshakeCompleted(ALPN, False, True)]
 
 
+def test_0rtt_through_tls_options() -> None:
+    """``tls_options={"early_data": 1}``: aioquic's client resumes with our ticket and sends its
+    stream in 0-RTT (queued before its first flight leaves); the server's HandshakeCompleted and
+    its report say the early data was accepted, and the echo comes back."""
+    store: list[SessionTicket] = []
+
+    async def main() -> tuple[list[ConnectionReport], list[EchoProtocol], bytes]:
+        reports: list[ConnectionReport] = []
+        server = await serve(
+            "127.0.0.1",
+            0,
+            configuration=server_configuration(),
+            create_protocol=EchoProtocol,
+            validation="none",
+            tls_options={"early_data": 1},
+            on_report=reports.append,
+        )
+        EchoProtocol.instances.clear()
+        try:
+            async with connect(
+                "127.0.0.1",
+                server.address[1],
+                configuration=client_configuration(),
+                session_ticket_handler=store.append,
+            ) as client:
+                await client.ping()
+                await asyncio.sleep(0.05)  # our tickets follow the handshake
+            async with connect(
+                "127.0.0.1",
+                server.address[1],
+                configuration=client_configuration(session_ticket=store[0]),
+                wait_connected=False,
+            ) as client:
+                reader, writer = await client.create_stream()  # queued: it leaves in 0-RTT
+                writer.write(b"early")
+                writer.write_eof()
+                client.transmit()
+                echoed = await reader.read()
+        finally:
+            server.close()
+        return reports, list(EchoProtocol.instances), echoed
+
+    reports, protocols, echoed = asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    assert echoed == b"early" and store[0].max_early_data_size == 0xFFFFFFFF
+    early = sorted(r.handshake is not None and r.handshake.early_data for r in reports)
+    assert early == [False, True], reports  # reported as each connection ends
+    completed = [e for e in protocols[1].events if isinstance(e, events.HandshakeCompleted)]
+    assert completed == [events.HandshakeCompleted(ALPN, True, True)]
+    received = [e for e in protocols[1].events if isinstance(e, events.StreamDataReceived)]
+    assert protocols[1].events.index(received[0]) < protocols[1].events.index(completed[0])
+
+
 def test_connection_id_length_cannot_be_honoured_and_says_so() -> None:
     async def main() -> None:
         server = await serve(

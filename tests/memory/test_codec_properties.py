@@ -424,8 +424,9 @@ def mutations(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(out)
 
 
-PULLS = {
+PULLS: dict[str, Callable[[bytes], object]] = {
     "ClientHello": pull_client_hello,
+    "DTLS ClientHello": lambda body: pull_client_hello(body, dtls=True),
     "ServerHello": pull_server_hello,
     "EncryptedExtensions": pull_encrypted_extensions,
     "Certificate": pull_certificate,

@@ -167,6 +167,41 @@ def test_fleet_rotation_in_three_phases_never_fails_a_valid_cookie() -> None:
                 assert verifying.open(cookie, PEER) == STATE, (before, after)
 
 
+def test_replace_keys_in_place_and_a_bad_file_keeps_the_old_ones(tmp_path: Path) -> None:
+    """A running server's reload (``serve`` at SIGHUP): the ring its config holds takes the keys
+    of the file read again, in place; a file that does not parse raises before the ring is
+    touched, so it keeps sealing and opening as before."""
+    path = tmp_path / "keys"
+    path.write_text(f"{KEY_A.hex()}\n")
+    ring = CookieKeyRing.from_file(path)
+    held_elsewhere = ring  # a ServerConfig, a QUIC server's tokens: the same object
+    old_cookie, old_token = ring.seal(STATE, PEER), ring.seal_token(TOKEN_KIND, b"t", PEER)
+    for bad in ("not hex\n", "# no key at all\n", "abcd\n"):  # unparsable, empty, too short
+        path.write_text(bad)
+        with pytest.raises(ValueError):
+            ring.replace_keys(CookieKeyRing.from_file(path))
+        assert len(ring) == 1 and ring.open(old_cookie, PEER) == STATE
+    # Phase 1 then 2 of a rotation, each a reload of the same file.
+    path.write_text(f"{KEY_A.hex()}\n{KEY_B.hex()}\n")
+    ring.replace_keys(CookieKeyRing.from_file(path))
+    assert len(held_elsewhere) == 2
+    assert held_elsewhere.key_ids == CookieKeyRing.from_bytes(KEY_A, KEY_B).key_ids
+    assert ring.seal(STATE, PEER)[1] == CookieKeyRing.from_bytes(KEY_A).key_ids[0]
+    path.write_text(f"{KEY_B.hex()}\n{KEY_A.hex()}\n")
+    ring.replace_keys(CookieKeyRing.from_file(path))
+    new_cookie = held_elsewhere.seal(STATE, PEER)
+    assert new_cookie[1] == CookieKeyRing.from_bytes(KEY_B).key_ids[0]
+    assert ring.open(old_cookie, PEER) == STATE and ring.open(new_cookie, PEER) == STATE
+    assert ring.open_token(TOKEN_KIND, old_token, PEER) == b"t"
+    # Phase 3: the old key gone, what it sealed no longer opens.
+    ring.replace_keys(CookieKeyRing.from_bytes(KEY_B))
+    assert ring.open(new_cookie, PEER) == STATE
+    with pytest.raises(DecryptError, match="unknown key id"):
+        ring.open(old_cookie, PEER)
+    with pytest.raises(DecryptError, match="unknown key id"):
+        ring.open_token(TOKEN_KIND, old_token, PEER)
+
+
 # --- tokens: a transport's own sealed bytes (a QUIC Retry token), under the same ring -----------
 
 TOKEN_KIND = 1

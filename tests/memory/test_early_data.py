@@ -58,13 +58,14 @@ def u16s(values: list[int], length_size: int = 2) -> bytes:
 class EarlyClient:
     """A ClientHello resuming a ticket of ours with early data, and the client's early key."""
 
-    def __init__(self, config: ServerConfig, *, age_error_ms: int = 0) -> None:
+    def __init__(
+        self, config: ServerConfig, *, age_error_ms: int = 0, early_data_context: bytes = b""
+    ) -> None:
         now_ms = int(time.time() * 1000)
         psk = os.urandom(32)
-        ticket = seal_ticket(
-            config.ticket_keys,
-            TicketState(now_ms - 5000, 7200, SUITE.code, AGE_ADD, LIMIT, psk, None, "localhost"),
-        )
+        state = TicketState(now_ms - 5000, 7200, SUITE.code, AGE_ADD, LIMIT, psk, None, "localhost")
+        state.early_data_context = early_data_context
+        ticket = seal_ticket(config.ticket_keys, state)
         share = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
         name = b"localhost"
         age = (5000 + age_error_ms + AGE_ADD) % (1 << 32)
@@ -163,6 +164,15 @@ def test_a_tickets_early_data_is_accepted_once() -> None:
 def test_an_age_that_disagrees_with_ours_refuses_the_early_data() -> None:
     """§8.3: the client's view of the ticket's age and ours differ by more than the window."""
     client = EarlyClient(CONFIG, age_error_ms=int(CONFIG.early_data_window * 1000) + 1000)
+    _, events, early = serve(fresh_config(), client.hello(), client.early_data(b"ping"))
+    assert not early and events == []
+
+
+def test_a_ticket_issued_over_quic_brings_no_early_data_over_tcp() -> None:
+    """A ticket that remembers a transport's context (QUIC's transport parameters), offered
+    with early data over TCP, whose handshakes have none: the early data is refused (the
+    context must be ours, byte for byte), where the same ticket without it is accepted."""
+    client = EarlyClient(CONFIG, early_data_context=b"\x01QUIC transport parameters")
     _, events, early = serve(fresh_config(), client.hello(), client.early_data(b"ping"))
     assert not early and events == []
 

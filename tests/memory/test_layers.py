@@ -68,6 +68,11 @@ def test_adapters_use_only_the_documented_names(path: Path) -> None:
         ("messages", {"handshake", "record", "connection", "stateless", "retry", "negotiation"}),
         ("primitives", {"handshake", "record", "connection", "stateless", "retry"}),
         ("retry", {"handshake", "record", "connection", "stateless"}),
+        # DTLS: records and flights move bytes; only the connection and the listener know the
+        # handshake, and the listener (stateless) never the reverse.
+        ("dtls_record", {"handshake", "connection", "stateless", "retry", "dtls_flight"}),
+        ("dtls_flight", {"handshake", "connection", "stateless", "retry", "dtls_record"}),
+        ("dtls_connection", {"connection", "stateless", "retry", "dtls_listener"}),
     ],
 )
 def test_lower_core_modules_do_not_import_higher_ones(lower: str, forbidden: set[str]) -> None:

@@ -83,15 +83,18 @@ def test_two_tickets_follow_the_handshake_and_the_client_takes_them() -> None:
     assert session.has_ticket and session.ticket_lifetime_hint == CONFIG.ticket_lifetime
 
 
-def test_the_tickets_are_sealed_resumption_state() -> None:
-    """Each ticket is its own PSK (its nonce), sealed with the handshake's suite and SNI."""
+@pytest.mark.parametrize("early_data", [0, 16384])
+def test_the_tickets_are_sealed_resumption_state(early_data: int) -> None:
+    """Each ticket is its own PSK (its nonce), sealed with the handshake's suite and SNI; over
+    TCP it promises ``early_data`` itself (over QUIC 0xffffffff or nothing:
+    tests/memory/test_quic_early_data.py) and remembers no transport context."""
     secrets: dict[str, bytes] = {}
 
     def keylog(line: str) -> None:
         label, _, secret = line.split()
         secrets[label] = bytes.fromhex(secret)
 
-    config = dataclasses.replace(CONFIG, keylog=keylog)
+    config = dataclasses.replace(CONFIG, keylog=keylog, early_data=early_data)
     _, event, sent = handshake(config, PythonSSLClient())
     suite = SUITES[event.cipher_suite]
     reader = RecordProtection(suite, secrets["SERVER_TRAFFIC_SECRET_0"])
@@ -115,7 +118,10 @@ def test_the_tickets_are_sealed_resumption_state() -> None:
     assert states[0] is not None and states[1] is not None
     assert states[0].psk != states[1].psk
     assert (states[0].server_name, states[0].cipher_suite) == ("localhost", event.cipher_suite)
-    assert states[0].age_add == tickets[0].age_add and states[0].max_early_data == 0
+    assert states[0].age_add == tickets[0].age_add and states[0].max_early_data == early_data
+    assert states[0].early_data_context == b""
+    promised = dict(tickets[0].extensions).get(ExtensionType.early_data)
+    assert promised == (early_data.to_bytes(4, "big") if early_data else None)
 
 
 def test_python_ssl_resumes() -> None:

@@ -735,6 +735,7 @@ def test_idle_tunnel_is_closed(tls_server: ServerFactory) -> None:
         (["--quic", "--proxy-to", "http://a:1", "--proxy-protocol", "v2"], "is for TCP"),
         (["--proxy-to", "a:1", "--proxy-timeout", "3"], "--proxy-timeout is for --quic"),
         (["--proxy-to", "a:1", "--early-data", "100"], "could not tell replayable"),
+        (["--quic", "--proxy-to", "http://a:1", "--early-data", "1"], "could not tell replayable"),
         (["--quic", "--proxy-to", "http://a:1", "--proxy-timeout", "0"], "must be positive"),
     ],
 )

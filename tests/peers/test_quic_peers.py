@@ -37,6 +37,8 @@ from stateless13.transports.common import ConnectionReport
 from stateless13.transports.quic_front import FrontStats, QuicOptions, Validation
 from stateless13.transports.quic_server import (
     PAGE_TEXT,
+    H3PageProtocol,
+    ProtocolFactory,
     QuicServer,
     serve_quic,
     spki_pin,
@@ -85,12 +87,14 @@ QuicServerFactory = Callable[..., QuicTestServer]
 
 @pytest.fixture
 def quic_server() -> Iterator[QuicServerFactory]:
-    """``quic_server(Validation.HRR, options=None, **config_options)``, on 127.0.0.1."""
+    """``quic_server(Validation.HRR, options=None, create_protocol=H3PageProtocol,
+    **config_options)``, on 127.0.0.1."""
     running: list[tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Event]] = []
 
     def start(
         validation: Validation = Validation.HRR,
         options: QuicOptions | None = None,
+        create_protocol: ProtocolFactory = H3PageProtocol,
         **config: Any,
     ) -> QuicTestServer:
         credential = Credential.self_signed("localhost")
@@ -107,6 +111,7 @@ def quic_server() -> Iterator[QuicServerFactory]:
                 0,
                 validation=validation,
                 options=options,
+                create_protocol=create_protocol,
                 on_report=lambda r: holder[0].reports.append(r),
             )
             holder.append(QuicTestServer(*server.address, spki_pin(credential), server))
@@ -268,7 +273,13 @@ def quicgoclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert (gopath / "src/github.com/lucas-clemente/quic-go").is_dir(), (
         "quic-go is not installed: apt-get install golang-github-lucas-clemente-quic-go-dev"
     )
-    return build_go_program(QUICGO_SOURCE, tmp_path_factory.mktemp("quicgoclient"), gopath)
+    # Built once per session: each module that imports this fixture gets its own instance.
+    work = tmp_path_factory.getbasetemp() / "quicgoclient-build"
+    binary = work / QUICGO_SOURCE.parent.name
+    if not binary.exists():
+        work.mkdir(exist_ok=True)
+        build_go_program(QUICGO_SOURCE, work, gopath)
+    return binary
 
 
 def run_quicgo(binary: Path, port: int, *extra: str) -> PeerRun:
@@ -345,7 +356,11 @@ def quic_sessions(netlog: dict[str, Any], destination: str) -> list[QuicSession]
     return list(sessions.values())
 
 
-def run_chromium(port: int, spki: str, tmp_path: Path) -> tuple[PeerRun, list[QuicSession]]:
+def run_chromium(
+    port: int, spki: str, tmp_path: Path, *extra: str
+) -> tuple[PeerRun, list[QuicSession]]:
+    """Chromium fetching ``/`` (``extra``: more flags); its profile is ``profile-PORT`` and its
+    NetLog ``netlog-PORT.json`` in ``tmp_path``."""
     chromium = require_peer("chromium")
     netlog = tmp_path / f"netlog-{port}.json"
     result = subprocess.run(
@@ -364,6 +379,7 @@ def run_chromium(port: int, spki: str, tmp_path: Path) -> tuple[PeerRun, list[Qu
             "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND",
             f"--log-net-log={netlog}",
             "--net-log-capture-mode=Everything",
+            *extra,
             "--dump-dom",
             f"https://localhost:{port}/",
         ],

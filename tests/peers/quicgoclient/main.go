@@ -5,7 +5,7 @@
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o quicgoclient main.go
 //
-// Usage: quicgoclient [-curves x25519,p256,p384] [-sni localhost] [-path /] [-cert CHAIN.pem -key KEY.pem] [-connections N] HOST:PORT
+// Usage: quicgoclient [-curves x25519,p256,p384] [-sni localhost] [-path /] [-cert CHAIN.pem -key KEY.pem] [-connections N] [-resume] HOST:PORT
 //
 // qtls sends a key share for the first curve only, so "-curves p256,p384" against a server that
 // prefers P-384 makes it switch groups after the HelloRetryRequest.  "-cert" and "-key" load a
@@ -22,10 +22,24 @@
 // It prints "CONNECTION i" before each, "TOKEN_RECEIVED" when a NEW_TOKEN frame's token is stored
 // and "TOKEN_SENT" when a connection takes one from the store, and waits up to a second after each
 // response for a token to arrive before closing that connection.
+//
+// "-resume" gives all the connections one session cache (tls.Config.ClientSessionCache, an LRU
+// cache of tls.NewLRUClientSessionCache): the tickets of one connection resume the next one, and
+// from the second connection on the GET goes as http3.MethodGet0RTT, that is in 0-RTT packets
+// when the ticket allows early data (quic-go dials with quic.DialAddrEarlyContext).  It prints
+// "TICKET_RECEIVED" when a ticket is stored, waits up to a second after each response for one
+// (then only 100 ms for a token, which comes with the tickets if at all), and prints after each
+// GET "RESUMED true|false EARLY_DATA true|false" (the connection's ConnectionState().TLS:
+// DidResume, Used0RTT, once its handshake is complete).  quic-go's http3 client (0.29) fails a
+// request whose 0-RTT the server refused (an HRR refuses it): then it prints
+// "EARLY_DATA_REJECTED" and, once the handshake is complete, makes the GET again on the same
+// connection (NextConnection).
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -75,6 +89,33 @@ func (s *loggingTokenStore) count() int {
 	return s.received
 }
 
+// loggingSessionCache is Go's session cache, saying when a ticket goes in.
+type loggingSessionCache struct {
+	cache    tls.ClientSessionCache
+	mutex    sync.Mutex
+	received int
+}
+
+func (c *loggingSessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	return c.cache.Get(key)
+}
+
+func (c *loggingSessionCache) Put(key string, session *tls.ClientSessionState) {
+	if session != nil { // nil: forget the key's session
+		c.mutex.Lock()
+		c.received++
+		c.mutex.Unlock()
+		fmt.Printf("TICKET_RECEIVED for %s\n", key)
+	}
+	c.cache.Put(key, session)
+}
+
+func (c *loggingSessionCache) count() int {
+	c.mutex.Lock()
+	defer c.mutex.Unlock()
+	return c.received
+}
+
 func fail(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
 	os.Exit(1)
@@ -87,9 +128,10 @@ func main() {
 	cert := flag.String("cert", "", "PEM client certificate chain, leaf first (with -key)")
 	key := flag.String("key", "", "PEM private key of the -cert certificate")
 	connections := flag.Int("connections", 1, "GETs, each on a new connection, sharing one token store")
+	resume := flag.Bool("resume", false, "one session cache for all connections, GETs after the first in 0-RTT")
 	flag.Parse()
 	if flag.NArg() != 1 || (*cert == "") != (*key == "") || *connections < 1 {
-		fmt.Fprintln(os.Stderr, "usage: quicgoclient [-curves ...] [-sni name] [-path /] [-cert chain.pem -key key.pem] [-connections N] HOST:PORT")
+		fmt.Fprintln(os.Stderr, "usage: quicgoclient [-curves ...] [-sni name] [-path /] [-cert chain.pem -key key.pem] [-connections N] [-resume] HOST:PORT")
 		os.Exit(2)
 	}
 	var preferences []tls.CurveID
@@ -118,31 +160,98 @@ func main() {
 		MaxIdleTimeout:       10 * time.Second,
 		Versions:             []quic.VersionNumber{quic.Version1},
 	}
+	sessions := &loggingSessionCache{cache: tls.NewLRUClientSessionCache(8)}
+	if *resume {
+		tlsConf.ClientSessionCache = sessions
+	}
 	if *connections == 1 {
-		get(tlsConf, quicConf, flag.Arg(0)+*path)
+		get(tlsConf, quicConf, flag.Arg(0)+*path, http.MethodGet)
 		return
 	}
 	tokens := &loggingTokenStore{store: quic.NewLRUTokenStore(4, 4)}
 	quicConf.TokenStore = tokens
 	for i := 1; i <= *connections; i++ {
 		fmt.Printf("CONNECTION %d\n", i)
-		get(tlsConf, quicConf, flag.Arg(0)+*path, func() {
-			for deadline := time.Now().Add(time.Second); tokens.count() < i && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
+		method := http.MethodGet
+		if *resume && i > 1 {
+			method = http3.MethodGet0RTT
+		}
+		tickets := sessions.count()
+		get(tlsConf, quicConf, flag.Arg(0)+*path, method, func() {
+			tokenWait := time.Second
+			if *resume {
+				waitUntil(func() bool { return sessions.count() > tickets }, time.Second)
+				// A NEW_TOKEN frame comes with the tickets, if the server sends one at all.
+				tokenWait = 100 * time.Millisecond
 			}
+			waitUntil(func() bool { return tokens.count() >= i }, tokenWait)
 		})
 	}
 }
 
-// get makes one GET on a new connection, prints what it got and exits 1 unless it was a 200;
-// then calls each of beforeClose before it closes the connection.
-func get(tlsConf *tls.Config, quicConf *quic.Config, target string, beforeClose ...func()) {
-	transport := &http3.RoundTripper{TLSClientConfig: tlsConf, QuicConfig: quicConf}
-	defer transport.Close()
+// waitUntil polls done every 10 ms, for up to timeout.
+func waitUntil(done func() bool, timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); !done() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// roundTripper makes HTTP/3 requests on the connection it dials (or on conn), kept in
+// dialed so that its TLS state can be read.
+func roundTripper(tlsConf *tls.Config, quicConf *quic.Config, dialed *quic.EarlyConnection, conn quic.EarlyConnection) *http3.RoundTripper {
+	return &http3.RoundTripper{
+		TLSClientConfig: tlsConf,
+		QuicConfig:      quicConf,
+		Dial: func(ctx context.Context, addr string, tlsCfg *tls.Config, cfg *quic.Config) (quic.EarlyConnection, error) {
+			if conn != nil {
+				return conn, nil
+			}
+			c, err := quic.DialAddrEarlyContext(ctx, addr, tlsCfg, cfg)
+			*dialed = c
+			return c, err
+		},
+	}
+}
+
+func do(transport *http3.RoundTripper, method, target string) (*http.Response, error) {
+	request, err := http.NewRequest(method, "https://"+target, nil)
+	if err != nil {
+		fail("request: %v", err)
+	}
 	client := &http.Client{Transport: transport, Timeout: 15 * time.Second}
-	response, err := client.Get("https://" + target)
+	return client.Do(request)
+}
+
+// get makes one GET (method: GET, or http3.MethodGet0RTT) on a new connection, prints what it
+// got and exits 1 unless it was a 200; then calls each of beforeClose before it closes the
+// connection.
+func get(tlsConf *tls.Config, quicConf *quic.Config, target string, method string, beforeClose ...func()) {
+	var conn quic.EarlyConnection
+	transport := roundTripper(tlsConf, quicConf, &conn, nil)
+	defer transport.Close()
+	response, err := do(transport, method, target)
+	if err != nil && conn != nil && (errors.Is(err, quic.Err0RTTRejected) || strings.Contains(err.Error(), quic.Err0RTTRejected.Error())) {
+		fmt.Println("EARLY_DATA_REJECTED")
+		select {
+		case <-conn.HandshakeComplete().Done():
+		case <-conn.Context().Done():
+			fail("GET: the connection closed before its handshake completed")
+		}
+		next, ok := conn.NextConnection().(quic.EarlyConnection)
+		if !ok {
+			fail("NextConnection is not an EarlyConnection")
+		}
+		again := roundTripper(tlsConf, quicConf, &conn, next)
+		defer again.Close()
+		response, err = do(again, http.MethodGet, target)
+	}
 	if err != nil {
 		fail("GET: %v", err)
+	}
+	if tlsConf.ClientSessionCache != nil && conn != nil {
+		<-conn.HandshakeComplete().Done()
+		state := conn.ConnectionState().TLS
+		fmt.Printf("RESUMED %t EARLY_DATA %t\n", state.DidResume, state.Used0RTT)
 	}
 	body, err := io.ReadAll(response.Body)
 	response.Body.Close()
