@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, float | None, int | None]] = {
     "flood": ("adaptive validation: idle handshake ms, TCP and QUIC floods vs always HRR", 2.0, 3),
     "proxy": ("HTTP/3 front door vs its backend directly: req/s, MB/s, bytes/idle conn", 1.0, 3),
     "fleet": ("TCP handshakes/s through nginx to 1, 2, 3 nodes; CPU of each process", 2.0, 3),
+    "dtls": ("DTLS 1.3 HRRs/s vs wolfSSL's stateless server; HRR sizes; lossy handshakes", 2.0, 3),
 }
 
 #: The simulated client address (TEST-NET-3): ours binds its cookie to it, the anchor's HMAC too.
@@ -128,6 +129,23 @@ def measured_rate(batch: Callable[[], tuple[int, float]], seconds: float) -> flo
         done, spent = done + count, spent + elapsed
         if time.perf_counter() >= deadline and spent > 0:
             return done / spent
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time: its threads' run time in ns (/proc/PID/task/*/schedstat), else
+    utime + stime (/proc/PID/stat, in 10 ms ticks: too coarse for a short round, which may
+    then see none at all)."""
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as file:
+                total += int(file.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def alternate(

@@ -49,6 +49,7 @@ from .common import (
     Report,
     Row,
     Table,
+    cpu_seconds,
     emit,
     parser,
     pem_files,
@@ -178,13 +179,6 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
                 self.process.wait(10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:

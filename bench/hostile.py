@@ -104,6 +104,7 @@ from .common import (
     Progress,
     Report,
     Table,
+    cpu_seconds,
     emit,
     machine_info,
     python_ssl_client_context,
@@ -173,22 +174,6 @@ class Settings:
 
 # ---------------------------------------------------------------------------------------------
 # The server under test
-
-
-def _cpu_seconds(pid: int) -> float:
-    """The process's CPU time: its threads' run time in ns (/proc/PID/task/*/schedstat), else
-    utime + stime (/proc/PID/stat, in 10 ms ticks: too coarse for the smaller figures here)."""
-    try:
-        total = 0
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat") as file:
-                total += int(file.read().split()[0])
-        return total / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_bytes(pid: int) -> int:
@@ -289,7 +274,7 @@ class Server:
             time.sleep(0.01)
 
     def cpu(self) -> float:
-        return _cpu_seconds(self.pid)
+        return cpu_seconds(self.pid)
 
     def rss(self) -> int:
         return _rss_bytes(self.pid)

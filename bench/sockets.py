@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
-import os
 import re
 import socket
 import ssl
@@ -46,6 +45,7 @@ from .common import (
     Report,
     Row,
     captured_client_hellos,
+    cpu_seconds,
     emit,
     parser,
     pem_files,
@@ -171,12 +171,6 @@ def _load_worker(job: tuple[str, int, float, int, list[bytes]]) -> tuple[int, in
 # Servers under test
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Server:
     """A server process on loopback; its port is read from the first line it prints, its
     stderr kept in ``log`` (read as it comes, so that the pipe never fills)."""
@@ -204,7 +198,7 @@ class Server:
         self.port = int(match.group(1))
 
     def cpu(self) -> float:
-        return _cpu_seconds(self.process.pid)
+        return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:

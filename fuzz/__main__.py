@@ -6,10 +6,12 @@
 
 The first input byte picks the target: 0xF0 and above → the DTLS 1.3 datagram parsers
 (``split_datagram``, ``DtlsRecordLayer.open_datagram``, handshake fragments into a
-``HandshakeReassembler``, ``parse_ack``); otherwise even → ``stateless_accept`` (ClientHello1
-and, with the fixed cookie key and clock below, ClientHello2 with a valid cookie), odd → an
-ordinary ``ServerConnection``.  The only exceptions allowed out of the library are ``AlertError``
-subclasses (as typed results or raised by ``next_event``); anything else is a crash.
+``HandshakeReassembler``, ``parse_ack``) and the stateless ``DtlsListener`` (the one that
+faces every spoofed datagram; its answer may never be larger than the datagram); otherwise
+even → ``stateless_accept`` (ClientHello1 and, with the fixed cookie key and clock below,
+ClientHello2 with a valid cookie), odd → an ordinary ``ServerConnection``.  The only exceptions
+allowed out of the library are ``AlertError`` subclasses (as typed results or raised by
+``next_event``); anything else is a crash.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from stateless13 import (
     stateless_accept,
 )
 from stateless13.dtls_flight import HandshakeReassembler, parse_ack, parse_fragments
+from stateless13.dtls_listener import DtlsListener, DtlsReply
 from stateless13.dtls_record import DtlsRecordLayer, split_datagram
 from stateless13.messages import CipherSuite
 from stateless13.primitives import DTLS_SUITES
@@ -39,6 +42,7 @@ CONFIG = ServerConfig(
     cookie_keys=CookieKeyRing.from_bytes(FUZZ_KEY),
 )
 CAPTURED = Path(__file__).resolve().parent.parent / "tests" / "data" / "client_hellos"
+CAPTURED_DTLS = CAPTURED.parent / "dtls"
 
 
 def drain(connection: ServerConnection) -> None:
@@ -53,11 +57,19 @@ def drain(connection: ServerConnection) -> None:
     connection.data_to_send()
 
 
+#: The DTLS listener, one for the run: its table of partial ClientHellos is what a flood fills.
+DTLS_LISTENER = DtlsListener(CONFIG)
+
+
 def dtls_input(selector: int, payload: bytes) -> None:
     """The DTLS 1.3 datagram parsers; only AlertError may come out, and memory stays bounded."""
-    target = selector & 3
+    target = (selector - 0xF0) % 5
     try:
-        if target == 0:
+        if target == 4:
+            result = DTLS_LISTENER.receive(payload, PEER, NOW)
+            if isinstance(result, DtlsReply) and len(result.datagram) > len(payload):
+                raise RuntimeError("the DTLS listener answered with more than it received")
+        elif target == 0:
             split_datagram(payload, cid_length=(selector >> 2) & 3)
         elif target == 1:
             layer = DtlsRecordLayer()
@@ -109,6 +121,9 @@ def make_corpus(directory: Path) -> None:
     for path in sorted(CAPTURED.glob("*.bin")):
         seeds[f"ch1-{path.stem}"] = b"\x00" + path.read_bytes()
         seeds[f"conn-{path.stem}"] = b"\x01" + path.read_bytes()
+    for path in sorted(CAPTURED_DTLS.glob("*.bin")):  # wolfSSL's, to each DTLS target
+        for target in range(5):
+            seeds[f"dtls{target}-{path.stem}"] = bytes((0xF0 + target,)) + path.read_bytes()
     for compat in (True, False):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE

@@ -34,6 +34,7 @@ from .client_auth import ClientAuth, ClientCertificate
 from .dtls_flight import (
     FlightMessage,
     FlightSender,
+    FragmentStatus,
     HandshakeReassembler,
     encode_ack,
     parse_ack,
@@ -138,10 +139,13 @@ class DtlsConnection:
     ) -> None:
         content_type = record.content_type
         if content_type == DtlsContentType.handshake:
-            if record.epoch >= 2:
-                acknowledge.append(record.record_number)
+            kept = True
             for fragment in parse_fragments(record.data):
-                self._reassembler.feed(fragment, record.epoch)
+                kept &= self._reassembler.feed(fragment, record.epoch) != FragmentStatus.DROPPED
+            # §7: a record is acknowledged once all of it is kept (an ACKed fragment is never
+            # sent again); a dropped fragment's record waits for its retransmission.
+            if record.epoch >= 2 and kept:
+                acknowledge.append(record.record_number)
             for _seq, epoch, message in self._reassembler.pop_messages():
                 if self.handshake is None:  # its next flight: ours arrived (§7.2); after the
                     self._flight.acknowledge_all(now)  # handshake only an ACK says so (§5.8.4)
@@ -265,6 +269,11 @@ class DtlsConnection:
         events = list(self._events)
         self._events.clear()
         return events
+
+    @property
+    def client_random(self) -> bytes | None:
+        """ClientHello.random of this association's client (its retransmissions carry it)."""
+        return self._handshake.client_random
 
     @property
     def handshake_complete(self) -> bool:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -356,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve HTTP/3 over QUIC (UDP) instead of TCP; needs the quic extra (aioquic)",
     )
     serve.add_argument(
+        "--dtls",
+        action="store_true",
+        help="serve DTLS 1.3 (RFC 9147) over UDP instead of TCP, echoing each datagram; every"
+        " new client proves its address with the stateless HelloRetryRequest first (the"
+        " cookie binds its address and port)",
+    )
+    serve.add_argument(
         "--cid-key-file",
         type=Path,
         help="with --quic: the key of our connection IDs (hex, one line), shared by every server"
@@ -419,8 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=Validation.ADAPTIVE.value,
         help="how a new client proves its address: adaptive (default: the stateless HRR only"
         " while more than 32 connections are handshaking; with --quic, a Retry under a flood of"
-        " new clients), hrr (always the stateless HRR), none (ordinary handshakes: an HRR only"
-        " when the key shares do not fit); with --quic also retry and both",
+        " new clients), hrr (always the stateless HRR; with --quic --early-data, a Retry for a"
+        " client offering 0-RTT, which an HRR would refuse), none (ordinary handshakes: an HRR"
+        " only when the key shares do not fit); with --quic also retry and both; --dtls: always"
+        " the stateless HRR",
     )
     serve.add_argument(
         "--stats-interval",
@@ -802,7 +811,7 @@ def _import_extra(
 
 
 def _cannot_listen(args: argparse.Namespace, error: OSError) -> CommandError:
-    transport = "UDP" if args.quic else "TCP"
+    transport = "UDP" if args.quic or args.dtls else "TCP"
     return CommandError(
         f"cannot listen on {_host_port(args.host, args.port)} ({transport}): {_reason(error)}",
         EXIT_RUNTIME,
@@ -848,6 +857,54 @@ async def _serve_quic(
     except OSError as error:
         raise _cannot_listen(args, error) from None
     with _reloading(keys, server.report.stats.sources):  # its fields first: the stores' last
+        _replay_stat_fields(server.report.stats.sources, config)
+        listening(server.address)
+        async with server, _stat_lines(server.log_stats, args.stats_interval):
+            await _until_signalled(parent)
+
+
+def _serving(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    keys: KeyFiles,
+    listening: Listening,
+    quic_secret: bytes | None,
+    parent: int | None = None,
+) -> Coroutine[None, None, None]:
+    """The server ``args`` ask for: QUIC, DTLS or TCP."""
+    if args.quic:
+        return _serve_quic(args, config, keys, listening, quic_secret, parent)
+    if args.dtls:
+        return _serve_dtls(args, config, keys, listening, parent)
+    return _serve(args, config, keys, listening, parent)
+
+
+async def _serve_dtls(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    keys: KeyFiles,
+    listening: Listening,
+    parent: int | None = None,
+) -> None:
+    """DTLS 1.3 echo over UDP; each new client through the stateless HRR."""
+    from .dtls_server import DtlsOptions, serve_dtls
+
+    options = DtlsOptions(
+        handshake_timeout=args.handshake_timeout,
+        idle_timeout=args.idle_timeout,
+        **({} if args.max_handshakes is None else {"max_connections": args.max_handshakes}),
+    )
+    try:
+        server = await serve_dtls(
+            config,
+            args.host,
+            args.port,
+            options=options,
+            reuse_port=args.reuse_port or args.workers > 1,
+        )
+    except OSError as error:
+        raise _cannot_listen(args, error) from None
+    with _reloading(keys, server.report.stats.sources):
         _replay_stat_fields(server.report.stats.sources, config)
         listening(server.address)
         async with server, _stat_lines(server.log_stats, args.stats_interval):
@@ -976,6 +1033,21 @@ def _announce(
     host, port = address
     # A client cannot connect to "any address"; the loopback address of its family is one.
     client_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if args.dtls:
+        print(
+            f"stateless13 {VERSION} serving DTLS 1.3 echo on {_host_port(host, port)} over UDP"
+            " (address validation: the stateless HRR, always)",
+            flush=True,
+        )
+        print(described, flush=True)
+        # No Debian package has a DTLS 1.3 client; wolfSSL's, from the sources beside us, does.
+        peer = ["dtls13_peer", "client", client_host, str(port), "--message", "hello"]
+        print(
+            f"try: {shlex.join(peer)}   # wolfSSL's DTLS 1.3 client:"
+            " ../shared/peers/wolfssl-dtls13/build DIR makes DIR/dtls13_peer",
+            flush=True,
+        )
+        return
     if args.quic:
         from .quic_server import spki_pin
 
@@ -1069,7 +1141,8 @@ def _serve_workers(
     so ``--port 0`` gives all of them one free port.
     """
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    placeholder = socket.socket(family, socket.SOCK_DGRAM if args.quic else socket.SOCK_STREAM)
+    kind = socket.SOCK_DGRAM if args.quic or args.dtls else socket.SOCK_STREAM
+    placeholder = socket.socket(family, kind)
     placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         placeholder.bind((args.host, args.port))
@@ -1206,11 +1279,7 @@ def _run_worker(
             os.write(ready, WORKER_LISTENS)
             os.close(ready)
 
-        worker = (
-            _serve_quic(args, config, keys, listening, quic_secret, parent)
-            if args.quic
-            else _serve(args, config, keys, listening, parent)
-        )
+        worker = _serving(args, config, keys, listening, quic_secret, parent)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(worker)
         status = 0
@@ -1254,7 +1323,9 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # SIGHUP (read the key files again) waits, blocked, until the server can act on it: its
     # default would kill the process, and one sent while the files are first read must count.
     signal.pthread_sigmask(signal.SIG_BLOCK, {RELOAD_SIGNAL})
-    if args.quic:
+    if args.dtls:
+        _check_dtls_options(args)
+    elif args.quic:
         _require_aioquic()
         if args.proxy_protocol_from:
             raise CommandError(
@@ -1274,15 +1345,32 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     def listening(address: tuple[str, int]) -> None:
         _announce(args, address, described, config)
 
-    serving = (
-        _serve_quic(args, config, keys, listening, quic_secret)
-        if args.quic
-        else _serve(args, config, keys, listening)
-    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serving)
+        asyncio.run(_serving(args, config, keys, listening, quic_secret))
     print("stateless13: shut down", flush=True)
     return 0
+
+
+def _check_dtls_options(args: argparse.Namespace) -> None:
+    """What --dtls cannot do (yet), refused in one line rather than ignored."""
+    refused = {
+        "--quic": args.quic,
+        "--proxy-to": args.proxy_to is not None,
+        "--proxy-protocol-from": bool(args.proxy_protocol_from),
+        "--early-data (DTLS 0-RTT is not built)": bool(args.early_data),
+        "--mode http (DTLS serves echo)": args.mode == "http",
+        "--verify-client post-handshake": args.verify_client == "post-handshake",
+    }
+    for option, given in refused.items():
+        if given:
+            raise CommandError(f"{option} does not go with --dtls")
+    if Validation(args.validation) not in (Validation.ADAPTIVE, Validation.HRR):
+        raise CommandError(
+            f"--dtls validates every new client with the stateless HRR (RFC 9147 §5.1: the"
+            f" default SHOULD be that the exchange is performed); --validation"
+            f" {args.validation} is not built for it"
+        )
+    args.mode = "echo"
 
 
 #: The front door's options that only HTTP/3 takes, and the name of each.

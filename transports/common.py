@@ -73,9 +73,12 @@ class Validation(enum.Enum):
     #: answers ClientHello1 at once and saves honest clients the round trip, as Linux SYN
     #: cookies and msquic's RetryMemoryLimit do; QUIC goes on to a Retry under an Initial flood.
     ADAPTIVE = "adaptive"
-    HRR = "hrr"  # always a stateless HelloRetryRequest; ClientHello2 returns its cookie
+    #: Always a stateless HelloRetryRequest; ClientHello2 returns its cookie.  QUIC with early
+    #: data on: a ClientHello1 offering 0-RTT gets a Retry instead, which keeps it (docs/QUIC.md).
+    HRR = "hrr"
     RETRY = "retry"  # QUIC: a Retry with a stateless token, then an ordinary handshake
-    BOTH = "both"  # QUIC: a Retry, then the stateless HRR
+    #: QUIC: a Retry, then the stateless HRR (not for a ClientHello offering 0-RTT, as HRR).
+    BOTH = "both"
     NONE = "none"  # never: an ordinary handshake (an HRR only if the key shares do not fit)
 
     @classmethod

@@ -126,25 +126,29 @@ class DtlsMemoryServer:
         """One datagram from ``peer`` at ``now`` (seconds since the epoch: the cookie's clock,
         and the timers'); the events it caused, for the application."""
         association = self._associations.get(peer)
-        if association is None:
-            result = self.listener.receive(datagram, peer, now)
-            if isinstance(result, DtlsReply):
-                self._outgoing.append((result.datagram, peer))
-            elif isinstance(result, DtlsAccept):
-                if len(self._associations) >= self.options.max_connections:
-                    self.refused += 1
-                    return []
-                association = _Association(result.connection, now, self.options.handshake_timeout)
-                self._associations[peer] = association
-                return self._flush(association, now)
-            return []
-        try:
-            association.connection.receive_datagram(datagram, now)
-        except AlertError as error:
-            association.error = str(error)
-        if association.handshake_time is not None:  # idle: counted from the client's datagrams
-            association.deadline = now + self.options.idle_timeout
-        return self._flush(association, now)
+        if association is not None and not _new_client_hello(datagram, association.connection):
+            try:
+                association.connection.receive_datagram(datagram, now)
+            except AlertError as error:
+                association.error = str(error)
+            if association.handshake_time is not None:  # idle: from the client's datagrams
+                association.deadline = now + self.options.idle_timeout
+            return self._flush(association, now)
+        result = self.listener.receive(datagram, peer, now)
+        if isinstance(result, DtlsReply):
+            self._outgoing.append((result.datagram, peer))
+        elif isinstance(result, DtlsAccept):
+            if association is not None:
+                # RFC 9147 §5.11: a client that lost its association starts again from the
+                # same address; the old one goes once the new one's cookie verified.
+                self._end(association, "replaced by a new association (RFC 9147 §5.11)", now)
+            if len(self._associations) >= self.options.max_connections:
+                self.refused += 1
+                return []
+            association = _Association(result.connection, now, self.options.handshake_timeout)
+            self._associations[peer] = association
+            return self._flush(association, now)
+        return []
 
     def handle_timers(self, now: float) -> list[tuple[Peer, Event]]:
         """Retransmit, or end what timed out, for every timer due by ``now``."""
@@ -262,6 +266,18 @@ class DtlsMemoryServer:
                     client_certificate=connection.client_certificate,
                 )
             )
+
+
+def _new_client_hello(datagram: bytes, connection: DtlsConnection) -> bool:
+    """Whether ``datagram`` starts a new association from an address that has one: it opens
+    with a DTLSPlaintext handshake record whose first fragment is a ClientHello with another
+    random than the association's (its own ClientHellos, resent, go to the association)."""
+    if len(datagram) < 13 + 12 + 34 or datagram[0] != 22 or datagram[3:5] != b"\x00\x00":
+        return False
+    fragment = datagram[13:]
+    if fragment[0] != 1 or fragment[6:9] != b"\x00\x00\x00":  # a ClientHello, from offset 0
+        return False
+    return fragment[12 + 2 : 12 + 34] != connection.client_random
 
 
 def wall_clock() -> float:

@@ -5,7 +5,9 @@ carrying a stateless HelloRetryRequest and keeps nothing; the connection is only
 ClientHello2 brings back a cookie that authenticates for the client's IP address.  A first
 Initial carrying a NEW_TOKEN token of ours for its IP address (RFC 9000 §8.1.3, given by
 :meth:`InitialFront.new_token` after an earlier handshake) starts its connection at once, under
-any validation.  The design, the limits and the costs are in docs/QUIC.md.
+any validation.  With early data on, a ClientHello1 that offers 0-RTT gets a Retry where it would
+have got the HRR (which would refuse its early data; 0-RTT survives a Retry), under every
+validation that validates.  The design, the limits and the costs are in docs/QUIC.md.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from aioquic.quic.packet import (
 
 from stateless13 import (
     AlertError,
+    ClientHello,
     CookieVerified,
     DecryptError,
     IllegalParameter,
@@ -233,6 +236,10 @@ class FrontStats:
     #: Retry's (expired, another IP, another key, tampered, replayed, foreign): validated as if
     #: they had none.  Counted per datagram (every Initial of a client repeats its token).
     tokens_ignored: int = 0
+    #: Of ``retry_sent``, the Retries sent where the stateless HRR would have gone, because the
+    #: ClientHello1 offered 0-RTT (early_data with a pre_shared_key) and early data is on: an HRR
+    #: refuses early data (RFC 8446 §4.1.2), a Retry keeps it (RFC 9000 §17.2.5.3).
+    retry_for_0rtt: int = 0
 
     def count(self, result: FrontResult) -> None:
         if isinstance(result, Reply):
@@ -299,7 +306,9 @@ class InitialFront:
     A ``config.client_auth`` that asks only after the handshake (``post_handshake_only``) is
     refused with LocalProtocolError: QUIC forbids post-handshake authentication (RFC 9001 §4.4).
     ``config.early_data``, if not 0, is served as :data:`QUIC_MAX_EARLY_DATA` (``self.config``):
-    0-RTT on, for clients that resume without an HRR.
+    0-RTT on.  A client that must prove its address (``HRR``, ``BOTH``, ``ADAPTIVE`` at its HRR
+    level) and whose ClientHello1 offers 0-RTT then gets a Retry instead of the stateless HRR,
+    and its connection at once when it comes back with the Retry's token (``_retry_for_0rtt``).
     """
 
     def __init__(
@@ -388,6 +397,10 @@ class InitialFront:
         validation = self.validation
         if validation is Validation.ADAPTIVE:
             validation, candidates = self._adaptive(header, peer, now, retry_token, candidates)
+        elif validation is Validation.HRR and retry_token:
+            # The Retry a ClientHello1 offering 0-RTT got (_retry_for_0rtt): checked, then an
+            # ordinary handshake, as after ADAPTIVE's Retries.
+            validation = Validation.RETRY
         retry_first = validation in (Validation.RETRY, Validation.BOTH)
         if retry_first and not retry_token:
             return self._retry(header, peer, now)  # the cheapest answer: no per-datagram object
@@ -557,11 +570,11 @@ class InitialFront:
         return self._connection_at_once(datagram, validation)
 
     def _connection_at_once(self, datagram: Datagram, validation: str) -> Accept:
-        """A connection from this (decrypted) Initial: ``validation`` "retry", "token" (a
-        NEW_TOKEN token was good) or "none".  Only a Retry token validates the path for aioquic:
-        after a NEW_TOKEN token the 3x limit holds until the client's first Handshake packet, so
-        that a replayed token amplifies no more than Validation.NONE (RFC 9000 §8.1.4;
-        docs/QUIC.md)."""
+        """A connection from this (decrypted) Initial, and those of its ClientHello the table
+        held: ``validation`` "retry", "token" (a NEW_TOKEN token was good) or "none".  Only a
+        Retry token validates the path for aioquic: after a NEW_TOKEN token the 3x limit holds
+        until the client's first Handshake packet, so that a replayed token amplifies no more
+        than Validation.NONE (RFC 9000 §8.1.4; docs/QUIC.md)."""
         retried = datagram.retry_scid is not None
         return Accept(
             ConnectionStart(
@@ -572,7 +585,7 @@ class InitialFront:
                 resume=None,
                 address_validated=retried,
                 validation=validation,
-                datagrams=(datagram.data,),
+                datagrams=tuple(datagram.initials.datagrams),
                 version=datagram.version,
             )
         )
@@ -631,13 +644,16 @@ class InitialFront:
         return Pending()
 
     def _answer(self, datagram: Datagram, message: bytes, crypto_offset: int) -> FrontResult:
-        """ClientHello1 (at CRYPTO offset 0) gets the HRR; ClientHello2 starts the connection."""
+        """ClientHello1 (at CRYPTO offset 0) gets the HRR, or if it offers 0-RTT a Retry (after
+        one: its connection); ClientHello2 starts the connection."""
         try:
             hello = parse_client_hello(message, self.config.max_client_hello_size)
         except AlertError as error:
             if crypto_offset:
                 return Drop(f"unparsable ClientHello at offset {crypto_offset}")
             return self._close(datagram, error)
+        if crypto_offset == 0 and hello.cookie is None and self._offers_0rtt(hello):
+            return self._retry_for_0rtt(datagram, hello)
         now = datagram.now
         packet_number = int(now * _HRR_PACKET_NUMBER_TICKS) % _HRR_PACKET_NUMBER_SPAN
         state = QuicCookieState(
@@ -659,6 +675,31 @@ class InitialFront:
         if isinstance(answer, RetryRequest):
             return self._hello_retry(datagram, answer.hello_retry_request, packet_number)
         return self._resume(datagram, answer, crypto_offset)
+
+    def _offers_0rtt(self, hello: ClientHello) -> bool:
+        """Early data is on and ClientHello1 offers it (early_data with a pre_shared_key)."""
+        offered = hello.early_data and hello.pre_shared_key is not None
+        return offered and bool(self.config.early_data)
+
+    def _retry_for_0rtt(self, datagram: Datagram, hello: ClientHello) -> FrontResult:
+        """A ClientHello1 that offers 0-RTT, from a client that must prove its address: a Retry
+        rather than the stateless HRR.  After any HelloRetryRequest early data is refused (RFC
+        8446 §4.1.2; quic-go 0.29 then fails, gtlsclient aborts, Chromium stalls), where 0-RTT
+        survives a Retry (RFC 9000 §17.2.5.3, RFC 9001 §4.6): the client sends its Initial again
+        with the token and its 0-RTT packets, which start the connection at once, the early data
+        judged there as always (ticket, age, replay store, transport parameters).  HRR and
+        ADAPTIVE take a Retry token's Initial to a connection before reading it (``_receive``);
+        BOTH reads it, and after its own Retry (``retry_scid``) a ClientHello1 offering 0-RTT
+        gets its connection here rather than the HRR.  docs/QUIC.md ("Where the HRR would go")
+        says why even ``Validation.HRR`` does so."""
+        try:
+            self._check_client_hello(hello)  # refused now rather than after a round trip
+        except (QuicConnectionError, AlertError) as error:
+            return self._close(datagram, error)
+        if datagram.retry_scid is not None:
+            return self._connection_at_once(datagram, validation="retry")
+        self.stats.retry_for_0rtt += 1
+        return self._retry(datagram.header, datagram.peer, datagram.now)
 
     def _hello_retry(
         self, datagram: Datagram, hello_retry_request: bytes, packet_number: int

@@ -387,13 +387,14 @@ class QuicServer(asyncio.DatagramProtocol):
         return self.front.validation
 
     def log_stats(self) -> None:
-        """Log the stat line: the connections' outcomes, the front's replies (HRRs, Retries;
-        they belong to no connection), the NEW_TOKEN tokens issued, accepted (a connection
-        without HRR or Retry) and ignored, and what is open now."""
+        """Log the stat line: the connections' outcomes, the front's replies (HRRs, Retries and
+        of those the ones sent for 0-RTT; they belong to no connection), the NEW_TOKEN tokens
+        issued, accepted (a connection without HRR or Retry) and ignored, and what is open now."""
         front = self.front.stats
         self.report.stats.log_line(
             hrr_sent=front.hrr_sent,
             retry_sent=front.retry_sent,
+            retry_for_0rtt=front.retry_for_0rtt,
             tokens_issued=front.tokens_issued,
             tokens_accepted=front.tokens_accepted,
             tokens_ignored=front.tokens_ignored,

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from stateless13 import (
     Credential,
     DecodeError,
+    DecryptError,
     Direction,
     Epoch,
     IllegalParameter,
@@ -38,7 +39,7 @@ from stateless13.messages import (
     pull_server_hello,
     push_client_hello,
 )
-from stateless13.retry import CookieVerified, RetryRequest, answer_client_hello
+from stateless13.retry import CookieVerified, RetryRequest, answer_client_hello, open_cookie
 from tests.dtls_messages import client_hello_2, wolfssl_client_hello
 
 CONFIG = ServerConfig(credentials=(Credential.self_signed("localhost"),))
@@ -165,3 +166,18 @@ def test_the_cookie_binds_the_client_port_and_never_opens_over_tls() -> None:
         answer_client_hello(CONFIG, ch2, peer=(PEER[0], PEER[1] + 1), now=NOW, dtls=True)
     with pytest.raises(IllegalParameter, match="RFC 9147"):
         answer_client_hello(CONFIG, ch2, peer=("192.0.2.11", PEER[1]), now=NOW, dtls=True)
+
+
+def test_tls_and_dtls_cookies_never_open_as_each_other() -> None:
+    """The DTLS binding carries a tag and the port: a cookie sealed for a TLS ClientHello from
+    the same IP never opens for a DTLS one, and the reverse."""
+    message, _ = wolfssl_client_hello("none")
+    hrr = hello_retry(message).hello_retry_request
+    ch2, _ = client_hello_2(message, hrr)
+    cookie = pull_client_hello(ch2[4:], dtls=True).cookie
+    assert cookie is not None
+    with pytest.raises(DecryptError):  # over TLS: decrypt_error
+        open_cookie(CONFIG, cookie, peer=PEER, now=NOW)
+    with pytest.raises(DecryptError):
+        open_cookie(CONFIG, cookie, peer=(PEER[0], 0), now=NOW, dtls=True)
+    assert open_cookie(CONFIG, cookie, peer=PEER, now=NOW, dtls=True).cipher_suite == 0x1301

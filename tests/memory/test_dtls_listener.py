@@ -18,6 +18,7 @@ import tracemalloc
 import pytest
 
 from stateless13 import Credential, ServerConfig
+from stateless13.dtls_flight import encode_ack
 from stateless13.dtls_listener import (
     DtlsAccept,
     DtlsDrop,
@@ -264,3 +265,41 @@ def test_the_association_limit_drops_client_hello_2() -> None:
     assert server.receive(datagrams_of(ch2, message_seq=1)[0], other, NOW) == []
     assert server.connections == 1 and server.refused == 1
     assert server.datagrams_to_send() == []
+
+
+def test_a_client_starting_again_from_the_same_address_replaces_its_association() -> None:
+    """RFC 9147 §5.11: the old association goes only once the new ClientHello2's cookie verified;
+    the old client's own ClientHello2, resent, still reaches its association (which resends its
+    flight, §5.8.1)."""
+    reports: list[ConnectionReport] = []
+    server = DtlsMemoryServer(CONFIG, on_report=reports.append)
+    start_association(server, NOW)
+    first = server.connection(PEER)
+    assert first is not None
+    message, _ = wolfssl_client_hello("none")
+    server.receive(datagrams_of(message)[0], PEER, NOW + 0.1)  # the same client: a late CH1
+    assert server.connection(PEER) is first
+    # A new client on that address (another random): a stateless HRR, the old one untouched.
+    fresh, _ = wolfssl_client_hello("secp384r1")  # its HRR names x25519, as client_hello_2 does
+    server.receive(datagrams_of(fresh)[0], PEER, NOW + 0.2)
+    assert server.connection(PEER) is first and not reports
+    sent = server.datagrams_to_send()
+    hrr = next(d for d, _ in sent if d[13] == 2 and d[17:19] == b"\x00\x00")
+    ch2, _ = client_hello_2(fresh, hrr_message(DtlsReply(hrr)))
+    server.receive(datagrams_of(ch2, message_seq=1)[0], PEER, NOW + 0.3)
+    second = server.connection(PEER)
+    assert second is not None and second is not first
+    (report,) = reports
+    assert report.error is not None and "RFC 9147 §5.11" in report.error
+
+
+def test_a_plaintext_ack_is_ignored() -> None:
+    """Anyone can forge an epoch-0 ACK naming our flight's records: it must not stop the
+    retransmissions (only the client's protected ACKs, or its next flight, do)."""
+    server = DtlsMemoryServer(CONFIG)
+    start_association(server, NOW)
+    ack = encode_ack([(0, seq) for seq in range(8)] + [(2, seq) for seq in range(8)])
+    server.receive(plaintext_record(ack, content_type=26, seq=5), PEER, NOW + 0.5)
+    assert server.datagrams_to_send() == []
+    server.handle_timers(NOW + 1)
+    assert server.datagrams_to_send(), "the forged ACK stopped the retransmission"

@@ -8,12 +8,15 @@ them; the proof is the server's own side: its HandshakeSummary, and the request 
 events before its HandshakeCompleted.  Refused (early data off, transport parameters now lower, a
 replay to any server sharing the replay store, an HRR), the handshake resumes in 1-RTT, the
 0-RTT packets are dropped for want of a key and the EncryptedExtensions say nothing of early
-data.  Real clients are in tests/peers/test_quic_early_data_peers.py.
+data.  Where the stateless HRR would go (``hrr``, ``both``, ``adaptive`` validating), a
+ClientHello1 offering 0-RTT gets a Retry instead, and keeps its 0-RTT.  Real clients are in
+tests/peers/test_quic_early_data_peers.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import ssl
 from dataclasses import dataclass, field
 
@@ -105,12 +108,14 @@ def drive(
     token: bytes = b"",
     configuration: QuicConfiguration | None = None,
     first_flight: list[bytes] | None = None,
+    big: bool = False,
 ) -> Run:
     """aioquic's client (resuming ``ticket``, offering ``token``) against ``front`` and the
     connection it creates, zero delay; timers run (loss recovery sends a refused 0-RTT's data
     again in 1-RTT).  With a ticket, the client's request is queued before its first flight,
     which carries it in 0-RTT when the ticket allows early data.  ``first_flight``: sent
-    instead of the client's own (a replay; the client is then a bystander)."""
+    instead of the client's own (a replay; the client is then a bystander).  ``big``: a
+    ClientHello over two datagrams (1200 bytes more of transport parameters), as Chromium's."""
     run = Run()
     end = QuicConnection(
         configuration=QuicConfiguration(
@@ -120,6 +125,7 @@ def drive(
             server_name="localhost",
             session_ticket=ticket,
             token=token,
+            quantum_readiness_test=big,
         ),
         session_ticket_handler=run.tickets.append,
         token_handler=run.tokens.append,
@@ -233,6 +239,85 @@ def test_a_returning_client_sends_its_request_in_0rtt(path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Where the stateless HRR would go, a ClientHello1 offering 0-RTT gets a Retry and keeps it.
+
+
+def validating_front(mode: str, config: ServerConfig = CONFIG) -> InitialFront:
+    """A front that makes a new client prove its address: ``hrr``, ``both`` (a Retry, then the
+    stateless HRR), or ``adaptive`` held at its HRR level (more handshakes in progress than
+    ``QuicOptions.adaptive_handshakes``, 32)."""
+    if mode == "adaptive":
+        return InitialFront(config, validation=mode, handshakes_in_progress=lambda: 33)
+    return InitialFront(config, validation=mode)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["one_datagram", "two_datagrams"])
+@pytest.mark.parametrize("mode", ["hrr", "both", "adaptive"])
+def test_a_0rtt_offer_gets_a_retry_where_the_hrr_would_go(mode: str, big: bool) -> None:
+    """The HRR would refuse the early data (RFC 8446 §4.1.2); a Retry keeps it (RFC 9000
+    §17.2.5.3): the client's Initial with the Retry's token and its 0-RTT starts the connection
+    at once (``validation=retry``, no HRR), and the core accepts the 0-RTT.  A ClientHello over
+    two datagrams is held until whole, then gets the Retry (``hrr``, ``adaptive``; ``both``
+    sends its Retry at once).  After it, ``hrr`` and ``adaptive`` start the connection from the
+    first datagram with the token, as ``retry`` does; ``both`` reads the ClientHello (for the
+    HRR it sends when no 0-RTT is offered), so its two datagrams start the connection together.
+    ``retry_for_0rtt`` counts the Retries sent instead of an HRR, not BOTH's own."""
+    (ticket, *_) = tickets_from(InitialFront(CONFIG, validation=Validation.NONE))
+    front = validating_front(mode)
+    run = drive(front, ticket, big=big)
+    assert set(run.replies) == {ReplyKind.RETRY}, run.replies  # BOTH: one per first datagram
+    assert front.stats.hrr_sent == 0 and front.stats.retry_sent == len(run.replies)
+    assert front.stats.retry_for_0rtt == (0 if mode == "both" else 1), front.stats
+    assert run.connection is not None and run.connection.start.validation == "retry"
+    assert len(run.connection.start.datagrams) == (2 if big and mode == "both" else 1)
+    summary = run.summary
+    assert summary.resumed and summary.early_data and not summary.hello_retry, summary
+    assert run.completed(run.server_events).early_data_accepted
+    client_side = run.completed(run.client_events)
+    assert client_side.early_data_accepted and client_side.session_resumed
+    if mode == "adaptive":
+        assert front.adaptive_level is Validation.HRR  # it was validating all along
+
+
+def test_after_that_retry_the_0rtt_meets_the_usual_checks() -> None:
+    """The Retry changes only the path: the early data is judged in the connection as always.
+    The ticket's second use is refused by the replay store (RFC 8446 §8.1) and resumes in
+    1-RTT; so is a ticket whose age disagrees with ours beyond ``early_data_window``."""
+    (ticket, *_) = tickets_from(InitialFront(CONFIG, validation=Validation.NONE))
+    front = validating_front("hrr")
+    first = drive(front, ticket)
+    assert first.replies == [ReplyKind.RETRY] and first.summary.early_data
+    again = drive(front, ticket)
+    assert again.replies == [ReplyKind.RETRY], again.replies
+    assert again.summary.resumed and not again.summary.early_data, again.summary
+    assert not again.completed(again.client_events).early_data_accepted
+    (late, *_) = tickets_from(InitialFront(CONFIG, validation=Validation.NONE))
+    late.not_valid_before -= datetime.timedelta(seconds=60)  # a minute older for the client
+    aged = drive(front, late)
+    assert aged.replies == [ReplyKind.RETRY] and aged.connection is not None
+    assert aged.summary.resumed and not aged.summary.early_data, aged.summary
+
+
+@pytest.mark.parametrize("mode", ["hrr", "both", "adaptive"])
+@pytest.mark.parametrize("client", ["new", "ticket_without_0rtt", "server_early_data_off"])
+def test_without_a_0rtt_to_keep_the_stateless_hrr_goes_on(mode: str, client: str) -> None:
+    """A new client, one resuming a ticket that allows no early data, and one offering 0-RTT to
+    a server with early data off (its ticket from one with it on): the stateless HRR as before
+    (after BOTH's Retry), which aioquic's client cannot take."""
+    early_data = 0 if client == "server_early_data_off" else 1
+    on = InitialFront(CONFIG, validation=Validation.NONE)
+    off = InitialFront(dataclasses.replace(CONFIG, early_data=0), validation=Validation.NONE)
+    ticket = {"new": None, "ticket_without_0rtt": tickets_from(off)[0]}.get(
+        client, tickets_from(on)[0]
+    )
+    front = validating_front(mode, dataclasses.replace(CONFIG, early_data=early_data))
+    run = drive(front, ticket)
+    first = [ReplyKind.RETRY] if mode == "both" else []
+    assert run.replies == [*first, ReplyKind.HRR] and run.connection is None, run.replies
+    assert front.stats.retry_for_0rtt == 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Refused: the handshake resumes in 1-RTT.
 
 
@@ -333,11 +418,13 @@ def test_0rtt_replayed_to_a_server_sharing_the_replay_store_is_refused() -> None
 
 
 def test_no_0rtt_through_the_stateless_hrr() -> None:
-    """The first flight, its 0-RTT coalesced with ClientHello1, gets the HRR and no connection;
-    a datagram of 0-RTT alone is dropped; a ClientHello2 that still offers early data (RFC 8446
-    §4.1.2 forbids it) is refused with illegal_parameter."""
+    """A server with early data off (a ClientHello1 offering 0-RTT gets a Retry from one with it
+    on, above), its ticket keys shared with one that issued a ticket allowing it: the first
+    flight, its 0-RTT coalesced with ClientHello1, gets the HRR and no connection; a datagram of
+    0-RTT alone is dropped; a ClientHello2 that still offers early data (RFC 8446 §4.1.2 forbids
+    it; quic-go 0.29 sends one) is refused with illegal_parameter."""
     (ticket, *_) = tickets_from(InitialFront(CONFIG, validation=Validation.NONE))
-    front = InitialFront(CONFIG, validation=Validation.HRR)
+    front = InitialFront(dataclasses.replace(CONFIG, early_data=0), validation=Validation.HRR)
     run = drive(front, ticket)
     assert run.replies == [ReplyKind.HRR] and run.connection is None  # aioquic stops there
     (datagram,) = run.first_flight

@@ -25,8 +25,8 @@ from tests.udp_relay import UdpRelay
 
 
 @pytest.fixture(scope="module")
-def wolfssl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_wolfssl_dtls_peer(tmp_path_factory.mktemp("wolfssl"))
+def wolfssl() -> Path:
+    return build_wolfssl_dtls_peer()
 
 
 def run_client(
@@ -213,3 +213,26 @@ def test_honest_clients_complete_during_a_client_hello_flood(wolfssl: Path) -> N
         assert server.server.connections == 0
     assert len(reports) == 3 and all(r.error is None for r in reports)
     print(f"flood: {sent} sent, {stats.hello_retries} HRRs answered; 3 honest clients completed")
+
+
+def test_serve_dtls_from_the_command_line(wolfssl: Path) -> None:
+    """``stateless13 serve --dtls``: its banner, a wolfSSL client through the stateless HRR,
+    the log line and the stat line saying so, and a clean stop at SIGTERM."""
+    port = free_udp_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "stateless13", "serve", "--dtls", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        banner = [server.stdout.readline() for _ in range(4)]
+        assert "serving DTLS 1.3 echo" in banner[0] and banner[3].startswith("try: dtls13_peer")
+        assert_echoed(run_client(wolfssl, port, "--group", "none", message="cli"), "cli")
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0]
+    assert server.returncode == 0, output
+    assert " dtls validation=hrr hrr=yes cookie=verified " in output
+    assert "stats dtls: completed=1 " in output and " hrr_sent=1 " in output

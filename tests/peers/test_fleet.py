@@ -1,24 +1,30 @@
-"""The fleet proof (issue 17, item 5): ``stateless13 serve`` nodes behind an unmodified nginx.
+"""The fleet proof (issue 17, item 5): ``stateless13 serve`` nodes behind an unmodified nginx,
+and HAProxy for TCP.
 
 Every node is a ``stateless13 serve`` process of this checkout sharing one certificate and the
 key files (``--cookie-key-file``, ``--ticket-key-file``; ``--cid-key-file`` for QUIC); nginx is
 Debian's, with its stream module, running docs/fleet/nginx-tcp.conf and nginx-udp.conf as they
-are written but for their addresses (``bench.fleet.balancer_config``), round robin, one worker.
-The tests start nginx and the nodes and stop them by their PIDs; one that does not start fails
-the test.  Each node's own log tells it apart (its port); every proof is read from the nodes'
-reports and stat lines, with real clients: curl, ``openssl s_client``, Python's ssl (OpenSSL),
-quic-go and ngtcp2's gtlsclient.
+are written but for their addresses (``bench.fleet.balancer_config``), round robin, one worker;
+HAProxy is Debian's, running docs/fleet/haproxy-tcp.cfg the same way (``haproxy_config``).
+The tests start the balancers, the nodes and Redis and stop them by their PIDs; one that does
+not start fails the test.  Each node's own log tells it apart (its port); every proof is read
+from the nodes' reports, stat lines and key logs, with real clients: curl, ``openssl
+s_client``, Python's ssl (OpenSSL), quic-go and ngtcp2's gtlsclient.
 
-* TCP, nginx sending a PROXY protocol header (v1: nginx sends no other; v2 is tested with our
-  encoder in test_proxy_protocol_inbound.py): the node's report names the real client
-  (``peer=127.0.0.2:PORT via=127.0.0.1:PORT``) and binds its cookie to it, a ClientHello1 answered
-  by one node finishes on another and a replay from another address fails there (decrypt_error);
-  a ticket issued by one node resumes on each of the two others.
-* QUIC through nginx's UDP proxy (a session per client address and port): quic-go's NEW_TOKEN
-  from one node lets its next connection, on another node, skip the Retry
-  (``validation=token``); a ticket gtlsclient got from one node resumes on another.  Without a
-  balancer's affinity (a relay of ours sends ClientHello2 elsewhere), ``--cid-key-file`` lets
-  another node finish the handshake of the first one's stateless HRR.
+* TCP through HAProxy (``send-proxy-v2``: a PROXY protocol v2 header, as the wire shows) and
+  through nginx (``proxy_protocol on``: v1, the only one nginx 1.22 sends): the node's report
+  names the real client (``peer=127.0.0.2:PORT via=127.0.0.1:PORT``) and binds its cookie to
+  it, a ClientHello1 answered by one node finishes on another and a replay from another address
+  fails there (decrypt_error); a ticket issued by one node resumes on each of the two others.
+* QUIC through nginx's UDP proxy (a session per client address and port), 0-RTT on and one
+  Redis as the shared replay store: quic-go's NEW_TOKEN from one node lets its next connection,
+  on another node, skip the Retry (``validation=token``), and that connection resumes the first
+  node's ticket with its GET in 0-RTT (``resumed=0rtt``); the same first flight replayed
+  through nginx lands on the third node, which refuses the 0-RTT because Redis saw the ticket
+  (``replay_0rtt_replays=1``), while a node with its own per-process store accepts it.  A ticket
+  gtlsclient got from one node resumes on another in 0-RTT.  Without a balancer's affinity (a
+  relay of ours sends ClientHello2 elsewhere), ``--cid-key-file`` lets another node finish the
+  handshake of the first one's stateless HRR.
 * The documented key rotation (docs/SECURITY.md, "Keys"), rolled node by node with SIGHUP
   across three TCP and three QUIC nodes while clients keep connecting through nginx: no
   connection fails, every valid cookie, ticket and token is accepted; then the old keys are
@@ -43,18 +49,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import QuicHeader, QuicPacketType, pull_quic_header
 
 from bench.common import private_key_pem
-from bench.fleet import NGINX_MODULE, TCP_CONF, UDP_CONF, Nginx, balancer_config, free_port
+from bench.fleet import (
+    FLEET_DIR,
+    NGINX_MODULE,
+    TCP_CONF,
+    UDP_CONF,
+    Nginx,
+    balancer_config,
+    free_port,
+)
 from stateless13 import CookieKeyRing, Credential
+from stateless13.transports.proxy_protocol import ProxyHeader, ProxyHeaderParser
 from stateless13.transports.quic_server import PAGE_TEXT as H3_PAGE_TEXT
+from stateless13.transports.quic_tokens import SERVER_CID_LENGTH
 from tests.commands import Process
 from tests.helpers import PythonSSLClient, read_record, read_until_closed
 from tests.peers.test_quic_peers import quicgoclient as quicgoclient  # the fixture
+from tests.peers.test_redis_replay import EPOCHS, RedisServer, redis_keys
+from tests.peers.test_redis_replay import redis_server as redis_server  # the fixture
 from tests.servers import PAGE_TEXT, require_peer
 
 ROOT = Path(__file__).resolve().parents[2]
-BALANCER = "127.0.0.1"  # nginx connects to the nodes from here; the only address listed
+HAPROXY_CONF = FLEET_DIR / "haproxy-tcp.cfg"
+BALANCER = "127.0.0.1"  # the balancers connect to the nodes from here; the only address listed
 CLIENT_A, CLIENT_B = "127.0.0.2", "127.0.0.3"  # clients of nginx (loopback has all of 127/8)
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 WAIT = 20.0
@@ -67,18 +88,23 @@ REPORT = re.compile(
 )
 
 
-# --- The fleet: nodes, nginx ------------------------------------------------------------------
+# --- The fleet: nodes, balancers --------------------------------------------------------------
 
 
 class Node(Process):
-    """One ``stateless13 serve`` of the fleet; ``name`` (with its port) in every message."""
+    """One ``stateless13 serve`` of the fleet; ``name`` (with its port) in every message.
+    ``keylog``: its ``--keylog`` file, where it writes the secrets of each handshake it runs
+    (CLIENT_EARLY_TRAFFIC_SECRET only for a ClientHello whose 0-RTT it accepts)."""
 
-    def __init__(self, name: str, args: list[str], cwd: Path) -> None:
+    def __init__(self, name: str, args: list[str], cwd: Path, keylog: Path | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if k != "SSLKEYLOGFILE"}
         env |= {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        if keylog is not None:
+            args = [*args, "--keylog", str(keylog)]
         super().__init__([sys.executable, "-m", "stateless13", "serve", *args], cwd, env)
         self.name = name
         self.port = 0
+        self.keylog = keylog
 
     def started(self) -> Node:
         self.port = int(self.wait_for(self.stdout, r"serving \S+ on 127\.0\.0\.1:(\d+) ", WAIT)[1])
@@ -91,6 +117,17 @@ class Node(Process):
     def line(self, pattern: str, count: int = 1) -> re.Match[str]:
         return self.wait_for(self.stderr, pattern, WAIT, count)
 
+    def secrets(self, client_random: str) -> set[str]:
+        """The labels of the key log lines this node wrote for the ClientHello with
+        ``client_random`` (hex)."""
+        assert self.keylog is not None, self.name
+        text = self.keylog.read_text() if self.keylog.exists() else ""
+        return {
+            label
+            for label, random, _ in (line.split() for line in text.splitlines() if line)
+            if random == client_random
+        }
+
     def stop(self) -> str:
         """SIGINT, a clean exit; the stat line it logged last."""
         self.send_signal(signal.SIGINT)
@@ -99,6 +136,80 @@ class Node(Process):
         lines = [line for line in self.stderr if " stats " in line]
         assert lines, self.output()
         return lines[-1]
+
+
+def haproxy_config(fragment: Path, listen: str, upstreams: list[str]) -> str:
+    """``fragment`` (docs/fleet/haproxy-tcp.cfg) as HAProxy is to read it here, as
+    ``balancer_config`` does for nginx: its ``bind`` address replaced by ``listen``, the
+    addresses of its ``server`` lines by ``upstreams`` in order, the server lines past
+    ``len(upstreams)`` dropped; every other line exactly as written."""
+    lines, servers, binds = [], 0, 0
+    for line in fragment.read_text().splitlines(keepends=True):
+        server = re.match(r"(\s*server\s+\S+\s+)(\S+)(.*)", line, re.DOTALL)
+        if server is not None:
+            servers += 1
+            if servers <= len(upstreams):
+                lines.append(server[1] + upstreams[servers - 1] + server[3])
+            continue
+        bound = re.match(r"(\s*bind\s+)(\S+)(.*)", line, re.DOTALL)
+        if bound is not None:
+            binds += 1
+            line = bound[1] + listen + bound[3]
+        lines.append(line)
+    if binds != 1 or not 1 <= len(upstreams) <= servers:
+        raise ValueError(f"{fragment}: {binds} bind lines, {servers} servers")
+    return "".join(lines)
+
+
+#: The global section the tests put before docs/fleet/haproxy-tcp.cfg: Debian's haproxy.cfg
+#: less what needs root or a system (syslog, chroot, user, daemon, the stats socket).
+HAPROXY_GLOBAL = "global\n    maxconn 4096\n"
+
+
+def listening(port: int) -> bool:
+    """Whether a TCP socket listens on 127.0.0.1:``port`` (/proc/net/tcp: state 0A)."""
+    wanted = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(f[1] == wanted and f[3] == "0A" for f in (line.split() for line in lines))
+
+
+class HAProxy:
+    """Debian's HAProxy in the foreground (``-db``), reading HAPROXY_GLOBAL then ``text`` (as
+    :func:`haproxy_config` made it), its messages in ``directory``; up when the constructor
+    returns (listening on 127.0.0.1:``port``), or the test fails.  Stopped by its PID."""
+
+    def __init__(self, directory: Path, text: str, port: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port = port
+        (directory / "global.cfg").write_text(HAPROXY_GLOBAL)
+        (directory / "haproxy-tcp.cfg").write_text(text)
+        self.log_file = directory / "haproxy.log"
+        command = [require_peer("haproxy"), "-db", "-f", str(directory / "global.cfg")]
+        command += ["-f", str(directory / "haproxy-tcp.cfg")]
+        with self.log_file.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 15
+        while not listening(port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"haproxy did not start ({self.process.returncode}):\n{self.log()}")
+            time.sleep(0.02)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM to its PID; SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
 
 
 @dataclass
@@ -127,10 +238,14 @@ class Fleet:
     tcp_port: int
     udp_port: int
     keys: Keys
+    #: HAProxy in front of the TCP nodes too (docs/fleet/haproxy-tcp.cfg), if asked for.
+    haproxy: HAProxy | None = None
+    #: A QUIC node with the fleet's keys that no balancer sends anything to, if asked for.
+    spare: Node | None = None
 
     @property
     def nodes(self) -> list[Node]:
-        return self.tcp + self.quic
+        return self.tcp + self.quic + ([self.spare] if self.spare else [])
 
     def marks(self) -> list[int]:
         return [len(node.reports()) for node in self.nodes]
@@ -151,7 +266,8 @@ class Fleet:
 
     def outputs(self) -> str:
         nodes = "\n\n".join(f"{n.name}:\n{n.output()}" for n in self.nodes)
-        return f"{nodes}\n\nnginx:\n{self.nginx.log()}"
+        haproxy = f"\n\nhaproxy:\n{self.haproxy.log()}" if self.haproxy else ""
+        return f"{nodes}\n\nnginx:\n{self.nginx.log()}{haproxy}"
 
 
 def distinct_keys() -> list[bytes]:
@@ -168,7 +284,9 @@ FleetFactory = Callable[..., Fleet]
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[FleetFactory]:
     """``fleet(tcp=3, quic=0, tcp_args=[...], quic_args=[...])``: the nodes (started at once),
-    then nginx with the docs' configurations in front of them."""
+    then nginx with the docs' configurations in front of them; ``haproxy=True``: HAProxy with
+    its own in front of the TCP nodes too; ``keylog=True``: each node writes a key log;
+    ``spare_args=[...]``: one more QUIC node with these arguments, outside the balancer."""
     started: list[Fleet] = []
     nodes: list[Node] = []
     credential = Credential.self_signed("localhost")
@@ -177,7 +295,14 @@ def fleet(tmp_path: Path) -> Iterator[FleetFactory]:
     key.write_bytes(private_key_pem(credential.private_key))
 
     def start(
-        tcp: int = 3, quic: int = 0, tcp_args: tuple[str, ...] = (), quic_args: tuple[str, ...] = ()
+        tcp: int = 3,
+        quic: int = 0,
+        tcp_args: tuple[str, ...] = (),
+        quic_args: tuple[str, ...] = (),
+        *,
+        haproxy: bool = False,
+        keylog: bool = False,
+        spare_args: tuple[str, ...] | None = None,
     ) -> Fleet:
         keys = Keys(
             tmp_path / "cookie.keys",
@@ -195,19 +320,27 @@ def fleet(tmp_path: Path) -> Iterator[FleetFactory]:
                 f"tcp node {n + 1}",
                 [*shared, "--proxy-protocol-from", BALANCER, *tcp_args],
                 tmp_path,
+                tmp_path / f"tcp{n + 1}.keylog" if keylog else None,
             )
             for n in range(tcp)
         ]
+        quic_shared = [*shared, "--quic", "--cid-key-file", str(keys.cid_file)]
         quic_nodes = [
             Node(
                 f"quic node {n + 1}",
-                [*shared, "--quic", "--cid-key-file", str(keys.cid_file), *quic_args],
+                [*quic_shared, *quic_args],
                 tmp_path,
+                tmp_path / f"quic{n + 1}.keylog" if keylog else None,
             )
             for n in range(quic)
         ]
-        nodes.extend(tcp_nodes + quic_nodes)
-        for node in tcp_nodes + quic_nodes:
+        spare = None
+        if spare_args is not None:
+            keylog_file = tmp_path / "spare.keylog" if keylog else None
+            spare = Node("spare quic node", [*quic_shared, *spare_args], tmp_path, keylog_file)
+        these = tcp_nodes + quic_nodes + ([spare] if spare else [])
+        nodes.extend(these)
+        for node in these:
             node.started()
         assert require_peer("nginx") and NGINX_MODULE.exists(), "./run-tests installs nginx"
         fragments, tcp_port, udp_port = {}, free_port(), free_port()
@@ -218,12 +351,18 @@ def fleet(tmp_path: Path) -> Iterator[FleetFactory]:
             upstreams = [f"127.0.0.1:{n.port}" for n in quic_nodes]
             fragments["udp.conf"] = balancer_config(UDP_CONF, f"127.0.0.1:{udp_port}", upstreams)
         nginx = Nginx(tmp_path / f"nginx{len(started)}", fragments, require_peer("nginx"))
-        started.append(Fleet(tcp_nodes, quic_nodes, nginx, tcp_port, udp_port, keys))
+        started.append(Fleet(tcp_nodes, quic_nodes, nginx, tcp_port, udp_port, keys, spare=spare))
+        if haproxy:
+            upstreams, port = [f"127.0.0.1:{n.port}" for n in tcp_nodes], free_port()
+            text = haproxy_config(HAPROXY_CONF, f"127.0.0.1:{port}", upstreams)
+            started[-1].haproxy = HAProxy(tmp_path / f"haproxy{len(started)}", text, port)
         return started[-1]
 
     yield start
     for running in started:
         running.nginx.stop()
+        if running.haproxy is not None:
+            running.haproxy.stop()
     for node in nodes:
         node.kill()
 
@@ -238,15 +377,15 @@ def connect(port: int, source: str) -> socket.socket:
 
 
 def hello_retry(port: int, source: str, client: PythonSSLClient) -> bytes:
-    """ClientHello1 through nginx from ``source``: the node's HelloRetryRequest (and CCS), then
-    the connection closed, as a client that comes back later on another connection."""
+    """ClientHello1 through the balancer from ``source``: the node's HelloRetryRequest (and
+    CCS), then the connection closed, as a client that comes back later on another connection."""
     with connect(port, source) as sock:
         sock.sendall(client.step())
         return read_record(sock) + read_record(sock)
 
 
 def finish(port: int, source: str, client: PythonSSLClient, client_hello2: bytes) -> str:
-    """ClientHello2 on a new connection through nginx, the handshake to its end, GET /: the
+    """ClientHello2 on a new connection through the balancer, the handshake to its end, GET /: the
     body of the answer."""
     with connect(port, source) as sock:
         sock.sendall(client_hello2)
@@ -262,14 +401,15 @@ def finish(port: int, source: str, client: PythonSSLClient, client_hello2: bytes
 
 
 def refused(port: int, source: str, client_hello2: bytes) -> bytes:
-    """ClientHello2 through nginx from ``source``: what the node answered before closing."""
+    """ClientHello2 through the balancer from ``source``: what the node answered before closing."""
     with connect(port, source) as sock:
         sock.sendall(client_hello2)
         return read_until_closed(sock)
 
 
 def curl(port: int, source: str) -> subprocess.CompletedProcess[str]:
-    """curl from ``source`` through nginx; its own port is the last line (``%{local_port}``)."""
+    """curl from ``source`` through the balancer; its own port is the last line
+    (``%{local_port}``)."""
     args = [require_peer("curl"), "--silent", "--show-error", "--tlsv1.3", "--insecure"]
     args += ["--max-time", "20", "--noproxy", "*", "--interface", source]
     args += ["--resolve", f"localhost:{port}:127.0.0.1", "--write-out", "\n%{local_port}"]
@@ -278,7 +418,8 @@ def curl(port: int, source: str) -> subprocess.CompletedProcess[str]:
 
 
 def s_client(port: int, *options: str) -> subprocess.CompletedProcess[str]:
-    """``openssl s_client`` through nginx fetching the page (``-ign_eof``: until it closes)."""
+    """``openssl s_client`` through the balancer fetching the page (``-ign_eof``: until it
+    closes)."""
     args = [require_peer("openssl"), "s_client", "-connect", f"127.0.0.1:{port}"]
     args += ["-servername", "localhost", "-tls1_3", "-ign_eof", *options]
     return subprocess.run(args, input=REQUEST.decode(), capture_output=True, text=True, timeout=20)
@@ -296,11 +437,12 @@ def gtlsclient(port: int, *options: str) -> str:
     return run.stdout + run.stderr
 
 
-def quicgo(binary: Path, port: int, connections: int = 2) -> tuple[bool, str]:
+def quicgo(binary: Path, port: int, connections: int = 2, *options: str) -> tuple[bool, str]:
     """quic-go's GETs, each on a new connection (a new UDP socket: a new nginx session), with
-    one token store: whether every one got the page, and its output."""
+    one token store (``-resume``: one session cache too, the GETs after the first in 0-RTT):
+    whether every one got the page, and its output."""
     run = subprocess.run(
-        [str(binary), "-connections", str(connections), f"127.0.0.1:{port}"],
+        [str(binary), "-connections", str(connections), *options, f"127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         timeout=40,
@@ -316,19 +458,61 @@ def stat_field(line: str, name: str) -> int:
     return int(match[1])
 
 
-# --- TCP through nginx ------------------------------------------------------------------------
+# --- TCP through HAProxy (PROXY protocol v2) and nginx (v1) -----------------------------------
 
 
-def test_tcp_through_nginx_cookies_bind_the_real_client_and_tickets_resume_anywhere(
-    fleet: FleetFactory,
+def first_proxy_header(balancer: str, directory: Path) -> tuple[ProxyHeader, tuple[str, int], int]:
+    """What ``balancer`` (``haproxy`` or ``nginx``, running its docs/fleet file with one upstream:
+    a socket of ours) sends first on its connection upstream when a client connects from
+    127.0.0.2, as it comes on the wire: the PROXY header, the client's address and port, and the
+    balancer's port."""
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen(1)
+        upstream.settimeout(WAIT)
+        port, target = free_port(), [f"127.0.0.1:{upstream.getsockname()[1]}"]
+        front: HAProxy | Nginx
+        if balancer == "haproxy":
+            text = haproxy_config(HAPROXY_CONF, f"127.0.0.1:{port}", target)
+            front = HAProxy(directory, text, port)
+        else:
+            text = balancer_config(TCP_CONF, f"127.0.0.1:{port}", target)
+            front = Nginx(directory, {"tcp.conf": text}, require_peer("nginx"))
+        try:
+            with connect(port, CLIENT_A) as client:
+                accepted, _ = upstream.accept()
+                with accepted:
+                    accepted.settimeout(WAIT)
+                    parser, header = ProxyHeaderParser(), None
+                    while header is None:
+                        data = accepted.recv(4096)
+                        assert data, f"{balancer} closed before its PROXY header was complete"
+                        header = parser.feed(data)
+                    return header, client.getsockname()[:2], port
+        finally:
+            front.stop()
+
+
+@pytest.mark.parametrize("balancer", ["haproxy", "nginx"])
+def test_tcp_through_a_balancer_cookies_bind_the_real_client_and_tickets_resume_anywhere(
+    fleet: FleetFactory, balancer: str, tmp_path: Path
 ) -> None:
     """Three TCP nodes, ``--validation hrr`` (every client gets the stateless HRR), behind
-    nginx's ``proxy_protocol on``: the node's report names the client nginx saw, its cookie is
-    bound to that client wherever it is opened, and a ticket opens on every node."""
-    fleet_ = fleet(tcp=3, tcp_args=("--validation", "hrr"))
-    port = fleet_.tcp_port
+    HAProxy running docs/fleet/haproxy-tcp.cfg (``send-proxy-v2``: PROXY protocol version 2)
+    or nginx running docs/fleet/nginx-tcp.conf (``proxy_protocol on``: version 1, the only one
+    nginx 1.22 sends).  On the wire each sends the version its file says, naming the client;
+    the node's report names the client the balancer saw, its cookie is bound to that client
+    wherever it is opened, and a ticket opens on every node."""
+    version = {"haproxy": 2, "nginx": 1}[balancer]
+    header, source, listen = first_proxy_header(balancer, tmp_path / f"{balancer}-wire")
+    assert (header.version, header.protocol) == (version, "TCP4"), header
+    assert header.source == source and header.destination == ("127.0.0.1", listen), header
+    print(f"\n{balancer} sends PROXY protocol v{header.version}: {header}")
 
-    # curl from 127.0.0.2: the node names it (its port as curl saw it), nginx as via.
+    fleet_ = fleet(tcp=3, tcp_args=("--validation", "hrr"), haproxy=balancer == "haproxy")
+    port = fleet_.haproxy.port if fleet_.haproxy is not None else fleet_.tcp_port
+
+    # curl from 127.0.0.2: the node names it (its port as curl saw it), the balancer as via.
     marks = fleet_.marks()
     got = curl(port, CLIENT_A)
     assert got.returncode == 0 and PAGE_TEXT in got.stdout, (got, fleet_.outputs())
@@ -338,7 +522,7 @@ def test_tcp_through_nginx_cookies_bind_the_real_client_and_tickets_resume_anywh
     assert report["via"] is not None and report["via"].startswith(f"{BALANCER}:"), report[0]
     assert (report["validation"], report["hrr"], report["cookie"]) == ("hrr", "yes", "verified")
     assert report["error"] is None, report[0]
-    print(f"\ncurl {CLIENT_A}:{curl_port} -> nginx -> {node.name}: {report[0]}")
+    print(f"curl {CLIENT_A}:{curl_port} -> {balancer} -> {node.name}: {report[0]}")
 
     # Python's ssl (OpenSSL) from 127.0.0.2: ClientHello1 answered by one node (round robin),
     # the same ClientHello2 then sent from 127.0.0.3 (refused where it lands: the cookie is
@@ -358,7 +542,7 @@ def test_tcp_through_nginx_cookies_bind_the_real_client_and_tickets_resume_anywh
     assert replayed_on is not completed_on
 
     # openssl s_client: a full handshake on one node saves its ticket; both others resume it.
-    session_file = fleet_.nginx.directory / "session.pem"
+    session_file = tmp_path / "session.pem"
     marks = fleet_.marks()
     assert page_fetched(s_client(port, "-sess_out", str(session_file)), "New")
     ((issuer, issued),) = fleet_.new_reports(marks, 1)
@@ -388,57 +572,212 @@ def test_tcp_through_nginx_cookies_bind_the_real_client_and_tickets_resume_anywh
 # --- QUIC through nginx's UDP proxy -----------------------------------------------------------
 
 
-def test_quic_through_nginx_a_token_skips_validation_and_a_ticket_resumes_on_another_node(
-    fleet: FleetFactory, quicgoclient: Path, tmp_path: Path
+class CapturingRelay:
+    """The clients' side of nginx, in miniature: each client address and port gets a socket of
+    its own toward ``upstream``, from 127.0.0.2 (so that nginx sees each client connection as
+    the session it would be), every datagram passes both ways, and what each client sent is
+    kept: ``sent()``, the datagrams of each client address and port, in the order they came."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.listen.bind(("127.0.0.1", 0))
+        self.port = self.listen.getsockname()[1]
+        self._outgoing: dict[tuple[str, int], socket.socket] = {}  # client: its socket
+        self._clients: dict[socket.socket, tuple[str, int]] = {}
+        self._sent: dict[tuple[str, int], list[bytes]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for sock in select.select([self.listen, *self._clients], [], [], 0.05)[0]:
+                data, address = sock.recvfrom(65536)
+                if sock is not self.listen:
+                    self.listen.sendto(data, self._clients[sock])
+                    continue
+                client = (str(address[0]), int(address[1]))
+                if client not in self._outgoing:
+                    outgoing = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    outgoing.bind((CLIENT_A, 0))
+                    self._outgoing[client], self._clients[outgoing] = outgoing, client
+                    self._sent[client] = []
+                self._sent[client].append(data)
+                self._outgoing[client].sendto(data, self.upstream)
+
+    def sent(self) -> list[list[bytes]]:
+        return list(self._sent.values())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in [self.listen, *self._clients]:
+            sock.close()
+
+
+def quic_packets(datagram: bytes) -> list[QuicHeader]:
+    """The headers of the QUIC packets coalesced in ``datagram`` (RFC 9000 §12.2)."""
+    headers, start = [], 0
+    while start < len(datagram):
+        buffer = Buffer(data=datagram[start:])
+        headers.append(pull_quic_header(buffer, host_cid_length=SERVER_CID_LENGTH))
+        start += headers[-1].packet_length
+    return headers
+
+
+def first_flight(datagrams: list[bytes]) -> list[bytes]:
+    """What a QUIC client sent before it learned the server's connection ID: its datagrams to
+    the Destination Connection ID of its first Initial (its ClientHello, and the 0-RTT packets
+    sent with it)."""
+    chosen = quic_packets(datagrams[0])[0].destination_cid
+    return [d for d in datagrams if quic_packets(d)[0].destination_cid == chosen]
+
+
+def replay(datagrams: list[bytes], target: tuple[str, int], source: str) -> socket.socket:
+    """``datagrams`` sent again, as they are, to ``target`` from a new socket on ``source``;
+    the socket (whatever comes back is never read: the replayer holds no key)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    for datagram in datagrams:
+        sock.sendto(datagram, target)
+    return sock
+
+
+def handshake_secrets(node: Node, client_random: str) -> set[str]:
+    """The key log labels ``node`` wrote for that ClientHello, once it answered it (its
+    application secrets, which come last; the decision on 0-RTT comes before)."""
+    deadline = time.monotonic() + WAIT
+    while "EXPORTER_SECRET" not in (labels := node.secrets(client_random)):
+        assert time.monotonic() < deadline, f"{node.name} never answered {client_random}"
+        time.sleep(0.02)
+    return labels
+
+
+def test_quic_through_nginx_a_token_and_0rtt_from_one_node_work_on_another_and_a_replay_fails(
+    fleet: FleetFactory, quicgoclient: Path, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """``--validation retry``: a new client's first Initial gets a Retry.  (Not the stateless
-    HRR here: gtlsclient, the QUIC peer that resumes a saved session, aborts when it resumes
-    through any HelloRetryRequest, an assertion of its ngtcp2 0.12.1 in
-    ngtcp2_conn_install_early_key; quic-go's client here keeps no sessions.)"""
-    fleet_ = fleet(tcp=0, quic=3, quic_args=("--validation", "retry"))
-    port = fleet_.udp_port
+    """Three QUIC nodes behind nginx's UDP proxy, ``--validation retry`` (a new client's first
+    Initial gets a Retry), ``--early-data`` on, one Redis as their ``--replay-store`` (started by
+    the test, vouched for as new: a brand-new fleet).  (A Retry, not the stateless HRR: quic-go
+    0.29 sends an illegal ClientHello2 when its 0-RTT meets an HRR, and gtlsclient, ngtcp2
+    0.12.1, aborts when it resumes through any HRR: docs/QUIC.md, "0-RTT".)
 
-    # quic-go: two connections, each a new UDP socket (a new nginx session: the next node),
-    # one token store.  The first one's node validates it with a Retry and sends a NEW_TOKEN;
-    # the second one's node, another, takes the token instead.
-    marks = fleet_.marks()
-    ok, output = quicgo(quicgoclient, port)
-    assert ok, output + fleet_.outputs()
-    assert output.count("TOKEN_SENT") == 1, output
-    assert output.index("TOKEN_SENT") > output.index("CONNECTION 2"), output
-    by_validation = {
-        report["validation"]: (n, report) for n, report in fleet_.new_reports(marks, 2)
-    }
-    (issuer, first), (taker, second) = by_validation["retry"], by_validation["token"]
-    assert first["hrr"] == second["hrr"] == "no", (first[0], second[0])
-    assert first["error"] is None and second["error"] is None, (first[0], second[0])
-    assert issuer is not taker
-    print(f"\nquic-go: NEW_TOKEN from {issuer.name}, taken by {taker.name}: {second[0]}")
+    * gtlsclient: a ticket it saved from one node resumes on another, its request in 0-RTT.
+    * quic-go, through nginx and a relay of ours that keeps what it sends: a Retry and a full
+      handshake on node A, which sends tickets and a NEW_TOKEN token; its next connection, on
+      node B, skips the Retry with that token and resumes A's ticket with its GET in 0-RTT,
+      which B accepts (``validation=token ... resumed=0rtt``) after the shared store saw the
+      ticket's first use.
+    * That connection's first flight (its Initial with the ClientHello, its 0-RTT packets)
+      sent again as it is, from another address, through nginx: it lands on node C, which finds
+      the ticket used in Redis and refuses the 0-RTT (``replay_0rtt_replays=1``; its key log
+      has this ClientHello's handshake secrets but no early one; the replayer holds no key, so
+      the handshake goes no further).  The same datagrams sent to a node of the same keys with
+      its own per-process store, outside the balancer: accepted (its key log has the early
+      secret), as every node would without the shared store."""
+    zero_rtt = ("--validation", "retry", "--early-data", "1")
+    fleet_ = fleet(
+        tcp=0,
+        quic=3,
+        quic_args=(*zero_rtt, "--replay-store", redis_server.url),
+        keylog=True,
+        spare_args=zero_rtt,
+    )
+    port, spare = fleet_.udp_port, fleet_.spare
+    assert spare is not None
 
-    # gtlsclient: a full handshake on one node, its session saved; resumed on another node.
-    session = tmp_path / "quic-session.pem"
+    # gtlsclient: a full handshake on one node, its session and the transport parameters that
+    # 0-RTT needs saved; on another node, after a Retry, that ticket resumed with its request in
+    # 0-RTT.  (Without --tp-file, gtlsclient crashes resuming a ticket that allows 0-RTT.)
+    saved = [f"--session-file={tmp_path / 'quic-session.pem'}", f"--tp-file={tmp_path / 'tp'}"]
     marks = fleet_.marks()
-    output = gtlsclient(port, f"--session-file={session}")
+    output = gtlsclient(port, *saved)
     assert "QUIC handshake has completed" in output and ":status: 200" in output, output
     ((issuer, issued),) = fleet_.new_reports(marks, 1)
     assert issued["resumed"] == "no" and issued["error"] is None, issued[0]
     marks = fleet_.marks()
-    output = gtlsclient(port, f"--session-file={session}")
+    output = gtlsclient(port, *saved)
     assert "QUIC handshake has completed" in output and ":status: 200" in output, output
     ((resumer, resumed),) = fleet_.new_reports(marks, 1)
-    assert resumed["resumed"] == "yes" and resumed["error"] is None, resumed[0]
-    assert resumer is not issuer
-    print(f"gtlsclient: ticket from {issuer.name}, resumed on {resumer.name}: {resumed[0]}")
+    assert resumed["resumed"] == "0rtt" and resumed["error"] is None, resumed[0]
+    assert resumed["validation"] == "retry" and resumer is not issuer, resumed[0]
+    print(f"\ngtlsclient: ticket from {issuer.name}, 0-RTT on {resumer.name}: {resumed[0]}")
 
-    stats = [node.stop() for node in fleet_.quic]
-    assert sum(stat_field(line, "tokens_accepted") for line in stats) == 1, stats
-    assert all(stat_field(line, "tokens_ignored") == 0 for line in stats), stats
-    # quic-go's first connection and gtlsclient's two (it stores tokens, never sends them).
-    assert sum(stat_field(line, "retry_sent") for line in stats) == 3, stats
+    # quic-go: two connections, each a new UDP socket (a new nginx session: the next node), one
+    # token store and one session cache.
+    relay = CapturingRelay(("127.0.0.1", port))
+    try:
+        marks = fleet_.marks()
+        ok, output = quicgo(quicgoclient, relay.port, 2, "-resume")
+    finally:
+        relay.close()
+    assert ok, output + fleet_.outputs()
+    assert output.count("TOKEN_SENT") == 1, output
+    assert output.index("TOKEN_SENT") > output.index("CONNECTION 2"), output
+    assert re.findall(r"RESUMED \S+ EARLY_DATA \S+", output) == [
+        "RESUMED false EARLY_DATA false",
+        "RESUMED true EARLY_DATA true",
+    ], output
+    by_validation = {
+        report["validation"]: (n, report) for n, report in fleet_.new_reports(marks, 2)
+    }
+    (node_a, first), (node_b, second) = by_validation["retry"], by_validation["token"]
+    assert (first["hrr"], first["resumed"], first["error"]) == ("no", "no", None), first[0]
+    assert (second["hrr"], second["resumed"], second["error"]) == ("no", "0rtt", None), second[0]
+    assert node_a is not node_b
+    print(f"quic-go: NEW_TOKEN and ticket from {node_a.name}, taken on {node_b.name}: {second[0]}")
 
-    # QUIC 0-RTT across the fleet (a ticket's early data from node A accepted on node B, and a
-    # replay of it refused fleet-wide with --replay-store) belongs here once QUIC 0-RTT is
-    # built: it is being written now (transports/quic_tls.py, quic_front.py), and is not faked.
+    # Node B's early secret names the ClientHello it accepted 0-RTT from.
+    assert node_b.keylog is not None
+    (client_random,) = {
+        line.split()[1]
+        for line in node_b.keylog.read_text().splitlines()
+        if line.startswith("CLIENT_EARLY_TRAFFIC_SECRET ")
+    }
+    flight = first_flight(relay.sent()[1])
+    kinds = [header.packet_type for datagram in flight for header in quic_packets(datagram)]
+    assert kinds[0] == QuicPacketType.INITIAL and QuicPacketType.ZERO_RTT in kinds, kinds
+
+    # The replay, through nginx from 127.0.0.3: node C, the next in nginx's round robin.
+    (node_c,) = [node for node in fleet_.quic if node not in (node_a, node_b)]
+    with replay(flight, ("127.0.0.1", port), CLIENT_B):
+        refused = handshake_secrets(node_c, client_random)
+    assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in refused, refused
+    assert "CLIENT_EARLY_TRAFFIC_SECRET" not in refused, refused
+    # The same datagrams to the spare node (its own store), from nginx's address as if
+    # through it: accepted.
+    with replay(flight, ("127.0.0.1", spare.port), BALANCER):
+        accepted = handshake_secrets(spare, client_random)
+    assert "CLIENT_EARLY_TRAFFIC_SECRET" in accepted, accepted
+    print(f"the replay of that first flight: refused by {node_c.name}, accepted by {spare.name}")
+
+    stats = {node: node.stop() for node in fleet_.nodes}
+    store = {
+        node: {
+            f: stat_field(stats[node], f"replay_0rtt_{f}") for f in ("errors", "refused", "replays")
+        }
+        for node in fleet_.quic
+    }
+    # B: the first use (accepted); C: the replay, seen by Redis; nothing the store could not
+    # vouch for anywhere.
+    assert store[node_c] == {"errors": 0, "refused": 0, "replays": 1}, stats[node_c]
+    assert store[node_b] == store[node_a] == {"errors": 0, "refused": 0, "replays": 0}, stats
+    assert all(" replay_0rtt=up " in stats[node] for node in (node_b, node_c)), stats
+    assert "replay_0rtt" not in stats[spare], stats[spare]
+    # quic-go's second connection and the two replays took the NEW_TOKEN token (the replays
+    # carry it: it is bound to nginx's address, which the replay came from as well).
+    print(f"{node_c.name}: {' '.join(f'replay_0rtt_{k}={v}' for k, v in store[node_c].items())}")
+    # Redis itself holds the two first uses (gtlsclient's ticket and quic-go's), hashed; the
+    # replay added nothing.
+    used = [key for key in redis_keys(redis_server, "stateless13:0rtt:*") if key not in EPOCHS]
+    assert len(used) == 2, used
+    assert stat_field(stats[node_b], "tokens_accepted") == 1, stats[node_b]
+    assert stat_field(stats[node_c], "tokens_accepted") == 1, stats[node_c]
+    assert stat_field(stats[spare], "tokens_accepted") == 1, stats[spare]
+    assert all(stat_field(line, "tokens_ignored") == 0 for line in stats.values()), stats
+    # gtlsclient's two connections (it stores tokens, never sends them) and quic-go's first.
+    assert sum(stat_field(stats[node], "retry_sent") for node in fleet_.quic) == 3, stats
 
 
 class SwitchingRelay:
@@ -747,12 +1086,16 @@ def test_sighup_without_key_files_says_so_and_serves_on(tmp_path: Path) -> None:
 
 
 def test_fleet_md_shows_the_configurations_the_tests_run() -> None:
-    """docs/FLEET.md shows docs/fleet/nginx-*.conf as they are, and they hold one listen line and
-    three upstream servers each (what ``balancer_config`` replaces)."""
+    """docs/FLEET.md shows docs/fleet/nginx-*.conf and haproxy-tcp.cfg as they are, and they
+    hold one listen (bind) line and three upstream servers each (what ``balancer_config`` and
+    ``haproxy_config`` replace)."""
     text = (ROOT / "docs" / "FLEET.md").read_text()
     for conf in (TCP_CONF, UDP_CONF):
         assert f"```nginx\n{conf.read_text()}```" in text, conf
         assert balancer_config(conf, "127.0.0.1:1", ["127.0.0.1:2"] * 3).count("127.0.0.1:2") == 3
+    assert f"```haproxy\n{HAPROXY_CONF.read_text()}```" in text
+    config = haproxy_config(HAPROXY_CONF, "127.0.0.1:1", ["127.0.0.1:2"] * 3)
+    assert config.count("127.0.0.1:2 send-proxy-v2") == 3 and "bind 127.0.0.1:1\n" in config
 
 
 @pytest.mark.parametrize(
