@@ -80,16 +80,35 @@ def balancer_config(fragment: Path, listen: str, upstreams: Sequence[str]) -> st
     address (the first word after ``listen``) replaced by ``listen``, its upstream ``server``
     addresses by ``upstreams`` in order, the server lines past ``len(upstreams)`` dropped;
     every other line exactly as written."""
-    text = fragment.read_text()
+    return _readdressed(
+        fragment, listen, upstreams, r"(\s*listen\s+)(\S+?)([;\s].*)", r"(\s*server\s+)(\S+?)(;.*)"
+    )
+
+
+def haproxy_config(fragment: Path, listen: str, upstreams: Sequence[str]) -> str:
+    """``fragment`` (docs/fleet/haproxy-tcp.cfg) as HAProxy is to read it here, as
+    :func:`balancer_config` does for nginx: its ``bind`` address, and the addresses of its
+    ``server`` lines."""
+    return _readdressed(
+        fragment, listen, upstreams, r"(\s*bind\s+)(\S+)(.*)", r"(\s*server\s+\S+\s+)(\S+)(.*)"
+    )
+
+
+def _readdressed(
+    fragment: Path, listen: str, upstreams: Sequence[str], listen_line: str, server_line: str
+) -> str:
+    """``fragment`` with the address of its one ``listen_line`` replaced by ``listen`` and those
+    of its ``server_line``s by ``upstreams`` in order (the lines past them dropped): each pattern
+    has three groups, the address the second."""
     lines, servers, listens = [], 0, 0
-    for line in text.splitlines(keepends=True):
-        server = re.match(r"(\s*server\s+)(\S+?)(;.*)", line, re.DOTALL)
+    for line in fragment.read_text().splitlines(keepends=True):
+        server = re.match(server_line, line, re.DOTALL)
         if server is not None:
             servers += 1
             if servers <= len(upstreams):
                 lines.append(server[1] + upstreams[servers - 1] + server[3])
             continue
-        listened = re.match(r"(\s*listen\s+)(\S+?)([;\s].*)", line, re.DOTALL)
+        listened = re.match(listen_line, line, re.DOTALL)
         if listened is not None:
             listens += 1
             line = listened[1] + listen + listened[3]

@@ -14,10 +14,8 @@ from .alerts import (
     AlertDescription,
     AlertError,
     AlertLevel,
-    DecodeError,
     LocalProtocolError,
     UnexpectedMessage,
-    alert_description,
 )
 from .client_auth import ClientAuth, ClientCertificate
 from .config import ServerConfig
@@ -29,6 +27,7 @@ from .events import (
     EarlyData,
     Event,
     HandshakeComplete,
+    alert_event,
 )
 from .handshake import (
     AcceptEarlyData,
@@ -172,18 +171,10 @@ class ServerConnection:
             raise UnexpectedMessage("change_cipher_spec outside the handshake")
 
     def _handle_alert(self, data: bytes) -> None:
-        if len(data) != 2:
-            raise DecodeError(f"alert of {len(data)} bytes")
-        level, description = data
-        description_enum = alert_description(description)
-        self._peer_closed = True
-        if description == AlertDescription.close_notify:
-            self._events.append(ConnectionClosed(clean=True))
-        elif description == AlertDescription.user_canceled and level == AlertLevel.warning:
-            self._peer_closed = False  # §6.1: user_canceled is followed by close_notify
-            self._events.append(AlertReceived(description_enum, fatal=False))
-        else:  # §6: in TLS 1.3 every other alert is fatal, whatever its level says
-            self._events.append(AlertReceived(description_enum, fatal=True))
+        event = alert_event(data)
+        # §6.1: user_canceled (a warning) is followed by close_notify; the rest end it all.
+        self._peer_closed = not (isinstance(event, AlertReceived) and not event.fatal)
+        self._events.append(event)
 
     def _apply(self, actions: list[Action]) -> None:
         """Carry out the handshake's actions: coalesce its messages per epoch into records."""

@@ -25,10 +25,8 @@ from .alerts import (
     AlertDescription,
     AlertError,
     AlertLevel,
-    DecodeError,
     LocalProtocolError,
     UnexpectedMessage,
-    alert_description,
 )
 from .client_auth import ClientAuth, ClientCertificate
 from .dtls_flight import (
@@ -45,9 +43,9 @@ from .events import (
     AlertReceived,
     ApplicationData,
     ClientAuthenticated,
-    ConnectionClosed,
     Event,
     HandshakeComplete,
+    alert_event,
 )
 from .handshake import (
     Action,
@@ -168,17 +166,10 @@ class DtlsConnection:
     def _handle_alert(self, record: InboundRecord) -> None:
         if record.epoch == 0 and self.handshake is not None:
             return  # §4.5.2: anyone can forge a plaintext alert; after the handshake, ignored
-        if len(record.data) != 2:
-            raise DecodeError(f"alert of {len(record.data)} bytes")
-        level, description = record.data
-        self._closed = True
-        if description == AlertDescription.close_notify:
-            self._events.append(ConnectionClosed(clean=True))
-        elif description == AlertDescription.user_canceled and level == AlertLevel.warning:
-            self._closed = False  # RFC 8446 §6.1: close_notify follows
-            self._events.append(AlertReceived(alert_description(description), fatal=False))
-        else:
-            self._events.append(AlertReceived(alert_description(description), fatal=True))
+        event = alert_event(record.data)
+        # RFC 8446 §6.1: user_canceled (a warning) is followed by close_notify.
+        self._closed = not (isinstance(event, AlertReceived) and not event.fatal)
+        self._events.append(event)
 
     # -- the engine's actions --------------------------------------------------------------------
 

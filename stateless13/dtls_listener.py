@@ -28,9 +28,9 @@ from .dtls_connection import DtlsConnection
 from .dtls_flight import HandshakeFragment, HandshakeReassembler, parse_fragments
 from .dtls_record import (
     DEFAULT_MAX_DATAGRAM_SIZE,
-    DTLS_LEGACY_VERSION,
     DtlsContentType,
     PlaintextRecord,
+    plaintext_record,
     split_datagram,
 )
 from .handshake import ServerHandshake
@@ -184,6 +184,8 @@ class DtlsListener:
         self.stats = ListenerStats()
 
     def receive(self, datagram: bytes, peer: tuple[str, int], now: float) -> DtlsListenResult:
+        # Our answers are numbered as the client's record (its replay window has not seen ours,
+        # and we keep no counter of our own).
         found = self._client_hello(datagram, peer, now)
         if not isinstance(found, tuple):
             return self._count(found)
@@ -202,7 +204,7 @@ class DtlsListener:
             handshake = ServerHandshake.resume_from_cookie(self.config, answer, peer=peer)
         except AlertError as error:  # a forged or stale cookie too: illegal_parameter (§5.1)
             alert = bytes((AlertLevel.fatal, error.description))
-            datagram_out = _plaintext_record(DtlsContentType.alert, record_seq, alert)
+            datagram_out = plaintext_record(DtlsContentType.alert, record_seq, alert)
             return self._count(DtlsReply(datagram_out, error), received)
         connection = DtlsConnection(
             handshake,
@@ -288,17 +290,4 @@ class DtlsListener:
 def _handshake_record(record_seq: int, message_seq: int, message: bytes) -> bytes:
     """One DTLSPlaintext record of one unfragmented handshake message (the HRR: small)."""
     header = message[:4] + message_seq.to_bytes(2, "big") + b"\x00\x00\x00" + message[1:4]
-    return _plaintext_record(DtlsContentType.handshake, record_seq, header + message[4:])
-
-
-def _plaintext_record(content_type: int, seq: int, fragment: bytes) -> bytes:
-    """A DTLSPlaintext record (§4) in epoch 0 numbered ``seq``: the client's own record number,
-    which its replay window has not seen from us."""
-    return (
-        bytes((content_type,))
-        + DTLS_LEGACY_VERSION.to_bytes(2, "big")
-        + b"\x00\x00"
-        + seq.to_bytes(6, "big")
-        + len(fragment).to_bytes(2, "big")
-        + fragment
-    )
+    return plaintext_record(DtlsContentType.handshake, record_seq, header + message[4:])

@@ -30,10 +30,11 @@ from enum import IntEnum
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
-from .alerts import LocalProtocolError, RecordOverflow, UnexpectedMessage
+from .alerts import LocalProtocolError, UnexpectedMessage
 from .key_schedule import KeyedHmac, expand_label, traffic_key_and_iv
 from .messages import CipherSuite
 from .primitives import AEAD, SuiteParams
+from .record import inner_content
 
 DTLS_LEGACY_VERSION = 0xFEFD  # DTLSPlaintext.legacy_record_version, ServerHello.legacy_version
 DTLS13_VERSION = 0xFEFC  # supported_versions
@@ -197,6 +198,18 @@ def split_datagram(datagram: bytes, cid_length: int = 0) -> SplitDatagram:
         dropped_records += 1
         dropped_bytes += end - pos
     return SplitDatagram(records, dropped_records, dropped_bytes)
+
+
+def plaintext_record(content_type: int, seq: int, fragment: bytes) -> bytes:
+    """A DTLSPlaintext record (§4) in epoch 0, numbered ``seq``."""
+    return (
+        bytes((content_type,))
+        + DTLS_LEGACY_VERSION.to_bytes(2, "big")
+        + b"\x00\x00"
+        + seq.to_bytes(6, "big")
+        + len(fragment).to_bytes(2, "big")
+        + fragment
+    )
 
 
 def pack_datagrams(records: list[bytes], max_datagram_size: int) -> list[bytes]:
@@ -517,14 +530,7 @@ class DtlsRecordLayer:
             if seq > MAX_SEQUENCE:
                 raise LocalProtocolError("epoch 0 ran out of sequence numbers")
             self._plaintext_seq = seq + 1
-            return (
-                bytes((content_type,))
-                + DTLS_LEGACY_VERSION.to_bytes(2, "big")
-                + b"\x00\x00"
-                + seq.to_bytes(6, "big")
-                + len(data).to_bytes(2, "big")
-                + data
-            )
+            return plaintext_record(content_type, seq, data)
         if content_type not in _CONTENT_TYPES:
             raise LocalProtocolError(f"content type {content_type} is not DTLS 1.3's")
         state = self._write.get(epoch)
@@ -620,16 +626,10 @@ class DtlsRecordLayer:
             stats.replayed += 1
             return None
         state.window.mark(seq)
-        if len(inner) > MAX_PLAINTEXT + 1:  # RFC 8446 §5.2: DTLSInnerPlaintext, padding included
-            raise RecordOverflow(f"inner plaintext of {len(inner)} bytes")
-        end = len(inner) - 1
-        while end >= 0 and inner[end] == 0:  # RFC 8446 §5.4: strip the zero padding
-            end -= 1
-        if end < 0:
-            raise UnexpectedMessage("protected record with no content type")
-        content_type = _CONTENT_TYPES.get(inner[end])
+        type_byte, end = inner_content(inner)  # DTLSInnerPlaintext is TLSInnerPlaintext
+        content_type = _CONTENT_TYPES.get(type_byte)
         if content_type is None:
-            raise UnexpectedMessage(f"unknown inner content type {inner[end]}")
+            raise UnexpectedMessage(f"unknown inner content type {type_byte}")
         if end == 0 and content_type != DtlsContentType.application_data:
             raise UnexpectedMessage(f"empty {content_type.name} record")
         return InboundRecord(epoch, seq, content_type, inner[:end])

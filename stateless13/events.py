@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .alerts import AlertDescription
+from .alerts import AlertDescription, AlertLevel, DecodeError, alert_description
 from .client_auth import ClientCertificate
 from .messages import CipherSuite, NamedGroup, SignatureScheme
 
@@ -80,6 +80,19 @@ class ConnectionClosed:
     """The peer is done: ``clean`` if it sent close_notify, False on a bare end of stream."""
 
     clean: bool
+
+
+def alert_event(data: bytes) -> AlertReceived | ConnectionClosed:
+    """The event a received alert record's content is (RFC 8446 §6): close_notify a clean close;
+    user_canceled at warning level a warning (close_notify follows, §6.1); any other alert
+    fatal, whatever its level says.  DecodeError if it is not two bytes."""
+    if len(data) != 2:
+        raise DecodeError(f"alert of {len(data)} bytes")
+    level, description = data
+    if description == AlertDescription.close_notify:
+        return ConnectionClosed(clean=True)
+    fatal = not (description == AlertDescription.user_canceled and level == AlertLevel.warning)
+    return AlertReceived(alert_description(description), fatal=fatal)
 
 
 Event = (

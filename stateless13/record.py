@@ -78,6 +78,20 @@ def frame_plaintext(content_type: ContentType, data: bytes) -> bytes:
 CHANGE_CIPHER_SPEC_RECORD = frame_plaintext(ContentType.change_cipher_spec, b"\x01")
 
 
+def inner_content(inner: bytes) -> tuple[int, int]:
+    """§5.2, §5.4: (content type byte, content length) of a decrypted TLSInnerPlaintext (DTLS's
+    too).  Zeros may pad it after the type: found without copying 16 KiB (rstrip would), since
+    records are almost never padded."""
+    if len(inner) > MAX_PLAINTEXT + 1:
+        raise RecordOverflow(f"inner plaintext of {len(inner)} bytes")
+    end = len(inner) - 1
+    while end >= 0 and inner[end] == 0:
+        end -= 1
+    if end < 0:
+        raise UnexpectedMessage("protected record with no content type")
+    return inner[end], end
+
+
 class RecordProtection:
     """AEAD protection of one direction in one epoch (§5.2, §5.3): key, IV, sequence number."""
 
@@ -112,18 +126,10 @@ class RecordProtection:
             # The sequence number stays: a skipped 0-RTT record (§4.2.10) is not one of ours.
             raise BadRecordMac("record does not authenticate") from None
         self._seq += 1
-        if len(inner) > MAX_PLAINTEXT + 1:
-            raise RecordOverflow(f"inner plaintext of {len(inner)} bytes")
-        # §5.4: zeros may pad the plaintext after the content type; find the type without
-        # copying 16 KiB (rstrip would), since records are almost never padded.
-        end = len(inner) - 1
-        while end >= 0 and inner[end] == 0:
-            end -= 1
-        if end < 0:
-            raise UnexpectedMessage("protected record with no content type")
-        content_type = _CONTENT_TYPES.get(inner[end])
+        type_byte, end = inner_content(inner)
+        content_type = _CONTENT_TYPES.get(type_byte)
         if content_type is None:
-            raise UnexpectedMessage(f"unknown inner content type {inner[end]}")
+            raise UnexpectedMessage(f"unknown inner content type {type_byte}")
         return content_type, inner[:end]
 
 

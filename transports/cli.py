@@ -55,7 +55,9 @@ from .proxy import Backend
 from .proxy_protocol import Network, parse_networks
 
 if TYPE_CHECKING:
+    from .dtls_server import DtlsServer
     from .quic_proxy import H3ProxyLimits
+    from .quic_server import QuicServer
 
 #: Exit statuses.  An operator's mistake is told in one line on stderr (``stateless13: ...``),
 #: never as a traceback, so that it reads as what to fix rather than as a bug of ours.
@@ -856,11 +858,7 @@ async def _serve_quic(
         )
     except OSError as error:
         raise _cannot_listen(args, error) from None
-    with _reloading(keys, server.report.stats.sources):  # its fields first: the stores' last
-        _replay_stat_fields(server.report.stats.sources, config)
-        listening(server.address)
-        async with server, _stat_lines(server.log_stats, args.stats_interval):
-            await _until_signalled(parent)
+    await _serve_datagrams(server, args, config, keys, listening, parent)
 
 
 def _serving(
@@ -904,7 +902,19 @@ async def _serve_dtls(
         )
     except OSError as error:
         raise _cannot_listen(args, error) from None
-    with _reloading(keys, server.report.stats.sources):
+    await _serve_datagrams(server, args, config, keys, listening, parent)
+
+
+async def _serve_datagrams(
+    server: QuicServer | DtlsServer,
+    args: argparse.Namespace,
+    config: ServerConfig,
+    keys: KeyFiles,
+    listening: Listening,
+    parent: int | None,
+) -> None:
+    """A UDP server (QUIC or DTLS) until SIGINT/SIGTERM: key reloads on SIGHUP, the stat line."""
+    with _reloading(keys, server.report.stats.sources):  # its fields first: the stores' last
         _replay_stat_fields(server.report.stats.sources, config)
         listening(server.address)
         async with server, _stat_lines(server.log_stats, args.stats_interval):

@@ -61,6 +61,7 @@ from bench.fleet import (
     Nginx,
     balancer_config,
     free_port,
+    haproxy_config,
 )
 from stateless13 import CookieKeyRing, Credential
 from stateless13.transports.proxy_protocol import ProxyHeader, ProxyHeaderParser
@@ -136,29 +137,6 @@ class Node(Process):
         lines = [line for line in self.stderr if " stats " in line]
         assert lines, self.output()
         return lines[-1]
-
-
-def haproxy_config(fragment: Path, listen: str, upstreams: list[str]) -> str:
-    """``fragment`` (docs/fleet/haproxy-tcp.cfg) as HAProxy is to read it here, as
-    ``balancer_config`` does for nginx: its ``bind`` address replaced by ``listen``, the
-    addresses of its ``server`` lines by ``upstreams`` in order, the server lines past
-    ``len(upstreams)`` dropped; every other line exactly as written."""
-    lines, servers, binds = [], 0, 0
-    for line in fragment.read_text().splitlines(keepends=True):
-        server = re.match(r"(\s*server\s+\S+\s+)(\S+)(.*)", line, re.DOTALL)
-        if server is not None:
-            servers += 1
-            if servers <= len(upstreams):
-                lines.append(server[1] + upstreams[servers - 1] + server[3])
-            continue
-        bound = re.match(r"(\s*bind\s+)(\S+)(.*)", line, re.DOTALL)
-        if bound is not None:
-            binds += 1
-            line = bound[1] + listen + bound[3]
-        lines.append(line)
-    if binds != 1 or not 1 <= len(upstreams) <= servers:
-        raise ValueError(f"{fragment}: {binds} bind lines, {servers} servers")
-    return "".join(lines)
 
 
 #: The global section the tests put before docs/fleet/haproxy-tcp.cfg: Debian's haproxy.cfg
