@@ -76,10 +76,14 @@ def free_udp_port() -> int:
 class Process:
     """A server process on a UDP port, stopped by its PID."""
 
-    def __init__(self, argv: list[str], port: int, **popen: object) -> None:
+    def __init__(
+        self, argv: list[str], port: int, log: Path | None = None, **popen: object
+    ) -> None:
         self.port = port
+        self.log = log
+        stderr = subprocess.DEVNULL if log is None else log.open("w")
         self.process = subprocess.Popen(  # type: ignore[call-overload]
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen
+            argv, stdout=subprocess.DEVNULL, stderr=stderr, **popen
         )
 
     def cpu(self) -> float:
@@ -95,12 +99,14 @@ class Process:
                 self.process.wait()
 
 
-def ours(tree: Path, cert: Path, key: Path) -> Process:
+def ours(tree: Path, cert: Path, key: Path, log: Path | None = None) -> Process:
+    """``serve --dtls`` in the build ``tree``; its log lines (one per association) go to
+    ``log``, if given."""
     port = free_udp_port()
-    argv = [sys.executable, "-m", "stateless13", "serve", "--dtls", "--quiet"]
+    argv = [sys.executable, "-m", "stateless13", "serve", "--dtls"]
     argv += ["--host", HOST, "--port", str(port), "--cert", str(cert), "--key", str(key)]
-    argv += ["--stats-interval", "0"]
-    return Process(argv, port, cwd=tree, env=worker_env(tree))
+    argv += ["--stats-interval", "0", *(["--quiet"] if log is None else [])]
+    return Process(argv, port, log, cwd=tree, env=worker_env(tree))
 
 
 def wolfssl(binary: Path, cert: Path, key: Path) -> Process:
@@ -158,7 +164,9 @@ def lossy_handshakes(
     binary: Path, tree: Path, cert: Path, key: Path, count: int
 ) -> list[list[object]]:
     rows: list[list[object]] = []
-    server = ours(tree, cert, key)
+    log = tree / "lossy.log"
+    server = ours(tree, cert, key, log)
+    retransmitted = 0  # ours so far, from the associations' log lines
     try:
         for drop, reorder, duplicate in LOSSES:
             times: list[float] = []
@@ -183,6 +191,9 @@ def lossy_handshakes(
                         completed += 1
                         times.append(time.monotonic() - started)
                     lost += relay.counts["up", "dropped"] + relay.counts["down", "dropped"]
+            time.sleep(0.5)  # the last association's log line
+            total = sum(map(int, re.findall(r" retransmissions=(\d+)", log.read_text())))
+            ours_now, retransmitted = total - retransmitted, total
             rows.append(
                 [
                     f"{drop:.0%} lost, {reorder:.0%} reordered, {duplicate:.0%} duplicated",
@@ -190,6 +201,7 @@ def lossy_handshakes(
                     f"{statistics.median(times):.2f}" if times else "-",
                     f"{max(times):.2f}" if times else "-",
                     lost,
+                    ours_now,
                 ]
             )
     finally:
@@ -366,7 +378,14 @@ def run(seconds: float, rounds: int, handshakes: int, progress: bool = True) -> 
                 Table(
                     f"wolfSSL's client with ours through a lossy relay ({handshakes} handshakes"
                     " each, seeds 0..; application datagrams spared)",
-                    ["path", "completed", "median s", "max s", "datagrams lost"],
+                    [
+                        "path",
+                        "completed",
+                        "median s",
+                        "max s",
+                        "datagrams lost",
+                        "our retransmissions",
+                    ],
                     lossy_handshakes(binary, trees["compiled"], cert, key, handshakes),
                 )
             )
