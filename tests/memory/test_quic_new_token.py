@@ -592,3 +592,26 @@ def test_the_options_are_checked() -> None:
     with pytest.raises(LocalProtocolError, match="new_token_lifetime"):
         QuicOptions(new_token_lifetime=-1)
     assert InitialFront(CONFIG, QuicOptions(new_token_lifetime=0)).new_token(CLIENT, NOW) is None
+
+
+def test_a_first_dcid_that_reads_as_one_of_our_cids_still_takes_its_token() -> None:
+    """A client's random first DCID of 20 bytes reads as one of our HRR's CIDs about once in 256
+    (its first byte, unpermuted, says 19); quic-go's are 8 to 20 bytes.  Its token must still
+    let it in: the Initial decrypts under its own DCID's keys, which a ClientHello2 sent to our
+    CID never does (the fleet's rotation test met one in 174 quic-go connections)."""
+    front = InitialFront(CONFIG, validation=Validation.RETRY)
+    token = first_connection(front).tokens[0]
+    lookalike = front.cids.encode(bytes(range(1, 20)))  # what our HRR would choose for a client
+    assert len(front.cids.key_candidates(lookalike)) == 2
+    client = QuicConnection(
+        configuration=QuicConfiguration(
+            is_client=True, alpn_protocols=["h3"], verify_mode=ssl.CERT_NONE, token=token
+        )
+    )
+    client._peer_cid.cid = lookalike  # aioquic draws it at random; here, the unlucky draw
+    client.connect(SERVER, now=NOW)
+    (first, _), *_ = client.datagrams_to_send(NOW)
+    assert _dcid(first) == lookalike
+    accepted = front.receive(first, CLIENT, NOW)
+    assert isinstance(accepted, Accept) and accepted.start.validation == "token", accepted
+    assert front.stats.tokens_accepted == 1 and front.stats.tokens_ignored == 0
