@@ -220,6 +220,8 @@ class DtlsConnection:
                 epoch = self._read_epoch + 1  # the client's KeyUpdate
             self._records.install_read(epoch, action.suite, action.secret)
             self._read_epoch = epoch
+            if epoch >= 5:  # §8: the epoch before stays for reordered records; older ones go,
+                self._records.drop_read_epoch(epoch - 2)  # so KeyUpdates cannot pile up keys
             return
         if action.epoch == Epoch.ONE_RTT and self._write_epoch >= 3:
             self._deferred_write = action  # our KeyUpdate: §8, once it is acknowledged
