@@ -57,6 +57,9 @@ from .handshake import (
 )
 from .key_schedule import Direction, Epoch
 
+#: Datagrams held for a read key that has not come yet (each at most 64 KiB).
+MAX_WAITING_FOR_KEYS = 4
+
 #: The first DTLS epoch of each of the engine's epochs (§6.1); ONE_RTT grows with KeyUpdates.
 _DTLS_EPOCH = {Epoch.INITIAL: 0, Epoch.ZERO_RTT: 1, Epoch.HANDSHAKE: 2, Epoch.ONE_RTT: 3}
 
@@ -93,6 +96,9 @@ class DtlsConnection:
         # A write key the engine installed after a KeyUpdate of ours: §8 uses it only once the
         # KeyUpdate is acknowledged.
         self._deferred_write: InstallSecret | None = None
+        # Datagrams that came before the keys of their epoch (the client's first data sent with
+        # its Finished and overtaking it): opened again when a read key comes (§4.2.1 allows it).
+        self._waiting_for_keys: list[bytes] = []
         self._events: deque[Event] = deque()
         self._outgoing: list[bytes] = []
         self._error: AlertError | None = None
@@ -120,8 +126,11 @@ class DtlsConnection:
         self.bytes_in += len(datagram)
         try:
             acknowledge: list[tuple[int, int]] = []
-            for record in self._records.open_datagram(datagram):
-                self._handle_record(record, now, acknowledge)
+            read_epoch = self._read_epoch
+            self._open(datagram, now, acknowledge, plaintext=True)
+            if self._waiting_for_keys and self._read_epoch > read_epoch:  # a key came: again
+                for kept in self._take_waiting():
+                    self._open(kept, now, acknowledge, plaintext=False)
             if self._reassembler.take_peer_retransmission():
                 self._send_datagrams(self._flight.on_peer_retransmission(now), retransmission=True)
             if acknowledge and self._write_epoch >= 3:
@@ -131,6 +140,28 @@ class DtlsConnection:
         except AlertError as error:
             self._fail(error)
             raise
+
+    def _open(
+        self, datagram: bytes, now: float, acknowledge: list[tuple[int, int]], plaintext: bool
+    ) -> None:
+        """Handle the records of ``datagram`` (its plaintext ones only the first time: opened
+        again, its protected records already handled are replays, dropped as such); hold it if
+        some record's key has not come yet: at most MAX_WAITING_FOR_KEYS, during the handshake only
+        (after it, such records are forged or of an epoch we dropped)."""
+        unknown = self._records.stats.unknown_epoch
+        for record in self._records.open_datagram(datagram):
+            if plaintext or record.epoch:
+                self._handle_record(record, now, acknowledge)
+        if (
+            self._records.stats.unknown_epoch > unknown
+            and self.handshake is None
+            and len(self._waiting_for_keys) < MAX_WAITING_FOR_KEYS
+        ):
+            self._waiting_for_keys.append(datagram)
+
+    def _take_waiting(self) -> list[bytes]:
+        kept, self._waiting_for_keys = self._waiting_for_keys, []
+        return kept
 
     def _handle_record(
         self, record: InboundRecord, now: float, acknowledge: list[tuple[int, int]]

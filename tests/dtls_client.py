@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from stateless13 import ServerConfig
+from stateless13 import Event, ServerConfig
 from stateless13 import key_schedule as ks
 from stateless13.dtls_flight import (
     HandshakeReassembler,
@@ -65,11 +65,12 @@ class MemoryDtlsClient:
         self.received: list[InboundRecord] = []
         self.acks: list[tuple[int, int]] = []  # record numbers the server acknowledged
         self.handshake_messages: list[bytes] = []
+        self.server_events: list[Event] = []  # what the server's application was told
         self.next_seq = 2  # ClientHello1 was 0, ClientHello2 1
         self.read_epoch = self.write_epoch = 0
 
     def send(self, datagram: bytes) -> None:
-        self.server.receive(datagram, self.peer, self.now)
+        self.server_events += [e for _, e in self.server.receive(datagram, self.peer, self.now)]
         self.take()
 
     def take(self) -> list[bytes]:
@@ -86,8 +87,9 @@ class MemoryDtlsClient:
             self.handshake_messages += [m for _, _, m in self.reassembler.pop_messages()]
         return datagrams
 
-    def handshake(self) -> None:
-        """ClientHello1, the HRR, ClientHello2 (x25519), the server's flight, our Finished."""
+    def handshake(self, data_first: bytes | None = None) -> None:
+        """ClientHello1, the HRR, ClientHello2 (x25519), the server's flight, our Finished;
+        ``data_first``: application data that reaches the server before our Finished."""
         message, _ = wolfssl_client_hello("none")
         self.server.receive(datagrams_of(message)[0], self.peer, self.now)
         ((hrr_datagram, _),) = self.server.datagrams_to_send()
@@ -117,8 +119,10 @@ class MemoryDtlsClient:
         # The server's answer to our Finished (its ACK, its tickets) comes in epoch 3.
         self.records.install_read(3, self.suite, secrets["SERVER_TRAFFIC_SECRET_0"])
         self.read_epoch = 3
-        self.finished_record = self.send_handshake(self.finished_message)
         self.records.install_write(3, self.suite, secrets["CLIENT_TRAFFIC_SECRET_0"])
+        if data_first is not None:  # our first data, overtaking our Finished on the way
+            self.send(self.records.seal(DtlsContentType.application_data, data_first, 3))
+        self.finished_record = self.send_handshake(self.finished_message)
         self.write_epoch = 3
         self.server_secret = secrets["SERVER_TRAFFIC_SECRET_0"]
         self.client_secret = secrets["CLIENT_TRAFFIC_SECRET_0"]

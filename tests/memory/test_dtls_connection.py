@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import pytest
 
-from stateless13 import ConnectionClosed, Credential, HandshakeComplete, ServerConfig
+from stateless13 import (
+    ApplicationData,
+    ConnectionClosed,
+    Credential,
+    HandshakeComplete,
+    ServerConfig,
+)
 from stateless13.dtls_flight import fragment_message
 from stateless13.dtls_record import DtlsContentType
 from stateless13.transports.common import ConnectionReport
@@ -143,3 +149,16 @@ def test_after_the_handshake_a_plaintext_alert_is_ignored_and_close_notify_close
     assert report.error is None and report.transport == "dtls"
     assert isinstance(report.handshake, HandshakeComplete)
     assert report.datagrams_in is not None and report.datagrams_in >= 4
+
+
+def test_data_that_overtakes_the_finished_waits_for_its_key() -> None:
+    """The client's first data, sent with its Finished, arrives first: its epoch-3 key comes
+    only with the Finished, so the datagram waits (§4.2.1 allows it), then is read: the
+    application gets it after HandshakeComplete, not never."""
+    config, log = keylogged(ServerConfig(credentials=(Credential.self_signed("localhost"),)))
+    server = DtlsMemoryServer(config)
+    client = MemoryDtlsClient(server, log, PEER, NOW)
+    client.handshake(data_first=b"sent with the Finished")
+    kinds = [type(e).__name__ for e in client.server_events]
+    assert kinds == ["HandshakeComplete", "ApplicationData"], kinds
+    assert client.server_events[1] == ApplicationData(b"sent with the Finished")
