@@ -148,6 +148,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, by its PID; SIGKILL if it is still there 10 s later."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def alternate(
     runners: Mapping[str, Callable[[], float]],
     rounds: int,

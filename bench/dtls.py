@@ -54,6 +54,7 @@ from .common import (
     emit,
     parser,
     private_key_pem,
+    stop_process,
 )
 
 HOST = "127.0.0.1"
@@ -90,13 +91,7 @@ class Process:
         return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def ours(tree: Path, cert: Path, key: Path, log: Path | None = None) -> Process:

@@ -51,6 +51,7 @@ from .common import (
     pem_files,
     private_key_pem,
     python_ssl_client_context,
+    stop_process,
 )
 
 HOST = "127.0.0.1"  # loopback only, never anything else
@@ -201,13 +202,7 @@ class Server:
         return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log_reader.join(5)
 
 
