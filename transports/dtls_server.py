@@ -123,14 +123,21 @@ class DtlsServer:
                 continue
 
             def send(data: bytes, peer: Peer = peer) -> None:
-                endpoint.send(peer, data, self._clock())
+                # Whenever the handler calls it (now, or later from a task of its own).
+                if endpoint.connection(peer) is not None:
+                    endpoint.send(peer, data, self._clock())
+                    self._send_queued()
 
             try:
                 self.handler(event.data, send)
             except Exception:  # the application's bug ends its association, not the server
                 logger.exception("DTLS handler failed for %s:%d", *peer)
                 endpoint.close(peer, now, "application error")
-        for datagram, peer in endpoint.datagrams_to_send():
+        self._send_queued()
+
+    def _send_queued(self) -> None:
+        """What the memory server queued, to the socket; then the timer at its next deadline."""
+        for datagram, peer in self.endpoint.datagrams_to_send():
             try:
                 self._sock.sendto(datagram, peer)
             except (BlockingIOError, InterruptedError):

@@ -10,15 +10,18 @@ duplication, seeded) handshakes still complete, by retransmission.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from stateless13 import Credential, NamedGroup
+from stateless13.transports.dtls_server import DtlsServer
 from tests.dtls_messages import datagrams_of, wolfssl_client_hello
 from tests.servers import RunningServer, build_wolfssl_dtls_peer, dtls_server, free_udp_port
 from tests.udp_relay import UdpRelay
@@ -236,3 +239,25 @@ def test_serve_dtls_from_the_command_line(wolfssl: Path) -> None:
     assert server.returncode == 0, output
     assert " dtls validation=hrr hrr=yes cookie=verified " in output
     assert "stats dtls: completed=1 " in output and " hrr_sent=1 " in output
+
+
+def test_a_handler_that_answers_later(wolfssl: Path) -> None:
+    """``send`` works whenever the application calls it, not only during the call: here from a
+    timer 50 ms later, as an application waiting on its own I/O would; the datagram leaves at
+    once (nothing stays queued for the next datagram or timer to flush)."""
+    servers: list[DtlsServer] = []
+    queued_after_send: list[int] = []
+
+    def later(data: bytes, send: Callable[[bytes], None]) -> None:
+        def answer() -> None:
+            send(data.upper())
+            queued_after_send.append(len(servers[0].endpoint.datagrams_to_send()))
+
+        asyncio.get_running_loop().call_later(0.05, answer)
+
+    with dtls_server(handler=later) as server:
+        assert server.server is not None
+        servers.append(server.server)
+        assert_echoed(run_client(wolfssl, server.port, message="answered later"), "ANSWERED LATER")
+        only_report(server)
+    assert queued_after_send == [0]
