@@ -81,11 +81,15 @@ class Process:
         self, argv: list[str], port: int, log: Path | None = None, **popen: object
     ) -> None:
         self.port = port
-        self.log = log
-        stderr = subprocess.DEVNULL if log is None else log.open("w")
-        self.process = subprocess.Popen(  # type: ignore[call-overload]
-            argv, stdout=subprocess.DEVNULL, stderr=stderr, **popen
-        )
+        if log is None:
+            self.process = subprocess.Popen(  # type: ignore[call-overload]
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen
+            )
+            return
+        with log.open("w") as stderr:  # the child has its own descriptor
+            self.process = subprocess.Popen(  # type: ignore[call-overload]
+                argv, stdout=subprocess.DEVNULL, stderr=stderr, **popen
+            )
 
     def cpu(self) -> float:
         return cpu_seconds(self.process.pid)
@@ -94,13 +98,15 @@ class Process:
         stop_process(self.process)
 
 
-def ours(tree: Path, cert: Path, key: Path, log: Path | None = None) -> Process:
-    """``serve --dtls`` in the build ``tree``; its log lines (one per association) go to
-    ``log``, if given."""
+def ours(
+    tree: Path, cert: Path, key: Path, log: Path | None = None, stats_interval: float = 0
+) -> Process:
+    """``serve --dtls`` in the build ``tree``; its log lines (one per association, and the stat
+    line every ``stats_interval`` seconds and at the end, if not 0) go to ``log``, if given."""
     port = free_udp_port()
     argv = [sys.executable, "-m", "stateless13", "serve", "--dtls"]
     argv += ["--host", HOST, "--port", str(port), "--cert", str(cert), "--key", str(key)]
-    argv += ["--stats-interval", "0", *(["--quiet"] if log is None else [])]
+    argv += ["--stats-interval", str(stats_interval), *(["--quiet"] if log is None else [])]
     return Process(argv, port, log, cwd=tree, env=worker_env(tree))
 
 
@@ -212,22 +218,14 @@ def resident_bytes(pid: int) -> int:
 def flood(binary: Path, tree: Path, cert: Path, key: Path, count: int) -> list[list[object]]:
     """``count`` spoofed ClientHello1s at FLOOD_RATE a second, honest clients meanwhile."""
     hello = HELLOS["x25519"].read_bytes()
-    argv = [sys.executable, "-m", "stateless13", "serve", "--dtls", "--quiet"]
-    port = free_udp_port()
-    argv += ["--host", HOST, "--port", str(port), "--cert", str(cert), "--key", str(key)]
-    server = subprocess.Popen(
-        [*argv, "--stats-interval", "3600"],  # its stat line once, at the end
-        cwd=tree,
-        env=worker_env(tree),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tree / "flood.log"
+    server = ours(tree, cert, key, log, stats_interval=3600)  # its stat line at the end
+    port, pid = server.port, server.process.pid
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((HOST, port))
             first_answer(probe, hello)
-        before = resident_bytes(server.pid)
+        before = resident_bytes(pid)
         sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(500)]
         honest: list[float] = []
         failed = 0
@@ -252,18 +250,17 @@ def flood(binary: Path, tree: Path, cert: Path, key: Path, count: int) -> list[l
                     honest.append(time.monotonic() - client_started)
                 else:
                     failed += 1
-                peak = max(peak, resident_bytes(server.pid))
+                peak = max(peak, resident_bytes(pid))
                 next_client = time.monotonic() + 0.5
             time.sleep(max(0.0, started + sent / FLOOD_RATE - time.monotonic()))
         elapsed = time.monotonic() - started
         for sock in sockets:
             sock.close()
         time.sleep(1)
-        after = resident_bytes(server.pid)
+        after = resident_bytes(pid)
     finally:
-        server.terminate()
-        log = server.communicate(timeout=20)[1]
-    hrrs = re.search(r"hrr_sent=(\d+)", log)
+        server.stop()
+    hrrs = re.search(r"hrr_sent=(\d+)", log.read_text())
     return [
         [
             f"{sent:,} in {elapsed:.1f} s",

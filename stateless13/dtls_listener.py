@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from .alerts import AlertError, AlertLevel, LocalProtocolError
 from .config import ServerConfig
 from .dtls_connection import DtlsConnection
-from .dtls_flight import HandshakeFragment, HandshakeReassembler, parse_fragments
+from .dtls_flight import (
+    HANDSHAKE_HEADER_SIZE,
+    HandshakeFragment,
+    HandshakeReassembler,
+    fragment_message,
+    parse_fragments,
+)
 from .dtls_record import (
     DEFAULT_MAX_DATAGRAM_SIZE,
     DtlsContentType,
@@ -195,7 +201,9 @@ class DtlsListener:
                 self.config, message, peer=peer, now=now, after_retry=message_seq > 0, dtls=True
             )
             if isinstance(answer, RetryRequest):
-                reply = _handshake_record(record_seq, 0, answer.hello_retry_request)
+                hrr = answer.hello_retry_request  # our message 0, whole in one fragment
+                (fragment,) = fragment_message(hrr, 0, len(hrr) + HANDSHAKE_HEADER_SIZE)
+                reply = plaintext_record(DtlsContentType.handshake, record_seq, fragment)
                 if len(reply) > received:
                     return self._count(
                         DtlsDrop("HRR larger than the ClientHello (anti-amplification)")
@@ -285,9 +293,3 @@ class DtlsListener:
         else:
             stats.dropped[result.reason] = stats.dropped.get(result.reason, 0) + 1
         return result
-
-
-def _handshake_record(record_seq: int, message_seq: int, message: bytes) -> bytes:
-    """One DTLSPlaintext record of one unfragmented handshake message (the HRR: small)."""
-    header = message[:4] + message_seq.to_bytes(2, "big") + b"\x00\x00\x00" + message[1:4]
-    return plaintext_record(DtlsContentType.handshake, record_seq, header + message[4:])

@@ -296,7 +296,8 @@ def pull_client_hello(body: bytes, *, dtls: bool = False) -> ClientHello:
         extensions,
         *views,  # type: ignore[arg-type]
     )
-    hello.dtls = dtls  # not among the views the line above fills by position
+    if dtls:  # not among the views the line above fills by position
+        hello.dtls = True
     return hello
 
 

@@ -250,6 +250,11 @@ def raise_open_file_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+#: The receive buffer a UDP server asks for: the kernel's default (208 KiB on Linux) drops most
+#: of a burst before the event loop reads any; quic-go asks for 7 MiB, as here.
+UDP_RECEIVE_BUFFER = 7 << 20
+
+
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer (forced when allowed); the size the kernel gave."""
     # Linux's SO_RCVBUFFORCE (33), which Python's socket module does not name.

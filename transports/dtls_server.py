@@ -33,14 +33,10 @@ from collections.abc import Callable
 
 from stateless13 import ApplicationData, DtlsListener, DtlsListenerLimits, Event, ServerConfig
 
-from .common import ConnectionReport, Reporter, set_receive_buffer
+from .common import UDP_RECEIVE_BUFFER, ConnectionReport, Reporter, set_receive_buffer
 from .dtls_memory import DtlsMemoryServer, DtlsOptions, Peer
 
 logger = logging.getLogger("stateless13.server")
-
-#: The UDP socket's receive buffer asked for (as the QUIC server's): the kernel's default
-#: (208 KiB) drops most of a burst before the event loop reads any.
-RECEIVE_BUFFER = 7 << 20
 
 #: The application: called with each datagram the client sent, and a function that sends one
 #: datagram back on the same association.
@@ -69,7 +65,7 @@ class DtlsServer:
         options: DtlsOptions | None = None,
         on_report: Callable[[ConnectionReport], None] | None = None,
         clock: Callable[[], float] = time.time,
-        receive_buffer: int = RECEIVE_BUFFER,
+        receive_buffer: int = UDP_RECEIVE_BUFFER,
     ) -> None:
         self.report = Reporter(on_report, transport="dtls")
         self.endpoint = DtlsMemoryServer(

@@ -49,7 +49,7 @@ from stateless13 import (
     parse_client_hello,
 )
 
-from .common import PressureGauge, Validation
+from .common import UDP_RECEIVE_BUFFER, PressureGauge, Validation
 from .quic_initial import (
     Initials,
     MalformedInitial,
@@ -129,10 +129,9 @@ class QuicOptions:
     handshake_timeout: float = 10.0
     idle_timeout: float = 60.0
     supported_versions: tuple[int, ...] = (QuicProtocolVersion.VERSION_1,)
-    #: The UDP socket's receive buffer, in bytes: the kernel's default (208 KiB on Linux) drops
-    #: most of a burst of Initials before we read any; quic-go asks for 7 MiB, as here.  Set
+    #: The UDP socket's receive buffer, in bytes (``common.UDP_RECEIVE_BUFFER``: 7 MiB).  Set
     #: with SO_RCVBUFFORCE when the process may (root), else up to net.core.rmem_max.
-    receive_buffer: int = 7 << 20
+    receive_buffer: int = UDP_RECEIVE_BUFFER
     #: Validation.ADAPTIVE: the stateless HRR goes on when more connections than this are
     #: handshaking (each one unvalidated may send 3x what it received, and costs a full
     #: handshake), off 5 s after it was last above half; a spoofed flood of a few Initials a

@@ -101,6 +101,24 @@ class Run:
         return event
 
 
+def started_connection(
+    front: InitialFront,
+    accepted: Accept,
+    now: float,
+    configuration: QuicConfiguration | None = None,
+) -> StatelessQuicConnection:
+    """The connection the front handed over, with the datagrams it already took."""
+    connection = StatelessQuicConnection(
+        configuration=configuration or quic_configuration(front.config, front.options),
+        server_config=front.config,
+        peer=CLIENT,
+        start=accepted.start,
+    )
+    for datagram in accepted.start.datagrams:
+        connection.receive_datagram(datagram, CLIENT, now)
+    return connection
+
+
 def drive(
     front: InitialFront,
     ticket: SessionTicket | None = None,
@@ -148,14 +166,7 @@ def drive(
                 run.replies.append(result.kind)
                 end.receive_datagram(result.datagram, SERVER, clock)
             elif isinstance(result, Accept):
-                run.connection = StatelessQuicConnection(
-                    configuration=configuration or quic_configuration(front.config, front.options),
-                    server_config=front.config,
-                    peer=CLIENT,
-                    start=result.start,
-                )
-                for datagram in result.start.datagrams:
-                    run.connection.receive_datagram(datagram, CLIENT, clock)
+                run.connection = started_connection(front, result, clock, configuration)
         if run.connection is not None:
             while (event := run.connection.next_event()) is not None:
                 run.server_events.append(event)
@@ -457,14 +468,7 @@ def test_no_0rtt_through_the_stateless_hrr() -> None:
     )
     accepted = front.receive(second, CLIENT, NOW)
     assert isinstance(accepted, Accept), accepted
-    connection = StatelessQuicConnection(
-        configuration=quic_configuration(front.config, front.options),
-        server_config=front.config,
-        peer=CLIENT,
-        start=accepted.start,
-    )
-    for data in accepted.start.datagrams:
-        connection.receive_datagram(data, CLIENT, NOW)
+    connection = started_connection(front, accepted, NOW)
     assert connection.quic_tls is not None
     error = connection.quic_tls.error
     assert isinstance(error, IllegalParameter) and error.reason == "early_data in ClientHello2"
@@ -515,14 +519,7 @@ def test_no_0rtt_after_a_hello_retry_request_inside_the_connection() -> None:
     )
     accepted = front.receive(initial + datagram[header.packet_length :], CLIENT, NOW)
     assert isinstance(accepted, Accept), accepted
-    connection = StatelessQuicConnection(
-        configuration=quic_configuration(front.config, front.options),
-        server_config=front.config,
-        peer=CLIENT,
-        start=accepted.start,
-    )
-    for data in accepted.start.datagrams:
-        connection.receive_datagram(data, CLIENT, NOW)
+    connection = started_connection(front, accepted, NOW)
     assert connection.quic_tls is not None and connection.quic_tls.error is None
     handshake = connection.quic_tls.server_handshake
     assert handshake is not None and handshake.hello_retry_sent and handshake.summary is None

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
+from bench.common import private_key_pem
 from stateless13 import Credential, NamedGroup
 from stateless13.transports.dtls_server import DtlsServer
 from tests.dtls_messages import datagrams_of, wolfssl_client_hello
@@ -100,13 +100,7 @@ def test_the_same_client_completes_with_wolfssls_own_stateless_server(
     (wolfSSL_send_hrr_cookie); the client that completes with ours completes with it."""
     credential = Credential.self_signed("localhost")
     (tmp_path / "cert.pem").write_bytes(credential.certificate_pem())
-    (tmp_path / "key.pem").write_bytes(
-        credential.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    (tmp_path / "key.pem").write_bytes(private_key_pem(credential.private_key))
     port = free_udp_port()
     reference = subprocess.Popen(
         [str(wolfssl), "server", str(port), str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")],

@@ -69,6 +69,7 @@ from stateless13.transports.quic_server import PAGE_TEXT as H3_PAGE_TEXT
 from stateless13.transports.quic_tokens import SERVER_CID_LENGTH
 from tests.commands import Process
 from tests.helpers import PythonSSLClient, read_record, read_until_closed
+from tests.peers.test_proxy_protocol_inbound import finish as finish_handshake_and_get
 from tests.peers.test_quic_peers import quicgoclient as quicgoclient  # the fixture
 from tests.peers.test_redis_replay import EPOCHS, RedisServer, redis_keys
 from tests.peers.test_redis_replay import redis_server as redis_server  # the fixture
@@ -367,15 +368,7 @@ def finish(port: int, source: str, client: PythonSSLClient, client_hello2: bytes
     body of the answer."""
     with connect(port, source) as sock:
         sock.sendall(client_hello2)
-        while not client.handshake_done:
-            data = sock.recv(65536)
-            assert data, "the node closed during the handshake"
-            if out := client.step(data):
-                sock.sendall(out)
-        sock.sendall(client.send(REQUEST))
-        answer = client.receive(read_until_closed(sock)).decode()
-    assert answer.startswith("HTTP/1.1 200 OK\r\n"), answer
-    return answer.partition("\r\n\r\n")[2]
+        return finish_handshake_and_get(sock, client)
 
 
 def refused(port: int, source: str, client_hello2: bytes) -> bytes:
